@@ -1,0 +1,56 @@
+package v1alpha1
+
+// Condition types of a Delivery besides Flux's Ready, Reconciling and Stalled
+// (github.com/fluxcd/pkg/apis/meta), which sluice uses with their kstatus
+// meaning.
+const (
+	// PromotedCondition tells whether the candidate template has been
+	// promoted to stable. It is False with RejectedReason when Argo Rollouts
+	// aborted the candidate.
+	PromotedCondition string = "Promoted"
+)
+
+// Reasons of a Delivery's conditions. Each names what the user sees and, for
+// the Stalled ones, what the user must change.
+const (
+	// DeploymentNotFoundReason: spec.deploymentRef names no Deployment in the
+	// Delivery's namespace.
+	DeploymentNotFoundReason string = "DeploymentNotFound"
+
+	// InvalidDeploymentReason: the Deployment cannot be delivered as it is,
+	// for example its selector does not match its pod template labels.
+	InvalidDeploymentReason string = "InvalidDeployment"
+
+	// PolicyNotFoundReason: spec.policyRef names no DeliveryPolicy in the
+	// Delivery's namespace.
+	PolicyNotFoundReason string = "PolicyNotFound"
+
+	// InvalidPolicyReason: the DeliveryPolicy cannot be used for this
+	// Delivery, for example its strategy differs from spec.strategy or it
+	// names a Service or AnalysisTemplate that does not exist.
+	InvalidPolicyReason string = "InvalidPolicy"
+
+	// HandoverReason: traffic is moving between the Deployment's pods and
+	// the Rollout's pods (adoption or opt-out).
+	HandoverReason string = "Handover"
+
+	// ProgressingReason: Argo Rollouts is running the strategy for a
+	// candidate template.
+	ProgressingReason string = "Progressing"
+
+	// WaitingForApprovalReason: the Rollout is paused at a manual gate and
+	// waits for an approval in spec.promotion.approvals.
+	WaitingForApprovalReason string = "WaitingForApproval"
+
+	// ApprovalMismatchReason: spec.promotion.approvals holds an approval,
+	// but not for the candidate and step the Rollout is waiting at.
+	ApprovalMismatchReason string = "ApprovalMismatch"
+
+	// RejectedReason: Argo Rollouts aborted the candidate, or
+	// spec.promotion.rejection names the candidate's template.
+	RejectedReason string = "Rejected"
+
+	// ResolvedReason: the Deployment and the policy of the Delivery were
+	// found and are valid.
+	ResolvedReason string = "Resolved"
+)

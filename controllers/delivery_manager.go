@@ -1,0 +1,88 @@
+package controllers
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/fluxcd/pkg/runtime/predicates"
+	appsv1 "k8s.io/api/apps/v1"
+	"k8s.io/client-go/util/workqueue"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/builder"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller"
+	"sigs.k8s.io/controller-runtime/pkg/handler"
+	"sigs.k8s.io/controller-runtime/pkg/predicate"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+
+	deliveryv1 "github.com/sluice-dev/sluice/apis/v1alpha1"
+)
+
+// Index keys that map a watched object back to the Deliveries that refer to
+// it.
+const (
+	deploymentIndexKey = ".spec.deploymentRef.name"
+	policyIndexKey     = ".spec.policyRef.name"
+)
+
+// DeliveryReconcilerOptions are the controller's tunables.
+type DeliveryReconcilerOptions struct {
+	MaxConcurrentReconciles int
+	RateLimiter             workqueue.TypedRateLimiter[reconcile.Request]
+}
+
+// SetupWithManager registers the indexes and watches of the Delivery
+// controller: a Delivery is reconciled when its spec changes, when a
+// reconcile is requested, and when its Deployment or policy changes.
+func (r *DeliveryReconciler) SetupWithManager(ctx context.Context, mgr ctrl.Manager, opts DeliveryReconcilerOptions) error {
+	indexer := mgr.GetFieldIndexer()
+	if err := indexer.IndexField(ctx, &deliveryv1.Delivery{}, deploymentIndexKey, func(o client.Object) []string {
+		return []string{o.(*deliveryv1.Delivery).Spec.DeploymentRef.Name}
+	}); err != nil {
+		return fmt.Errorf("indexing Deliveries by Deployment: %w", err)
+	}
+	if err := indexer.IndexField(ctx, &deliveryv1.Delivery{}, policyIndexKey, func(o client.Object) []string {
+		if ref := o.(*deliveryv1.Delivery).Spec.PolicyRef; ref != nil {
+			return []string{ref.Name}
+		}
+		return nil
+	}); err != nil {
+		return fmt.Errorf("indexing Deliveries by DeliveryPolicy: %w", err)
+	}
+
+	return ctrl.NewControllerManagedBy(mgr).
+		For(&deliveryv1.Delivery{}, builder.WithPredicates(
+			predicate.Or(predicate.GenerationChangedPredicate{}, predicates.ReconcileRequestedPredicate{}),
+		)).
+		Watches(&appsv1.Deployment{},
+			handler.EnqueueRequestsFromMapFunc(r.requestsFor(deploymentIndexKey)),
+			builder.WithPredicates(predicate.GenerationChangedPredicate{}),
+		).
+		Watches(&deliveryv1.DeliveryPolicy{},
+			handler.EnqueueRequestsFromMapFunc(r.requestsFor(policyIndexKey)),
+			builder.WithPredicates(predicate.GenerationChangedPredicate{}),
+		).
+		WithOptions(controller.Options{
+			MaxConcurrentReconciles: opts.MaxConcurrentReconciles,
+			RateLimiter:             opts.RateLimiter,
+		}).
+		Complete(r)
+}
+
+// requestsFor maps an object to the Deliveries in its namespace whose index
+// key names it.
+func (r *DeliveryReconciler) requestsFor(indexKey string) handler.MapFunc {
+	return func(ctx context.Context, obj client.Object) []reconcile.Request {
+		var list deliveryv1.DeliveryList
+		if err := r.List(ctx, &list, client.InNamespace(obj.GetNamespace()),
+			client.MatchingFields{indexKey: obj.GetName()}); err != nil {
+			ctrl.LoggerFrom(ctx).Error(err, "listing Deliveries", "index", indexKey)
+			return nil
+		}
+		reqs := make([]reconcile.Request, 0, len(list.Items))
+		for i := range list.Items {
+			reqs = append(reqs, reconcile.Request{NamespacedName: client.ObjectKeyFromObject(&list.Items[i])})
+		}
+		return reqs
+	}
+}

@@ -1,0 +1,125 @@
+// Command sluice is the sluice operator: progressive delivery for Flux, with
+// Git as the source of truth.
+package main
+
+import (
+	"fmt"
+	"os"
+
+	"github.com/fluxcd/pkg/runtime/client"
+	helper "github.com/fluxcd/pkg/runtime/controller"
+	"github.com/fluxcd/pkg/runtime/events"
+	"github.com/fluxcd/pkg/runtime/leaderelection"
+	"github.com/fluxcd/pkg/runtime/logger"
+	"github.com/fluxcd/pkg/runtime/metrics"
+	"github.com/fluxcd/pkg/runtime/probes"
+	"github.com/spf13/pflag"
+	"k8s.io/apimachinery/pkg/runtime"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	ctrl "sigs.k8s.io/controller-runtime"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+
+	deliveryv1 "github.com/sluice-dev/sluice/apis/v1alpha1"
+	"github.com/sluice-dev/sluice/controllers"
+)
+
+const controllerName = "sluice"
+
+func main() {
+	var (
+		metricsAddr        string
+		healthAddr         string
+		eventsAddr         string
+		concurrent         int
+		clientOptions      client.Options
+		logOptions         logger.Options
+		leaderElection     leaderelection.Options
+		rateLimiterOptions helper.RateLimiterOptions
+	)
+
+	pflag.StringVar(&metricsAddr, "metrics-addr", ":8080", "The address the metric endpoint binds to.")
+	pflag.StringVar(&healthAddr, "health-addr", ":9440", "The address the health endpoint binds to.")
+	pflag.StringVar(&eventsAddr, "events-addr", "", "The address of Flux's notification-controller events endpoint; events go only to the Kubernetes API when empty.")
+	pflag.IntVar(&concurrent, "concurrent", 4, "The number of Deliveries reconciled at once.")
+	clientOptions.BindFlags(pflag.CommandLine)
+	logOptions.BindFlags(pflag.CommandLine)
+	leaderElection.BindFlags(pflag.CommandLine)
+	rateLimiterOptions.BindFlags(pflag.CommandLine)
+	pflag.Parse()
+
+	logger.SetLogger(logger.NewLogger(logOptions))
+	setupLog := ctrl.Log.WithName("setup")
+
+	if err := run(runOptions{
+		metricsAddr:    metricsAddr,
+		healthAddr:     healthAddr,
+		eventsAddr:     eventsAddr,
+		concurrent:     concurrent,
+		clientOptions:  clientOptions,
+		leaderElection: leaderElection,
+		rateLimiter:    rateLimiterOptions,
+	}); err != nil {
+		setupLog.Error(err, "sluice stopped")
+		os.Exit(1)
+	}
+}
+
+type runOptions struct {
+	metricsAddr    string
+	healthAddr     string
+	eventsAddr     string
+	concurrent     int
+	clientOptions  client.Options
+	leaderElection leaderelection.Options
+	rateLimiter    helper.RateLimiterOptions
+}
+
+func run(o runOptions) error {
+	scheme := runtime.NewScheme()
+	if err := clientgoscheme.AddToScheme(scheme); err != nil {
+		return err
+	}
+	if err := deliveryv1.AddToScheme(scheme); err != nil {
+		return err
+	}
+
+	restConfig := client.GetConfigOrDie(o.clientOptions)
+	mgr, err := ctrl.NewManager(restConfig, ctrl.Options{
+		Scheme:                        scheme,
+		Metrics:                       metricsserver.Options{BindAddress: o.metricsAddr},
+		HealthProbeBindAddress:        o.healthAddr,
+		LeaderElection:                o.leaderElection.Enable,
+		LeaderElectionReleaseOnCancel: o.leaderElection.ReleaseOnCancel,
+		LeaseDuration:                 &o.leaderElection.LeaseDuration,
+		RenewDeadline:                 &o.leaderElection.RenewDeadline,
+		RetryPeriod:                   &o.leaderElection.RetryPeriod,
+		LeaderElectionID:              "sluice-leader-election",
+		Logger:                        ctrl.Log,
+	})
+	if err != nil {
+		return fmt.Errorf("creating manager: %w", err)
+	}
+	probes.SetupChecks(mgr, ctrl.Log.WithName("probes"))
+
+	eventRecorder, err := events.NewRecorder(ctrl.Log.WithName("events"), o.eventsAddr, controllerName, events.WithManager(mgr))
+	if err != nil {
+		return fmt.Errorf("creating event recorder: %w", err)
+	}
+
+	ctx := ctrl.SetupSignalHandler()
+	deliveries := &controllers.DeliveryReconciler{
+		Client:         mgr.GetClient(),
+		EventRecorder:  eventRecorder,
+		Metrics:        helper.NewMetrics(mgr, metrics.MustMakeRecorder(), deliveryv1.DeliveryFinalizer),
+		ControllerName: controllerName,
+	}
+	if err := deliveries.SetupWithManager(ctx, mgr, controllers.DeliveryReconcilerOptions{
+		MaxConcurrentReconciles: o.concurrent,
+		RateLimiter:             helper.GetRateLimiter(o.rateLimiter),
+	}); err != nil {
+		return fmt.Errorf("setting up the Delivery controller: %w", err)
+	}
+
+	ctrl.Log.Info("starting sluice")
+	return mgr.Start(ctx)
+}
