@@ -17,8 +17,6 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/labels"
 	kerrors "k8s.io/apimachinery/pkg/util/errors"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -153,8 +151,8 @@ func (r *DeliveryReconciler) reconcile(ctx context.Context, obj *deliveryv1.Deli
 	return nil
 }
 
-// resolveDeployment returns the Deployment the Delivery delivers, checked
-// for what delivery needs.
+// resolveDeployment returns the Deployment the Delivery delivers. The API
+// server already guarantees that its selector matches its pod template.
 func (r *DeliveryReconciler) resolveDeployment(ctx context.Context, obj *deliveryv1.Delivery) (*appsv1.Deployment, error) {
 	deployment := &appsv1.Deployment{}
 	key := client.ObjectKey{Namespace: obj.Namespace, Name: obj.Spec.DeploymentRef.Name}
@@ -166,16 +164,6 @@ func (r *DeliveryReconciler) resolveDeployment(ctx context.Context, obj *deliver
 		return nil, fmt.Errorf("getting Deployment %s: %w", key.Name, err)
 	}
 
-	selector, err := metav1.LabelSelectorAsSelector(deployment.Spec.Selector)
-	if err != nil {
-		return nil, stalled(deliveryv1.InvalidDeploymentReason,
-			"Deployment %s: spec.selector is invalid: %v", deployment.Name, err)
-	}
-	if selector.Empty() || !selector.Matches(labels.Set(deployment.Spec.Template.Labels)) {
-		return nil, stalled(deliveryv1.InvalidDeploymentReason,
-			"Deployment %s: spec.selector %s does not match spec.template.metadata.labels",
-			deployment.Name, selector.String())
-	}
 	return deployment, nil
 }
 

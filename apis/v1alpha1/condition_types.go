@@ -17,8 +17,7 @@ const (
 	// Delivery's namespace.
 	DeploymentNotFoundReason string = "DeploymentNotFound"
 
-	// InvalidDeploymentReason: the Deployment cannot be delivered as it is,
-	// for example its selector does not match its pod template labels.
+	// InvalidDeploymentReason: the Deployment cannot be delivered as it is.
 	InvalidDeploymentReason string = "InvalidDeployment"
 
 	// PolicyNotFoundReason: spec.policyRef names no DeliveryPolicy in the
