@@ -203,7 +203,9 @@ func (r *DeliveryReconciler) finalizeStatus(ctx context.Context, obj *deliveryv1
 		obj.Status.LastHandledReconcileAt = v
 	}
 
-	if conditions.IsTrue(obj, meta.ReadyCondition) || conditions.IsTrue(obj, meta.StalledCondition) {
+	// NOTE: a suspended Delivery has not observed its current generation,
+	// so its observedGeneration stays where the last real run left it.
+	if !obj.Spec.Suspend && (conditions.IsTrue(obj, meta.ReadyCondition) || conditions.IsTrue(obj, meta.StalledCondition)) {
 		conditions.Delete(obj, meta.ReconcilingCondition)
 		obj.Status.ObservedGeneration = obj.Generation
 	}
