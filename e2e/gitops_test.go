@@ -1,0 +1,119 @@
+package e2e
+
+import (
+	"context"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/fluxcd/pkg/apis/meta"
+	kustomizev1 "github.com/fluxcd/kustomize-controller/api/v1"
+	sourcev1 "github.com/fluxcd/source-controller/api/v1"
+	. "github.com/onsi/gomega"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+// gitRepo is a user's working copy of a repository on the stack's Git
+// server.
+type gitRepo struct {
+	t   *testing.T
+	dir string
+}
+
+// newGitRepo creates repository name on the Git server and clones it.
+func newGitRepo(t *testing.T, name string) *gitRepo {
+	t.Helper()
+	repoURL, err := env.Git.CreateRepository(name)
+	if err != nil {
+		t.Fatalf("creating repository: %v", err)
+	}
+	u, err := url.Parse(repoURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	u.User = url.UserPassword(env.Git.Username, env.Git.Password)
+	r := &gitRepo{t: t, dir: filepath.Join(t.TempDir(), name)}
+	r.git("", "clone", "--quiet", u.String(), r.dir)
+	return r
+}
+
+// git runs git in the working copy (or in dir when given) and returns its
+// output.
+func (r *gitRepo) git(dir string, args ...string) string {
+	r.t.Helper()
+	if dir == "" {
+		dir = r.dir
+	}
+	cmd := exec.Command("git", append([]string{"-c", "user.name=A User", "-c", "user.email=user@example.com"}, args...)...)
+	if args[0] != "clone" {
+		cmd.Dir = dir
+	}
+	cmd.Env = append(os.Environ(), "GIT_TERMINAL_PROMPT=0")
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		r.t.Fatalf("git %s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+	return strings.TrimSpace(string(out))
+}
+
+// write writes files (path → content) into the working copy.
+func (r *gitRepo) write(files map[string]string) {
+	r.t.Helper()
+	for path, content := range files {
+		full := filepath.Join(r.dir, path)
+		if err := os.MkdirAll(filepath.Dir(full), 0o755); err != nil {
+			r.t.Fatal(err)
+		}
+		if err := os.WriteFile(full, []byte(content), 0o644); err != nil {
+			r.t.Fatal(err)
+		}
+	}
+}
+
+// commitAndPush commits everything and pushes main, returning the commit.
+func (r *gitRepo) commitAndPush(message string) string {
+	r.t.Helper()
+	r.git("", "add", "-A")
+	r.git("", "commit", "--quiet", "-m", message)
+	r.git("", "push", "--quiet", "origin", "HEAD:main")
+	return r.git("", "rev-parse", "HEAD")
+}
+
+// fluxSync creates what `flux create source git` and `flux create
+// kustomization` would: a basic-auth Secret, a GitRepository for main and a
+// Kustomization that applies path and waits for what it applied.
+func fluxSync(t *testing.T, name, repoURL, path string) {
+	t.Helper()
+	g := NewWithT(t)
+	ctx := context.Background()
+	ns := "flux-system"
+	g.Expect(k8sClient.Create(ctx, &corev1.Secret{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name + "-auth"},
+		StringData: map[string]string{"username": env.Git.Username, "password": env.Git.Password},
+	})).To(Succeed())
+	g.Expect(k8sClient.Create(ctx, &sourcev1.GitRepository{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name},
+		Spec: sourcev1.GitRepositorySpec{
+			URL:       repoURL,
+			Interval:  metav1.Duration{Duration: time.Minute},
+			Reference: &sourcev1.GitRepositoryRef{Branch: "main"},
+			SecretRef: &meta.LocalObjectReference{Name: name + "-auth"},
+		},
+	})).To(Succeed())
+	g.Expect(k8sClient.Create(ctx, &kustomizev1.Kustomization{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name},
+		Spec: kustomizev1.KustomizationSpec{
+			Interval:  metav1.Duration{Duration: time.Minute},
+			Path:      path,
+			Prune:     true,
+			Wait:      true,
+			Timeout:   &metav1.Duration{Duration: 2 * time.Minute},
+			SourceRef: kustomizev1.CrossNamespaceSourceReference{Kind: sourcev1.GitRepositoryKind, Name: name},
+		},
+	})).To(Succeed())
+}

@@ -1,0 +1,141 @@
+// Package e2e runs sluice end to end on a real local stack: etcd,
+// kube-apiserver, kube-controller-manager, kube-scheduler, kwok, the Argo
+// Rollouts controller, Flux's source-controller and kustomize-controller, a
+// Git server, and sluice as its own process built from this tree. Scenarios
+// drive it through Git pushes, as a user does.
+package e2e
+
+import (
+	"bufio"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"log"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"testing"
+	"time"
+
+	kustomizev1 "github.com/fluxcd/kustomize-controller/api/v1"
+	sourcev1 "github.com/fluxcd/source-controller/api/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	deliveryv1 "github.com/sluice-dev/sluice/apis/v1alpha1"
+	"github.com/sluice-dev/sluice/e2e/stack"
+)
+
+var (
+	env       *stack.Stack
+	k8sClient client.Client
+)
+
+func TestMain(m *testing.M) {
+	os.Exit(run(m))
+}
+
+func run(m *testing.M) int {
+	root, err := filepath.Abs("..")
+	if err != nil {
+		log.Print(err)
+		return 1
+	}
+	bin := filepath.Join(root, "bin")
+	if _, err := os.Stat(filepath.Join(bin, "kube-apiserver")); err != nil {
+		log.Printf("the control plane is not built (run 'make tools'): %v", err)
+		return 1
+	}
+	dir, err := os.MkdirTemp("", "sluice-e2e-")
+	if err != nil {
+		log.Print(err)
+		return 1
+	}
+
+	sluice := filepath.Join(dir, "sluice")
+	build := exec.Command("go", "build", "-o", sluice, ".")
+	build.Dir = root
+	if out, err := build.CombinedOutput(); err != nil {
+		log.Printf("building sluice: %v\n%s", err, out)
+		return 1
+	}
+
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	env, err = stack.Start(ctx, stack.Options{
+		Dir:         dir,
+		BinDir:      bin,
+		CRDDir:      filepath.Join(root, "config", "crd", "bases"),
+		Sluice:      sluice,
+		GitUsername: "sluice-e2e",
+		GitPassword: randomString(),
+		Logf:        log.Printf,
+	})
+	if err != nil {
+		log.Printf("starting the stack: %v", err)
+		keepLogs(dir)
+		return 1
+	}
+
+	scheme := runtime.NewScheme()
+	for _, add := range []func(*runtime.Scheme) error{
+		clientgoscheme.AddToScheme, deliveryv1.AddToScheme, sourcev1.AddToScheme, kustomizev1.AddToScheme,
+	} {
+		if err := add(scheme); err != nil {
+			panic(err)
+		}
+	}
+	if k8sClient, err = client.New(env.Config, client.Options{Scheme: scheme}); err != nil {
+		panic(err)
+	}
+
+	code := m.Run()
+	env.Stop()
+	if code != 0 {
+		keepLogs(dir)
+		return code
+	}
+	_ = os.RemoveAll(dir)
+	return code
+}
+
+// keepLogs leaves the stack's folder in place and prints where it is and the
+// end of every component's log.
+func keepLogs(dir string) {
+	logs, _ := filepath.Glob(filepath.Join(dir, "logs", "*.log"))
+	for _, f := range logs {
+		fmt.Fprintf(os.Stderr, "\n===== last lines of %s\n", f)
+		printTail(f, 25)
+	}
+	fmt.Fprintf(os.Stderr, "\nthe logs of every component are kept in %s\n", filepath.Join(dir, "logs"))
+}
+
+func printTail(path string, n int) {
+	f, err := os.Open(path)
+	if err != nil {
+		return
+	}
+	defer f.Close()
+	var lines []string
+	sc := bufio.NewScanner(f)
+	sc.Buffer(make([]byte, 1024*1024), 1024*1024)
+	for sc.Scan() {
+		lines = append(lines, sc.Text())
+		if len(lines) > n {
+			lines = lines[1:]
+		}
+	}
+	for _, l := range lines {
+		fmt.Fprintln(os.Stderr, l)
+	}
+}
+
+func randomString() string {
+	b := make([]byte, 12)
+	if _, err := rand.Read(b); err != nil {
+		panic(err)
+	}
+	return hex.EncodeToString(b)
+}

@@ -1,0 +1,456 @@
+// Package stack starts and stops sluice's local stack: etcd, kube-apiserver,
+// kube-controller-manager, kube-scheduler, kwok with a fake node, the Argo
+// Rollouts controller, Flux's source-controller and kustomize-controller, a
+// smart-HTTP Git server and, optionally, sluice itself. Every component is a
+// real program built by hack/tools.sh; nothing is mocked.
+package stack
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
+)
+
+// Namespaces the stack's controllers run for.
+const (
+	FluxNamespace   = "flux-system"
+	RolloutsNamespace = "argo-rollouts"
+	// NodeName is the kwok node pods are scheduled on.
+	NodeName = "kwok-node-0"
+)
+
+// Options say where the stack lives and what it runs.
+type Options struct {
+	// Dir holds certificates, data, logs and PID files.
+	Dir string
+	// BinDir holds the binaries and share/ folders hack/tools.sh links.
+	BinDir string
+	// CRDDir holds sluice's own CRDs.
+	CRDDir string
+	// Sluice is the sluice binary; sluice is not started when empty.
+	Sluice string
+	// SluiceArgs are extra arguments for sluice.
+	SluiceArgs []string
+	// GitUsername and GitPassword protect the Git server.
+	GitUsername, GitPassword string
+	// Logf reports progress; nothing is reported when nil.
+	Logf func(format string, args ...any)
+}
+
+// Stack is a running local stack.
+type Stack struct {
+	// Dir is the stack's folder.
+	Dir string
+	// Kubeconfig is the path of an admin kubeconfig.
+	Kubeconfig string
+	// Config is the admin REST config.
+	Config *rest.Config
+	// Git is the Git server.
+	Git *GitServer
+
+	opts    Options
+	procs   []*process
+	etcdURL string
+}
+
+// LogDir is the folder of the components' logs.
+func (s *Stack) LogDir() string { return filepath.Join(s.Dir, "logs") }
+
+func (s *Stack) pidDir() string { return filepath.Join(s.Dir, "pids") }
+
+func (s *Stack) logf(format string, args ...any) {
+	if s.opts.Logf != nil {
+		s.opts.Logf(format, args...)
+	}
+}
+
+// Start starts every component and waits until each is ready. On error,
+// what was started is stopped again.
+func Start(ctx context.Context, opts Options) (_ *Stack, retErr error) {
+	s := &Stack{Dir: opts.Dir, opts: opts}
+	defer func() {
+		if retErr != nil {
+			s.Stop()
+		}
+	}()
+	for _, d := range []string{s.LogDir(), s.pidDir()} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			return nil, err
+		}
+	}
+	started := time.Now()
+	steps := []struct {
+		name string
+		run  func(context.Context) error
+	}{
+		{"etcd", s.startEtcd},
+		{"kube-apiserver", s.startAPIServer},
+		{"CRDs and namespaces", s.installCRDs},
+		{"kube-controller-manager", s.startControllerManager},
+		{"kube-scheduler", s.startScheduler},
+		{"kwok", s.startKwok},
+		{"rollouts-controller", s.startRollouts},
+		{"source-controller", s.startSourceController},
+		{"kustomize-controller", s.startKustomizeController},
+		{"git server", s.startGitServer},
+		{"sluice", s.startSluice},
+	}
+	for _, step := range steps {
+		t := time.Now()
+		if err := step.run(ctx); err != nil {
+			return nil, fmt.Errorf("%s: %w", step.name, err)
+		}
+		s.logf("%-24s ready in %s", step.name, time.Since(t).Round(time.Millisecond))
+	}
+	s.logf("stack ready in %s", time.Since(started).Round(time.Millisecond))
+	return s, nil
+}
+
+// Stop stops every process the stack started, newest first, and the Git
+// server.
+func (s *Stack) Stop() {
+	for i := len(s.procs) - 1; i >= 0; i-- {
+		s.procs[i].stop()
+		_ = os.Remove(filepath.Join(s.pidDir(), s.procs[i].name+".pid"))
+	}
+	s.procs = nil
+	if s.Git != nil {
+		_ = s.Git.Close()
+	}
+}
+
+// StopLeftovers stops the processes a stack in dir left running, by their
+// PID files.
+func StopLeftovers(dir string) error {
+	files, err := filepath.Glob(filepath.Join(dir, "pids", "*.pid"))
+	if err != nil {
+		return err
+	}
+	var errs []error
+	for _, f := range files {
+		if err := stopPID(f); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func (s *Stack) start(name string, args []string, env ...string) (*process, error) {
+	bin := filepath.Join(s.opts.BinDir, name)
+	if name == "sluice" {
+		bin = s.opts.Sluice
+	}
+	p, err := startProcess(name, bin, args, env, s.LogDir(), s.pidDir())
+	if err != nil {
+		return nil, err
+	}
+	s.procs = append(s.procs, p)
+	return p, nil
+}
+
+func ports(n int) ([]int, error) {
+	out := make([]int, n)
+	for i := range out {
+		p, err := freePort()
+		if err != nil {
+			return nil, err
+		}
+		out[i] = p
+	}
+	return out, nil
+}
+
+func addr(port int) string { return "127.0.0.1:" + strconv.Itoa(port) }
+
+func (s *Stack) startEtcd(ctx context.Context) error {
+	p, err := ports(2)
+	if err != nil {
+		return err
+	}
+	client, peer := "http://"+addr(p[0]), "http://"+addr(p[1])
+	proc, err := s.start("etcd", []string{
+		"--name=default",
+		"--data-dir=" + filepath.Join(s.Dir, "etcd"),
+		"--listen-client-urls=" + client,
+		"--advertise-client-urls=" + client,
+		"--listen-peer-urls=" + peer,
+		"--initial-advertise-peer-urls=" + peer,
+		"--initial-cluster=default=" + peer,
+		"--unsafe-no-fsync",
+		"--quota-backend-bytes=4294967296",
+	})
+	if err != nil {
+		return err
+	}
+	s.etcdURL = client
+	return waitFor(ctx, proc, time.Minute, "etcd health", httpOK(client+"/health"))
+}
+
+func (s *Stack) startAPIServer(ctx context.Context) error {
+	pki, err := newPKI(filepath.Join(s.Dir, "pki"))
+	if err != nil {
+		return err
+	}
+	p, err := ports(1)
+	if err != nil {
+		return err
+	}
+	proc, err := s.start("kube-apiserver", []string{
+		"--etcd-servers=" + s.etcdURL,
+		"--bind-address=127.0.0.1",
+		"--advertise-address=127.0.0.1",
+		"--secure-port=" + strconv.Itoa(p[0]),
+		"--tls-cert-file=" + pki.ServingCert,
+		"--tls-private-key-file=" + pki.ServingKey,
+		"--client-ca-file=" + pki.CACert,
+		"--service-account-key-file=" + pki.SAPub,
+		"--service-account-signing-key-file=" + pki.SAKey,
+		"--service-account-issuer=https://kubernetes.default.svc",
+		"--service-cluster-ip-range=10.96.0.0/16",
+		"--authorization-mode=RBAC",
+		"--endpoint-reconciler-type=none",
+		"--allow-privileged=true",
+	})
+	if err != nil {
+		return err
+	}
+
+	s.Kubeconfig = filepath.Join(s.Dir, "kubeconfig")
+	kubeconfig := clientcmdapi.NewConfig()
+	kubeconfig.Clusters["sluice"] = &clientcmdapi.Cluster{Server: "https://" + addr(p[0]), CertificateAuthority: pki.CACert}
+	kubeconfig.AuthInfos["admin"] = &clientcmdapi.AuthInfo{ClientCertificate: pki.AdminCert, ClientKey: pki.AdminKey}
+	kubeconfig.Contexts["sluice"] = &clientcmdapi.Context{Cluster: "sluice", AuthInfo: "admin"}
+	kubeconfig.CurrentContext = "sluice"
+	if err := clientcmd.WriteToFile(*kubeconfig, s.Kubeconfig); err != nil {
+		return err
+	}
+	if s.Config, err = clientcmd.BuildConfigFromFlags("", s.Kubeconfig); err != nil {
+		return err
+	}
+	s.Config.QPS, s.Config.Burst = 100, 200
+
+	clientset, err := kubernetes.NewForConfig(s.Config)
+	if err != nil {
+		return err
+	}
+	return waitFor(ctx, proc, 2*time.Minute, "kube-apiserver /readyz", func(ctx context.Context) error {
+		return clientset.Discovery().RESTClient().Get().AbsPath("/readyz").Do(ctx).Error()
+	})
+}
+
+func (s *Stack) startControllerManager(ctx context.Context) error {
+	pkiDir := filepath.Join(s.Dir, "pki")
+	proc, err := s.start("kube-controller-manager", []string{
+		"--kubeconfig=" + s.Kubeconfig,
+		"--bind-address=127.0.0.1",
+		"--secure-port=0",
+		"--leader-elect=false",
+		"--service-account-private-key-file=" + filepath.Join(pkiDir, "sa.key"),
+		"--root-ca-file=" + filepath.Join(pkiDir, "ca.crt"),
+		"--use-service-account-credentials=false",
+		"--controllers=*,-nodeipam,-nodelifecycle,-cloud-node-lifecycle,-service-lb-controller,-route",
+	})
+	if err != nil {
+		return err
+	}
+	clientset, err := kubernetes.NewForConfig(s.Config)
+	if err != nil {
+		return err
+	}
+	// The service-account controller creating the default ServiceAccount
+	// shows the controllers are running; pods need it to be admitted.
+	return waitFor(ctx, proc, 2*time.Minute, "the default ServiceAccount", func(ctx context.Context) error {
+		_, err := clientset.CoreV1().ServiceAccounts("default").Get(ctx, "default", metav1.GetOptions{})
+		return err
+	})
+}
+
+func (s *Stack) startScheduler(ctx context.Context) error {
+	p, err := ports(1)
+	if err != nil {
+		return err
+	}
+	proc, err := s.start("kube-scheduler", []string{
+		"--kubeconfig=" + s.Kubeconfig,
+		"--bind-address=127.0.0.1",
+		"--secure-port=" + strconv.Itoa(p[0]),
+		"--leader-elect=false",
+	})
+	if err != nil {
+		return err
+	}
+	return waitFor(ctx, proc, time.Minute, "kube-scheduler /healthz", httpOK("https://"+addr(p[0])+"/healthz"))
+}
+
+func (s *Stack) startKwok(ctx context.Context) error {
+	p, err := ports(1)
+	if err != nil {
+		return err
+	}
+	stages := filepath.Join(s.opts.BinDir, "share", "kwok", "stage")
+	args := []string{
+		"--kubeconfig=" + s.Kubeconfig,
+		"--manage-all-nodes=false",
+		"--manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake",
+		"--node-lease-duration-seconds=40",
+		"--cidr=10.0.0.0/16",
+		"--server-address=" + addr(p[0]),
+	}
+	for _, f := range []string{
+		"node/fast/node-initialize.yaml",
+		"node/heartbeat-with-lease/node-heartbeat-with-lease.yaml",
+		"pod/fast/pod-ready.yaml",
+		"pod/fast/pod-complete.yaml",
+		"pod/fast/pod-delete.yaml",
+	} {
+		args = append(args, "--config="+filepath.Join(stages, f))
+	}
+	proc, err := s.start("kwok", args)
+	if err != nil {
+		return err
+	}
+
+	clientset, err := kubernetes.NewForConfig(s.Config)
+	if err != nil {
+		return err
+	}
+	capacity := corev1.ResourceList{
+		corev1.ResourceCPU:    resource.MustParse("32"),
+		corev1.ResourceMemory: resource.MustParse("256Gi"),
+		corev1.ResourcePods:   resource.MustParse("250"),
+	}
+	node := &corev1.Node{
+		ObjectMeta: metav1.ObjectMeta{
+			Name:        NodeName,
+			Annotations: map[string]string{"kwok.x-k8s.io/node": "fake", "node.alpha.kubernetes.io/ttl": "0"},
+			Labels:      map[string]string{"kubernetes.io/hostname": NodeName, "kubernetes.io/os": "linux", "kubernetes.io/arch": "amd64", "type": "kwok"},
+		},
+		Status: corev1.NodeStatus{Capacity: capacity, Allocatable: capacity},
+	}
+	if _, err := clientset.CoreV1().Nodes().Create(ctx, node, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
+		return err
+	}
+	return waitFor(ctx, proc, time.Minute, "the kwok node to be Ready", func(ctx context.Context) error {
+		n, err := clientset.CoreV1().Nodes().Get(ctx, NodeName, metav1.GetOptions{})
+		if err != nil {
+			return err
+		}
+		for _, c := range n.Status.Conditions {
+			if c.Type == corev1.NodeReady && c.Status == corev1.ConditionTrue {
+				return nil
+			}
+		}
+		return errors.New("node not Ready")
+	})
+}
+
+func (s *Stack) startRollouts(ctx context.Context) error {
+	p, err := ports(2)
+	if err != nil {
+		return err
+	}
+	proc, err := s.start("rollouts-controller", []string{
+		"--kubeconfig=" + s.Kubeconfig,
+		"--leader-elect=false",
+		"--healthzPort=" + strconv.Itoa(p[0]),
+		"--metricsPort=" + strconv.Itoa(p[1]),
+	})
+	if err != nil {
+		return err
+	}
+	return waitFor(ctx, proc, time.Minute, "rollouts-controller /healthz", httpOK("http://"+addr(p[0])+"/healthz"))
+}
+
+func (s *Stack) startSourceController(ctx context.Context) error {
+	p, err := ports(3)
+	if err != nil {
+		return err
+	}
+	proc, err := s.start("source-controller", []string{
+		"--health-addr=" + addr(p[0]),
+		"--metrics-addr=" + addr(p[1]),
+		"--storage-path=" + filepath.Join(s.Dir, "source-storage"),
+		"--storage-addr=" + addr(p[2]),
+		"--storage-adv-addr=" + addr(p[2]),
+		"--events-addr=",
+	}, "KUBECONFIG="+s.Kubeconfig, "RUNTIME_NAMESPACE="+FluxNamespace)
+	if err != nil {
+		return err
+	}
+	return waitFor(ctx, proc, time.Minute, "source-controller /readyz", httpOK("http://"+addr(p[0])+"/readyz"))
+}
+
+func (s *Stack) startKustomizeController(ctx context.Context) error {
+	p, err := ports(2)
+	if err != nil {
+		return err
+	}
+	proc, err := s.start("kustomize-controller", []string{
+		"--health-addr=" + addr(p[0]),
+		"--metrics-addr=" + addr(p[1]),
+		"--events-addr=",
+	}, "KUBECONFIG="+s.Kubeconfig, "RUNTIME_NAMESPACE="+FluxNamespace)
+	if err != nil {
+		return err
+	}
+	return waitFor(ctx, proc, time.Minute, "kustomize-controller /readyz", httpOK("http://"+addr(p[0])+"/readyz"))
+}
+
+func (s *Stack) startGitServer(_ context.Context) error {
+	var err error
+	s.Git, err = StartGitServer(filepath.Join(s.Dir, "git"), s.opts.GitUsername, s.opts.GitPassword)
+	return err
+}
+
+func (s *Stack) startSluice(ctx context.Context) error {
+	if s.opts.Sluice == "" {
+		return nil
+	}
+	p, err := ports(2)
+	if err != nil {
+		return err
+	}
+	args := append([]string{
+		"--health-addr=" + addr(p[0]),
+		"--metrics-addr=" + addr(p[1]),
+	}, s.opts.SluiceArgs...)
+	proc, err := s.start("sluice", args, "KUBECONFIG="+s.Kubeconfig)
+	if err != nil {
+		return err
+	}
+	return waitFor(ctx, proc, time.Minute, "sluice /readyz", httpOK("http://"+addr(p[0])+"/readyz"))
+}
+
+// Env is a shell-sourceable description of the stack: KUBECONFIG, the Git
+// server's base URL, root folder and credentials.
+func (s *Stack) Env() string {
+	var b strings.Builder
+	for _, kv := range [][2]string{
+		{"KUBECONFIG", s.Kubeconfig},
+		{"SLUICE_GIT_URL", s.Git.URL},
+		{"SLUICE_GIT_ROOT", s.Git.Root},
+		{"SLUICE_GIT_USERNAME", s.Git.Username},
+		{"SLUICE_GIT_PASSWORD", s.Git.Password},
+	} {
+		fmt.Fprintf(&b, "export %s=%s\n", kv[0], shellQuote(kv[1]))
+	}
+	return b.String()
+}
+
+func shellQuote(v string) string {
+	return "'" + strings.ReplaceAll(v, "'", `'\''`) + "'"
+}
