@@ -91,14 +91,18 @@ bench: ## Benchmarks.
 
 ##@ Local stack
 
+STACK_DIR := $(CURDIR)/.stack
+
 .PHONY: up
-up: tools ## Start the local stack in the background and write .stack/env.
-	go run ./e2e/cmd/stack up --dir $(CURDIR)/.stack --bin $(BIN)
+up: tools ## Start the local stack and sluice in the background; writes .stack/env.
+	go build -o $(BIN)/stack ./e2e/cmd/stack
+	$(BIN)/stack up --dir $(STACK_DIR) --bin $(BIN) --root $(CURDIR)
 
 .PHONY: down
 down: ## Stop the local stack.
-	go run ./e2e/cmd/stack down --dir $(CURDIR)/.stack
+	go build -o $(BIN)/stack ./e2e/cmd/stack
+	$(BIN)/stack down --dir $(STACK_DIR)
 
 .PHONY: demo
-demo: up ## Run sluice on the local stack and print what to try.
-	@cat $(CURDIR)/.stack/README
+demo: up ## Run sluice on the local stack and show what to try.
+	@hack/demo.sh $(STACK_DIR)
