@@ -1,0 +1,167 @@
+package stack
+
+import (
+	"crypto/x509"
+	"encoding/pem"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+func readCert(t *testing.T, path string) *x509.Certificate {
+	t.Helper()
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	block, _ := pem.Decode(data)
+	if block == nil {
+		t.Fatalf("%s holds no PEM block", path)
+	}
+	cert, err := x509.ParseCertificate(block.Bytes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cert
+}
+
+func TestPKI(t *testing.T) {
+	p, err := newPKI(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	roots := x509.NewCertPool()
+	roots.AddCert(readCert(t, p.CACert))
+
+	serving := readCert(t, p.ServingCert)
+	for _, host := range []string{"127.0.0.1", "localhost", "kubernetes.default.svc"} {
+		if _, err := serving.Verify(x509.VerifyOptions{Roots: roots, DNSName: host, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}); err != nil {
+			t.Errorf("serving certificate for %s: %v", host, err)
+		}
+	}
+
+	admin := readCert(t, p.AdminCert)
+	if _, err := admin.Verify(x509.VerifyOptions{Roots: roots, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}); err != nil {
+		t.Errorf("admin certificate: %v", err)
+	}
+	if got := admin.Subject.Organization; len(got) != 1 || got[0] != "system:masters" {
+		t.Errorf("admin organization = %v, want [system:masters]", got)
+	}
+	for _, f := range []string{p.SAKey, p.SAPub, p.AdminKey, p.ServingKey} {
+		if _, err := os.Stat(f); err != nil {
+			t.Error(err)
+		}
+	}
+}
+
+func git(t *testing.T, dir string, args ...string) (string, error) {
+	t.Helper()
+	cmd := exec.Command("git", append([]string{"-c", "user.name=T", "-c", "user.email=t@example.com"}, args...)...)
+	cmd.Dir = dir
+	cmd.Env = append(os.Environ(), "GIT_TERMINAL_PROMPT=0")
+	out, err := cmd.CombinedOutput()
+	return strings.TrimSpace(string(out)), err
+}
+
+func mustGit(t *testing.T, dir string, args ...string) string {
+	t.Helper()
+	out, err := git(t, dir, args...)
+	if err != nil {
+		t.Fatalf("git %v: %v\n%s", args, err, out)
+	}
+	return out
+}
+
+func TestGitServer(t *testing.T) {
+	s, err := StartGitServer(filepath.Join(t.TempDir(), "repos"), "alice", "s3cret")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = s.Close() })
+
+	repoURL, err := s.CreateRepository("apps")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := s.URL + "/apps.git"; repoURL != want {
+		t.Fatalf("URL = %s, want %s", repoURL, want)
+	}
+	if _, err := s.CreateRepository("apps"); err == nil {
+		t.Fatal("creating a repository twice succeeded")
+	}
+	withUser := func(user, pass string) string {
+		u, _ := url.Parse(repoURL)
+		u.User = url.UserPassword(user, pass)
+		return u.String()
+	}
+	work := t.TempDir()
+
+	if out, err := git(t, work, "clone", repoURL, "anonymous"); err == nil {
+		t.Fatalf("anonymous clone succeeded: %s", out)
+	}
+	if out, err := git(t, work, "clone", withUser("alice", "wrong"), "wrong"); err == nil {
+		t.Fatalf("clone with a wrong password succeeded: %s", out)
+	}
+
+	mustGit(t, work, "clone", "--quiet", withUser("alice", "s3cret"), "first")
+	first := filepath.Join(work, "first")
+	if err := os.WriteFile(filepath.Join(first, "app.yaml"), []byte("kind: Deployment\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	mustGit(t, first, "add", "-A")
+	mustGit(t, first, "commit", "--quiet", "-m", "Add app")
+	mustGit(t, first, "push", "--quiet", "origin", "HEAD:main")
+	pushed := mustGit(t, first, "rev-parse", "HEAD")
+
+	mustGit(t, work, "clone", "--quiet", withUser("alice", "s3cret"), "second")
+	if got := mustGit(t, filepath.Join(work, "second"), "rev-parse", "origin/main"); got != pushed {
+		t.Fatalf("cloned main = %s, want the pushed %s", got, pushed)
+	}
+}
+
+func TestReadCRDs(t *testing.T) {
+	crds, err := readCRDs(filepath.Join("..", "..", "config", "crd", "bases"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, c := range crds {
+		names = append(names, c.Name)
+	}
+	want := "deliveries.delivery.sluice.dev,deliverypolicies.delivery.sluice.dev"
+	if got := strings.Join(names, ","); got != want {
+		t.Fatalf("CRDs = %s, want %s", got, want)
+	}
+
+	// Other kinds in the same folder, like a kustomization.yaml, are
+	// skipped.
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "kustomization.yaml"), []byte("apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nresources: [a.yaml]\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if crds, err := readCRDs(dir); err != nil || len(crds) != 0 {
+		t.Fatalf("readCRDs = %d CRDs, %v; want none", len(crds), err)
+	}
+}
+
+func TestEnvIsShellSourceable(t *testing.T) {
+	s := &Stack{
+		Kubeconfig: "/tmp/stack dir/kubeconfig",
+		Git:        &GitServer{URL: "http://127.0.0.1:1234", Root: "/tmp/it's/git", Username: "sluice", Password: `p"a$s'w`},
+	}
+	file := filepath.Join(t.TempDir(), "env")
+	if err := os.WriteFile(file, []byte(s.Env()), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	out, err := exec.Command("bash", "-c", `source "$1" && printf '%s|%s|%s|%s|%s' "$KUBECONFIG" "$SLUICE_GIT_URL" "$SLUICE_GIT_ROOT" "$SLUICE_GIT_USERNAME" "$SLUICE_GIT_PASSWORD"`, "bash", file).Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := `/tmp/stack dir/kubeconfig|http://127.0.0.1:1234|/tmp/it's/git|sluice|p"a$s'w`
+	if string(out) != want {
+		t.Fatalf("sourced env = %s, want %s", out, want)
+	}
+}
