@@ -262,7 +262,7 @@ func (s *Stack) startControllerManager(ctx context.Context) error {
 		"--service-account-private-key-file=" + filepath.Join(pkiDir, "sa.key"),
 		"--root-ca-file=" + filepath.Join(pkiDir, "ca.crt"),
 		"--use-service-account-credentials=false",
-		"--controllers=*,-nodeipam,-nodelifecycle,-cloud-node-lifecycle,-service-lb-controller,-route",
+		"--controllers=*,-nodeipam,-cloud-node-lifecycle,-service-lb-controller,-route",
 	})
 	if err != nil {
 		return err
@@ -380,10 +380,14 @@ func (s *Stack) startSourceController(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	storage := filepath.Join(s.Dir, "source-storage")
+	if err := os.MkdirAll(storage, 0o755); err != nil {
+		return err
+	}
 	proc, err := s.start("source-controller", []string{
 		"--health-addr=" + addr(p[0]),
 		"--metrics-addr=" + addr(p[1]),
-		"--storage-path=" + filepath.Join(s.Dir, "source-storage"),
+		"--storage-path=" + storage,
 		"--storage-addr=" + addr(p[2]),
 		"--storage-adv-addr=" + addr(p[2]),
 		"--events-addr=",
