@@ -27,7 +27,7 @@ import (
 
 // Namespaces the stack's controllers run for.
 const (
-	FluxNamespace   = "flux-system"
+	FluxNamespace     = "flux-system"
 	RolloutsNamespace = "argo-rollouts"
 	// NodeName is the kwok node pods are scheduled on.
 	NodeName = "kwok-node-0"
