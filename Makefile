@@ -12,8 +12,8 @@ export KUBEBUILDER_ASSETS := $(BIN)
 # Packages whose tests need no cluster, those that run on envtest, and the
 # end-to-end suite.
 ENVTEST_PKGS := ./apis/... ./controllers/...
-E2E_PKGS := ./e2e/...
-UNIT_PKGS = $(shell go list ./... | grep -v -e /apis/ -e /controllers -e '/e2e$$')
+E2E_PKGS := ./e2e
+UNIT_PKGS = $(shell GOTOOLCHAIN=$(GOTOOLCHAIN) go list ./... | grep -v -e /apis/ -e /controllers -e '/e2e$$')
 
 GO_TEST_FLAGS ?= -count=1
 E2E_TIMEOUT ?= 30m
