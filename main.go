@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 
+	rolloutsv1 "github.com/argoproj/argo-rollouts/pkg/apis/rollouts/v1alpha1"
 	"github.com/fluxcd/pkg/runtime/client"
 	helper "github.com/fluxcd/pkg/runtime/controller"
 	"github.com/fluxcd/pkg/runtime/events"
@@ -82,6 +83,9 @@ func run(o runOptions) error {
 	if err := deliveryv1.AddToScheme(scheme); err != nil {
 		return err
 	}
+	if err := rolloutsv1.AddToScheme(scheme); err != nil {
+		return err
+	}
 
 	restConfig := client.GetConfigOrDie(o.clientOptions)
 	mgr, err := ctrl.NewManager(restConfig, ctrl.Options{
@@ -110,6 +114,7 @@ func run(o runOptions) error {
 	deliveries := &controllers.DeliveryReconciler{
 		Client:         mgr.GetClient(),
 		EventRecorder:  eventRecorder,
+		APIReader:      mgr.GetAPIReader(),
 		Metrics:        helper.NewMetrics(mgr, metrics.MustMakeRecorder(), deliveryv1.DeliveryFinalizer),
 		ControllerName: controllerName,
 	}

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"time"
 
+	rolloutsv1 "github.com/argoproj/argo-rollouts/pkg/apis/rollouts/v1alpha1"
 	"github.com/fluxcd/pkg/apis/meta"
 	"github.com/fluxcd/pkg/runtime/conditions"
 	helper "github.com/fluxcd/pkg/runtime/controller"
@@ -18,6 +19,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	kerrors "k8s.io/apimachinery/pkg/util/errors"
+	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
@@ -30,7 +32,11 @@ import (
 // +kubebuilder:rbac:groups=delivery.sluice.dev,resources=deliveries/status,verbs=get;update;patch
 // +kubebuilder:rbac:groups=delivery.sluice.dev,resources=deliveries/finalizers,verbs=update
 // +kubebuilder:rbac:groups=delivery.sluice.dev,resources=deliverypolicies,verbs=get;list;watch
-// +kubebuilder:rbac:groups=apps,resources=deployments,verbs=get;list;watch
+// +kubebuilder:rbac:groups=apps,resources=deployments,verbs=get;list;watch;patch
+// +kubebuilder:rbac:groups="",resources=services,verbs=get
+// +kubebuilder:rbac:groups=argoproj.io,resources=rollouts,verbs=get;list;watch;create;update;patch;delete
+// +kubebuilder:rbac:groups=argoproj.io,resources=rollouts/status,verbs=get;patch
+// +kubebuilder:rbac:groups=argoproj.io,resources=analysisruns;analysistemplates;clusteranalysistemplates,verbs=get
 // +kubebuilder:rbac:groups="",resources=events,verbs=create;patch
 
 // DeliveryReconciler keeps a Delivery's status true to what runs.
@@ -42,7 +48,11 @@ type DeliveryReconciler struct {
 	// forwards them to Flux's notification-controller.
 	EventRecorder fluxevents.Recorder
 
-	// ControllerName is the field manager of the status patches.
+	// APIReader reads straight from the API server, for objects sluice
+	// only looks up now and then and does not cache.
+	APIReader client.Reader
+
+	// ControllerName is the field manager of everything sluice applies.
 	ControllerName string
 }
 
@@ -50,7 +60,9 @@ type DeliveryReconciler struct {
 // Stalled with its reason and is not retried until something changes.
 type stalledError struct {
 	reason string
-	err    error
+	// phase is the Delivery's phase, PhaseFailed when unset.
+	phase deliveryv1.DeliveryPhase
+	err   error
 }
 
 func (e *stalledError) Error() string { return e.err.Error() }
@@ -73,7 +85,7 @@ func (r *DeliveryReconciler) Reconcile(ctx context.Context, req ctrl.Request) (r
 	patcher := patch.NewSerialPatcher(obj, r.Client)
 
 	defer func() {
-		if err := r.finalizeStatus(ctx, obj, patcher); err != nil {
+		if err := r.finalizeStatus(ctx, obj, patcher, retErr != nil); err != nil {
 			retErr = kerrors.NewAggregate([]error{retErr, err})
 		}
 		r.Metrics.RecordDuration(ctx, obj, start)
@@ -81,6 +93,9 @@ func (r *DeliveryReconciler) Reconcile(ctx context.Context, req ctrl.Request) (r
 		r.Metrics.RecordReadiness(ctx, obj)
 		r.Metrics.RecordStalled(ctx, obj)
 		r.Metrics.RecordReconciling(ctx, obj)
+		if obj.DeletionTimestamp.IsZero() {
+			recordPhase(obj, false)
+		}
 	}()
 
 	if !obj.DeletionTimestamp.IsZero() {
@@ -99,6 +114,12 @@ func (r *DeliveryReconciler) Reconcile(ctx context.Context, req ctrl.Request) (r
 		return ctrl.Result{}, nil
 	}
 
+	// An event for a stalled Delivery is recorded when it stalls or its
+	// reason changes, not at every reconcile that finds it still stalled.
+	stalledBefore := ""
+	if conditions.IsStalled(obj) {
+		stalledBefore = conditions.GetMessage(obj, meta.StalledCondition)
+	}
 	err := r.reconcile(ctx, obj)
 	var se *stalledError
 	switch {
@@ -107,7 +128,12 @@ func (r *DeliveryReconciler) Reconcile(ctx context.Context, req ctrl.Request) (r
 		conditions.MarkFalse(obj, meta.ReadyCondition, se.reason, "%s", se.Error())
 		conditions.Delete(obj, meta.ReconcilingCondition)
 		obj.Status.Phase = deliveryv1.PhaseFailed
-		r.event(obj, corev1.EventTypeWarning, se.reason, se.Error())
+		if se.phase != "" {
+			obj.Status.Phase = se.phase
+		}
+		if se.Error() != stalledBefore {
+			r.event(obj, corev1.EventTypeWarning, se.reason, se.Error())
+		}
 		// Nothing changes by retrying: the watches bring the Delivery back
 		// when the user fixes what the message names.
 		return ctrl.Result{}, nil
@@ -121,8 +147,10 @@ func (r *DeliveryReconciler) Reconcile(ctx context.Context, req ctrl.Request) (r
 	return ctrl.Result{RequeueAfter: jitter.JitteredIntervalDuration(obj.GetRequeueAfter())}, nil
 }
 
-// reconcile resolves what the Delivery refers to, marking progress as it
-// goes.
+// reconcile runs the Delivery's Deployment as a Rollout, marking progress
+// as it goes: resolve what the Delivery refers to, choose the template to
+// run, apply the Rollout, hand over from the Deployment, then translate the
+// Rollout's progress, gates and aborts into the Delivery's status.
 func (r *DeliveryReconciler) reconcile(ctx context.Context, obj *deliveryv1.Delivery) error {
 	if obj.Generation != obj.Status.ObservedGeneration {
 		conditions.MarkReconciling(obj, meta.ProgressingReason,
@@ -138,16 +166,115 @@ func (r *DeliveryReconciler) reconcile(ctx context.Context, obj *deliveryv1.Deli
 	if err != nil {
 		return err
 	}
+	if err := r.checkReferences(ctx, obj.Namespace, policy); err != nil {
+		return err
+	}
+	if err := r.holdDeploymentReplicas(ctx, deployment); err != nil {
+		return err
+	}
 
-	policyName := "built-in " + obj.Spec.Strategy
-	if policy != nil {
-		policyName = "DeliveryPolicy " + policy.Name
+	rollout, err := r.getRollout(ctx, obj)
+	if err != nil {
+		return err
 	}
-	if obj.Status.Phase == "" || obj.Status.Phase == deliveryv1.PhaseFailed {
-		obj.Status.Phase = deliveryv1.PhasePending
+	release, err := chooseTemplate(obj, deployment, rollout, policy)
+	if err != nil {
+		return err
 	}
-	conditions.MarkTrue(obj, meta.ReadyCondition, deliveryv1.ResolvedReason,
-		"Deployment %s resolved with %s", deployment.Name, policyName)
+	if release.template != nil {
+		if rollout, err = r.applyRollout(ctx, renderRollout(obj, deployment, policy, release.template, release.hash), rollout); err != nil {
+			return err
+		}
+	}
+	view := viewRollout(rollout, policy)
+	obj.Status.CurrentStep, obj.Status.CanaryWeight = view.currentStep, view.canaryWeight
+
+	if done, err := r.handOver(ctx, obj, deployment, view); err != nil || !done {
+		return err
+	}
+	return r.observeRelease(ctx, obj, rollout, view, release)
+}
+
+// observeRelease translates the Rollout's state into the Delivery's phase
+// and conditions, promoting a gate whose approval is in the spec.
+func (r *DeliveryReconciler) observeRelease(ctx context.Context, obj *deliveryv1.Delivery,
+	rollout *rolloutsv1.Rollout, view rolloutView, release release) error {
+
+	if view.healthy {
+		obj.Status.StableTemplateHash = view.runningHash
+	}
+	obj.Status.CandidateTemplateHash = ""
+	if view.runningHash != obj.Status.StableTemplateHash {
+		obj.Status.CandidateTemplateHash = view.runningHash
+	}
+
+	switch {
+	case view.aborted:
+		reason := view.abortMessage
+		if view.failedAnalysisRun != "" {
+			if metric := r.failedMetric(ctx, obj.Namespace, view.failedAnalysisRun); metric != "" {
+				reason = fmt.Sprintf("metric %s failed in AnalysisRun %s: %s", metric, view.failedAnalysisRun, reason)
+			} else {
+				reason = fmt.Sprintf("AnalysisRun %s failed: %s", view.failedAnalysisRun, reason)
+			}
+		}
+		if !conditions.IsFalse(obj, deliveryv1.PromotedCondition) ||
+			conditions.GetReason(obj, deliveryv1.PromotedCondition) != deliveryv1.RejectedReason {
+			rejections.WithLabelValues(obj.Namespace, obj.Name).Inc()
+		}
+		conditions.MarkFalse(obj, deliveryv1.PromotedCondition, deliveryv1.RejectedReason,
+			"template %s rejected: %s", view.runningHash, reason)
+		return &stalledError{reason: deliveryv1.RejectedReason, phase: deliveryv1.PhaseRejected,
+			err: fmt.Errorf("template %s rejected, the Rollout runs the stable template %s: %s",
+				view.runningHash, obj.Status.StableTemplateHash, reason)}
+
+	case release.rejected != nil:
+		return &stalledError{reason: deliveryv1.RejectedReason, phase: deliveryv1.PhaseRejected,
+			err: fmt.Errorf("the Deployment's template %s was rejected (%s); change the Deployment or spec.promotion.rejection to release it",
+				release.rejected.TemplateHash, release.rejected.Reason)}
+
+	case view.gate != nil:
+		approved, mismatch := approvalFor(obj, view.runningHash, *view.gate)
+		if approved {
+			if err := r.promote(ctx, rollout); err != nil {
+				return err
+			}
+			promotions.WithLabelValues(obj.Namespace, obj.Name).Inc()
+			r.event(obj, corev1.EventTypeNormal, "Promoted",
+				fmt.Sprintf("promoted template %s past step %d", view.runningHash, *view.gate))
+			obj.Status.Phase = deliveryv1.PhaseProgressing
+			conditions.MarkReconciling(obj, deliveryv1.ProgressingReason,
+				"promoted template %s past step %d", view.runningHash, *view.gate)
+			conditions.MarkFalse(obj, meta.ReadyCondition, deliveryv1.ProgressingReason,
+				"promoted template %s past step %d", view.runningHash, *view.gate)
+			return nil
+		}
+		msg := fmt.Sprintf("template %s waits for approval at step %d", view.runningHash, *view.gate)
+		if mismatch != "" {
+			msg += "; " + mismatch
+		}
+		obj.Status.Phase = deliveryv1.PhaseWaitingForApproval
+		conditions.MarkReconciling(obj, deliveryv1.WaitingForApprovalReason, "%s", msg)
+		conditions.MarkFalse(obj, meta.ReadyCondition, deliveryv1.WaitingForApprovalReason, "%s", msg)
+		return nil
+
+	case !view.healthy || view.runningHash != release.intendedHash:
+		msg := fmt.Sprintf("rolling out template %s", view.runningHash)
+		if view.currentStep != nil {
+			msg += fmt.Sprintf(" at step %d, weight %d", *view.currentStep, ptr.Deref(view.canaryWeight, 0))
+		}
+		obj.Status.Phase = deliveryv1.PhaseProgressing
+		conditions.MarkReconciling(obj, deliveryv1.ProgressingReason, "%s", msg)
+		conditions.MarkFalse(obj, meta.ReadyCondition, deliveryv1.ProgressingReason, "%s", msg)
+		return nil
+	}
+
+	obj.Status.Phase = deliveryv1.PhaseHealthy
+	conditions.Delete(obj, meta.ReconcilingCondition)
+	conditions.MarkTrue(obj, deliveryv1.PromotedCondition, meta.SucceededReason,
+		"template %s is stable", view.runningHash)
+	conditions.MarkTrue(obj, meta.ReadyCondition, meta.SucceededReason,
+		"Rollout %s is healthy on template %s", rollout.Name, view.runningHash)
 	return nil
 }
 
@@ -167,11 +294,12 @@ func (r *DeliveryReconciler) resolveDeployment(ctx context.Context, obj *deliver
 	return deployment, nil
 }
 
-// resolvePolicy returns the DeliveryPolicy the Delivery names, or nil for
-// the built-in policy of its strategy.
-func (r *DeliveryReconciler) resolvePolicy(ctx context.Context, obj *deliveryv1.Delivery) (*deliveryv1.DeliveryPolicy, error) {
+// resolvePolicy returns the policy of the Delivery: its DeliveryPolicy's
+// spec, or the built-in policy of its strategy.
+func (r *DeliveryReconciler) resolvePolicy(ctx context.Context, obj *deliveryv1.Delivery) (*deliveryv1.DeliveryPolicySpec, error) {
 	if obj.Spec.PolicyRef == nil {
-		return nil, nil
+		spec := builtinPolicy(obj)
+		return &spec, nil
 	}
 	policy := &deliveryv1.DeliveryPolicy{}
 	key := client.ObjectKey{Namespace: obj.Namespace, Name: obj.Spec.PolicyRef.Name}
@@ -186,19 +314,13 @@ func (r *DeliveryReconciler) resolvePolicy(ctx context.Context, obj *deliveryv1.
 		return nil, stalled(deliveryv1.InvalidPolicyReason,
 			"spec.strategy is %s but DeliveryPolicy %s describes %s", obj.Spec.Strategy, policy.Name, policy.Strategy())
 	}
-	return policy, nil
-}
-
-// finalize releases the Delivery once what it ran is handed back.
-func (r *DeliveryReconciler) finalize(_ context.Context, obj *deliveryv1.Delivery) (ctrl.Result, error) {
-	controllerutil.RemoveFinalizer(obj, deliveryv1.DeliveryFinalizer)
-	return ctrl.Result{}, nil
+	return &policy.Spec, nil
 }
 
 // finalizeStatus records the handled reconcile request and, when the
 // reconciliation reached a verdict, the observed generation, then patches
 // finalizers, status and conditions.
-func (r *DeliveryReconciler) finalizeStatus(ctx context.Context, obj *deliveryv1.Delivery, patcher *patch.SerialPatcher) error {
+func (r *DeliveryReconciler) finalizeStatus(ctx context.Context, obj *deliveryv1.Delivery, patcher *patch.SerialPatcher, failed bool) error {
 	if v, ok := meta.ReconcileAnnotationValue(obj.GetAnnotations()); ok {
 		obj.Status.LastHandledReconcileAt = v
 	}
@@ -210,7 +332,7 @@ func (r *DeliveryReconciler) finalizeStatus(ctx context.Context, obj *deliveryv1
 		obj.Status.ObservedGeneration = obj.Generation
 	}
 
-	if conditions.IsFalse(obj, meta.ReadyCondition) && conditions.Has(obj, meta.ReconcilingCondition) {
+	if failed && conditions.Has(obj, meta.ReconcilingCondition) {
 		rc := conditions.Get(obj, meta.ReconcilingCondition)
 		rc.Reason = meta.ProgressingWithRetryReason
 		conditions.Set(obj, rc)

@@ -5,6 +5,7 @@ import (
 	"testing"
 	"time"
 
+	rolloutsv1 "github.com/argoproj/argo-rollouts/pkg/apis/rollouts/v1alpha1"
 	"github.com/fluxcd/pkg/apis/meta"
 	"github.com/fluxcd/pkg/runtime/conditions"
 	"github.com/fluxcd/pkg/runtime/conditions/check"
@@ -68,6 +69,17 @@ func newCanaryPolicy(ns, name string) *deliveryv1.DeliveryPolicy {
 	}
 }
 
+// getRollout fetches the Delivery's Rollout, nil when there is none.
+func getRollout(g Gomega, d *deliveryv1.Delivery) *rolloutsv1.Rollout {
+	r := &rolloutsv1.Rollout{}
+	err := k8sClient.Get(context.Background(), client.ObjectKeyFromObject(d), r)
+	if apierrors.IsNotFound(err) {
+		return nil
+	}
+	g.Expect(err).NotTo(HaveOccurred())
+	return r
+}
+
 // getDelivery fetches the current state of a Delivery.
 func getDelivery(g Gomega, d *deliveryv1.Delivery) *deliveryv1.Delivery {
 	got := &deliveryv1.Delivery{}
@@ -111,16 +123,17 @@ func TestDeliveryReconciler_DeploymentNotFound(t *testing.T) {
 	g.Eventually(func(g Gomega) []string { return warningEvents(g, delivery) }, timeout).
 		Should(ContainElement(deliveryv1.DeploymentNotFoundReason))
 
-	// The Deployment watch brings the Delivery back without a requeue.
+	// The Deployment watch brings the Delivery back without a requeue, and
+	// the handover starts.
 	g.Expect(k8sClient.Create(ctx, newDeployment(ns, "web"))).To(Succeed())
 	g.Eventually(func(g Gomega) {
 		got := getDelivery(g, delivery)
-		g.Expect(conditions.IsReady(got)).To(BeTrue())
-		g.Expect(conditions.GetReason(got, meta.ReadyCondition)).To(Equal(deliveryv1.ResolvedReason))
 		g.Expect(conditions.Has(got, meta.StalledCondition)).To(BeFalse())
-		g.Expect(got.Status.Phase).To(Equal(deliveryv1.PhasePending))
+		g.Expect(got.Status.Phase).To(Equal(deliveryv1.PhaseHandover))
+		g.Expect(conditions.GetReason(got, meta.ReconcilingCondition)).To(Equal(deliveryv1.HandoverReason))
+		g.Expect(conditions.IsFalse(got, meta.ReadyCondition)).To(BeTrue())
 	}, timeout).Should(Succeed())
-	statusChecker().WithT(g).CheckErr(ctx, getDelivery(g, delivery))
+	g.Expect(getRollout(g, delivery)).NotTo(BeNil())
 }
 
 func TestDeliveryReconciler_Policy(t *testing.T) {
@@ -140,14 +153,15 @@ func TestDeliveryReconciler_Policy(t *testing.T) {
 	}, timeout).Should(Succeed())
 	statusChecker().WithT(g).CheckErr(ctx, getDelivery(g, delivery))
 
-	// Creating the policy is enough: the policy watch maps it back.
+	// Creating the policy is enough: the policy watch maps it back, and the
+	// Rollout takes the policy's steps.
 	g.Expect(k8sClient.Create(ctx, newCanaryPolicy(ns, "slow-canary"))).To(Succeed())
 	g.Eventually(func(g Gomega) {
 		got := getDelivery(g, delivery)
-		g.Expect(conditions.IsReady(got)).To(BeTrue())
-		g.Expect(conditions.GetMessage(got, meta.ReadyCondition)).To(Equal("Deployment web resolved with DeliveryPolicy slow-canary"))
+		g.Expect(conditions.Has(got, meta.StalledCondition)).To(BeFalse())
+		g.Expect(got.Status.Phase).To(Equal(deliveryv1.PhaseHandover))
+		g.Expect(getRollout(g, delivery).Spec.Strategy.Canary.Steps).To(HaveLen(2))
 	}, timeout).Should(Succeed())
-	statusChecker().WithT(g).CheckErr(ctx, getDelivery(g, delivery))
 }
 
 func TestDeliveryReconciler_PolicyOfAnotherStrategy(t *testing.T) {
@@ -178,7 +192,8 @@ func TestDeliveryReconciler_Suspend(t *testing.T) {
 	g.Expect(k8sClient.Create(ctx, newDeployment(ns, "web"))).To(Succeed())
 	delivery := newDelivery(ns, "web", deliveryv1.StrategyCanary, "")
 	g.Expect(k8sClient.Create(ctx, delivery)).To(Succeed())
-	g.Eventually(func(g Gomega) bool { return conditions.IsReady(getDelivery(g, delivery)) }, timeout).Should(BeTrue())
+	g.Eventually(func(g Gomega) deliveryv1.DeliveryPhase { return getDelivery(g, delivery).Status.Phase }, timeout).
+		Should(Equal(deliveryv1.PhaseHandover))
 
 	// Suspend, and in the same change point at a policy that does not
 	// exist: a suspended Delivery must not notice.
@@ -194,7 +209,7 @@ func TestDeliveryReconciler_Suspend(t *testing.T) {
 	g.Eventually(func(g Gomega) string { return getDelivery(g, delivery).Status.LastHandledReconcileAt }, timeout).
 		Should(Equal("while-suspended"))
 	got = getDelivery(g, delivery)
-	g.Expect(conditions.IsReady(got)).To(BeTrue())
+	g.Expect(got.Status.Phase).To(Equal(deliveryv1.PhaseHandover))
 	g.Expect(conditions.Has(got, meta.StalledCondition)).To(BeFalse())
 	g.Expect(got.Status.ObservedGeneration).To(BeNumerically("<", suspendedGeneration))
 
@@ -214,7 +229,8 @@ func TestDeliveryReconciler_RequestedAt(t *testing.T) {
 	g.Expect(k8sClient.Create(ctx, newDeployment(ns, "web"))).To(Succeed())
 	delivery := newDelivery(ns, "web", deliveryv1.StrategyCanary, "")
 	g.Expect(k8sClient.Create(ctx, delivery)).To(Succeed())
-	g.Eventually(func(g Gomega) bool { return conditions.IsReady(getDelivery(g, delivery)) }, timeout).Should(BeTrue())
+	g.Eventually(func(g Gomega) deliveryv1.DeliveryPhase { return getDelivery(g, delivery).Status.Phase }, timeout).
+		Should(Equal(deliveryv1.PhaseHandover))
 
 	for _, token := range []string{"first", "second"} {
 		requestReconcile(g, delivery, token)
@@ -224,17 +240,17 @@ func TestDeliveryReconciler_RequestedAt(t *testing.T) {
 	statusChecker().WithT(g).CheckErr(ctx, getDelivery(g, delivery))
 }
 
-func TestDeliveryReconciler_Delete(t *testing.T) {
+func TestDeliveryReconciler_DeleteWithoutDeployment(t *testing.T) {
 	g := NewWithT(t)
 	ctx := context.Background()
 	ns := newNamespace(t)
 
-	g.Expect(k8sClient.Create(ctx, newDeployment(ns, "web"))).To(Succeed())
 	delivery := newDelivery(ns, "web", deliveryv1.StrategyCanary, "")
 	g.Expect(k8sClient.Create(ctx, delivery)).To(Succeed())
 	g.Eventually(func(g Gomega) []string { return getDelivery(g, delivery).Finalizers }, timeout).
 		Should(ContainElement(deliveryv1.DeliveryFinalizer))
 
+	// With no Deployment to hand back to, the finalizer goes at once.
 	g.Expect(k8sClient.Delete(ctx, delivery)).To(Succeed())
 	g.Eventually(func() bool {
 		err := k8sClient.Get(ctx, client.ObjectKeyFromObject(delivery), &deliveryv1.Delivery{})

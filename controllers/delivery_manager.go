@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 
+	rolloutsv1 "github.com/argoproj/argo-rollouts/pkg/apis/rollouts/v1alpha1"
 	"github.com/fluxcd/pkg/runtime/predicates"
 	appsv1 "k8s.io/api/apps/v1"
 	"k8s.io/client-go/util/workqueue"
@@ -11,6 +12,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller"
+	"sigs.k8s.io/controller-runtime/pkg/event"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
@@ -54,9 +56,10 @@ func (r *DeliveryReconciler) SetupWithManager(ctx context.Context, mgr ctrl.Mana
 		For(&deliveryv1.Delivery{}, builder.WithPredicates(
 			predicate.Or(predicate.GenerationChangedPredicate{}, predicates.ReconcileRequestedPredicate{}),
 		)).
+		Owns(&rolloutsv1.Rollout{}).
 		Watches(&appsv1.Deployment{},
 			handler.EnqueueRequestsFromMapFunc(r.requestsFor(deploymentIndexKey)),
-			builder.WithPredicates(predicate.GenerationChangedPredicate{}),
+			builder.WithPredicates(predicate.Or(predicate.GenerationChangedPredicate{}, availableReplicasChanged)),
 		).
 		Watches(&deliveryv1.DeliveryPolicy{},
 			handler.EnqueueRequestsFromMapFunc(r.requestsFor(policyIndexKey)),
@@ -67,6 +70,19 @@ func (r *DeliveryReconciler) SetupWithManager(ctx context.Context, mgr ctrl.Mana
 			RateLimiter:             opts.RateLimiter,
 		}).
 		Complete(r)
+}
+
+// availableReplicasChanged passes Deployment updates that change how many
+// replicas are available, which a hand-back waits for.
+var availableReplicasChanged = predicate.Funcs{
+	UpdateFunc: func(e event.UpdateEvent) bool {
+		oldD, okOld := e.ObjectOld.(*appsv1.Deployment)
+		newD, okNew := e.ObjectNew.(*appsv1.Deployment)
+		return okOld && okNew && oldD.Status.AvailableReplicas != newD.Status.AvailableReplicas
+	},
+	CreateFunc:  func(event.CreateEvent) bool { return false },
+	DeleteFunc:  func(event.DeleteEvent) bool { return false },
+	GenericFunc: func(event.GenericEvent) bool { return false },
 }
 
 // requestsFor maps an object to the Deliveries in its namespace whose index

@@ -28,22 +28,22 @@ const (
 	gatewayAPIPlugin = "argoproj-labs/gatewayAPI"
 )
 
-// renderRollout returns the Rollout that runs template for delivery with
-// policy. The pod template is copied, not referenced with workloadRef, whose
+// renderRollout returns the Rollout that runs template, whose hash is hash,
+// for delivery with policy. The pod template is copied, not referenced with workloadRef, whose
 // progressive scale-down only works for the first revision
 // (argoproj/argo-rollouts#4935) and which KEDA cannot target (kedacore/keda#4344).
 //
 // Rendering is deterministic: the same inputs give the same Rollout, so an
 // unchanged world applies nothing new.
 func renderRollout(delivery *deliveryv1.Delivery, deployment *appsv1.Deployment,
-	policy *deliveryv1.DeliveryPolicySpec, template *corev1.PodTemplateSpec) *rolloutsv1.Rollout {
+	policy *deliveryv1.DeliveryPolicySpec, template *corev1.PodTemplateSpec, hash string) *rolloutsv1.Rollout {
 
 	podTemplate := template.DeepCopy()
 	annotations := maps.Clone(podTemplate.Annotations)
 	if annotations == nil {
 		annotations = map[string]string{}
 	}
-	annotations[templateHashAnnotation] = templateHash(template)
+	annotations[templateHashAnnotation] = hash
 	podTemplate.Annotations = annotations
 
 	return &rolloutsv1.Rollout{

@@ -128,14 +128,14 @@ func TestRenderRollout(t *testing.T) {
 			delivery.Spec.Strategy = tt.strategy
 			policy := tt.policy(delivery)
 
-			first, err := yaml.Marshal(renderRollout(delivery, deployment, &policy, &deployment.Spec.Template))
+			first, err := yaml.Marshal(renderRollout(delivery, deployment, &policy, &deployment.Spec.Template, templateHash(&deployment.Spec.Template)))
 			if err != nil {
 				t.Fatal(err)
 			}
 			golden(t, filepath.Join("render", tt.name+".yaml"), first)
 
 			// Rendering again, from copies, gives the same bytes.
-			again, err := yaml.Marshal(renderRollout(delivery.DeepCopy(), deployment.DeepCopy(), policy.DeepCopy(), deployment.Spec.Template.DeepCopy()))
+			again, err := yaml.Marshal(renderRollout(delivery.DeepCopy(), deployment.DeepCopy(), policy.DeepCopy(), deployment.Spec.Template.DeepCopy(), templateHash(&deployment.Spec.Template)))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -150,7 +150,7 @@ func TestRenderRolloutLeavesInputsAlone(t *testing.T) {
 	delivery, deployment := renderFixture()
 	before := deployment.DeepCopy()
 	policy := builtinPolicy(delivery)
-	_ = renderRollout(delivery, deployment, &policy, &deployment.Spec.Template)
+	_ = renderRollout(delivery, deployment, &policy, &deployment.Spec.Template, "h")
 	if _, ok := deployment.Spec.Template.Annotations[templateHashAnnotation]; ok {
 		t.Fatal("rendering annotated the Deployment's own template")
 	}

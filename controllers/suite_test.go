@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"testing"
 
+	rolloutsv1 "github.com/argoproj/argo-rollouts/pkg/apis/rollouts/v1alpha1"
 	helper "github.com/fluxcd/pkg/runtime/controller"
 	"github.com/fluxcd/pkg/runtime/events"
 	"github.com/fluxcd/pkg/runtime/metrics"
@@ -34,7 +35,10 @@ func TestMain(m *testing.M) {
 
 func runSuite(m *testing.M) int {
 	env := &envtest.Environment{
-		CRDDirectoryPaths:     []string{filepath.Join("..", "config", "crd", "bases")},
+		CRDDirectoryPaths: []string{
+			filepath.Join("..", "config", "crd", "bases"),
+			filepath.Join("..", "bin", "share", "argo-rollouts", "crds"),
+		},
 		ErrorIfCRDPathMissing: true,
 	}
 	cfg, err := env.Start()
@@ -53,6 +57,9 @@ func runSuite(m *testing.M) int {
 		panic(err)
 	}
 	if err := deliveryv1.AddToScheme(scheme); err != nil {
+		panic(err)
+	}
+	if err := rolloutsv1.AddToScheme(scheme); err != nil {
 		panic(err)
 	}
 	if k8sClient, err = client.New(cfg, client.Options{Scheme: scheme}); err != nil {
@@ -81,6 +88,7 @@ func runSuite(m *testing.M) int {
 	reconciler := &DeliveryReconciler{
 		Client:         mgr.GetClient(),
 		EventRecorder:  recorder,
+		APIReader:      mgr.GetAPIReader(),
 		Metrics:        helper.NewMetrics(mgr, metrics.NewRecorder(), deliveryv1.DeliveryFinalizer),
 		ControllerName: "sluice",
 	}

@@ -1,0 +1,233 @@
+package controllers
+
+import (
+	"context"
+	"fmt"
+
+	rolloutsv1 "github.com/argoproj/argo-rollouts/pkg/apis/rollouts/v1alpha1"
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/types"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	deliveryv1 "github.com/sluice-dev/sluice/apis/v1alpha1"
+)
+
+// release is the template the Rollout should run now.
+type release struct {
+	// template to apply, with its hash; nil when the Rollout keeps what it
+	// runs.
+	template *corev1.PodTemplateSpec
+	hash     string
+	// intendedHash is the template the Delivery is Ready on.
+	intendedHash string
+	// rejected is set when the Deployment's template is rejected in spec
+	// and therefore not released.
+	rejected *deliveryv1.Rejection
+}
+
+// chooseTemplate decides which template the Rollout runs.
+//
+// The Deployment's template is released unless spec.promotion.rejection
+// names it. A Rollout that does not exist yet starts from the stable
+// template recorded in spec.promotion.stable (a rebuilt cluster) and the
+// Deployment's template follows as a candidate once the stable one is
+// healthy: the Rollout never jumps straight to an unpromoted template.
+func chooseTemplate(obj *deliveryv1.Delivery, deployment *appsv1.Deployment,
+	rollout *rolloutsv1.Rollout, policy *deliveryv1.DeliveryPolicySpec) (release, error) {
+
+	desired := &deployment.Spec.Template
+	desiredHash := templateHash(desired)
+	rel := release{intendedHash: desiredHash}
+	if rej := obj.Spec.Promotion.Rejection; rej != nil && rej.TemplateHash == desiredHash {
+		rel.rejected = rej
+	}
+	stable := obj.Spec.Promotion.Stable
+
+	if rollout == nil {
+		if stable != nil && stable.TemplateHash != desiredHash {
+			t, err := stableTemplate(obj, deployment)
+			if err != nil {
+				return rel, err
+			}
+			rel.template, rel.hash = t, stable.TemplateHash
+			if rel.rejected != nil {
+				rel.intendedHash = stable.TemplateHash
+			}
+			return rel, nil
+		}
+		if rel.rejected != nil {
+			return rel, stalled(deliveryv1.RejectedReason,
+				"the Deployment's template %s was rejected and spec.promotion.stable names no other template to run", desiredHash)
+		}
+		rel.template, rel.hash = desired, desiredHash
+		return rel, nil
+	}
+
+	view := viewRollout(rollout, policy)
+	switch {
+	case rel.rejected != nil:
+		// Keep what runs: Argo keeps an aborted candidate's stable pods.
+		rel.intendedHash = view.runningHash
+		rel.template, rel.hash = rolloutTemplate(rollout), view.runningHash
+	case stable != nil && view.runningHash == stable.TemplateHash && desiredHash != stable.TemplateHash && !view.healthy:
+		// Stable first: wait until the stable template is healthy before
+		// the candidate follows.
+		rel.template, rel.hash = rolloutTemplate(rollout), view.runningHash
+	default:
+		rel.template, rel.hash = desired, desiredHash
+	}
+	return rel, nil
+}
+
+// stableTemplate rebuilds the stable template from the Deployment's and the
+// images recorded in spec.promotion.stable, and checks that it is exactly
+// the recorded one.
+func stableTemplate(obj *deliveryv1.Delivery, deployment *appsv1.Deployment) (*corev1.PodTemplateSpec, error) {
+	stable := obj.Spec.Promotion.Stable
+	images := map[string]string{}
+	for _, c := range stable.Images {
+		images[c.Name] = c.Image
+	}
+	t := withImages(&deployment.Spec.Template, images)
+	if got := templateHash(t); got != stable.TemplateHash {
+		return nil, stalled(deliveryv1.InvalidDeploymentReason,
+			"spec.promotion.stable: template %s cannot be rebuilt from Deployment %s with spec.promotion.stable.images (got %s): the templates differ in more than images",
+			stable.TemplateHash, deployment.Name, got)
+	}
+	return t, nil
+}
+
+// rolloutTemplate returns the Rollout's pod template as sluice rendered it,
+// without the template-hash annotation.
+func rolloutTemplate(rollout *rolloutsv1.Rollout) *corev1.PodTemplateSpec {
+	t := rollout.Spec.Template.DeepCopy()
+	delete(t.Annotations, templateHashAnnotation)
+	if len(t.Annotations) == 0 {
+		t.Annotations = nil
+	}
+	return t
+}
+
+// getRollout returns the Delivery's Rollout, or nil when there is none.
+func (r *DeliveryReconciler) getRollout(ctx context.Context, obj *deliveryv1.Delivery) (*rolloutsv1.Rollout, error) {
+	rollout := &rolloutsv1.Rollout{}
+	if err := r.Get(ctx, client.ObjectKeyFromObject(obj), rollout); err != nil {
+		if apierrors.IsNotFound(err) {
+			return nil, nil
+		}
+		return nil, fmt.Errorf("getting Rollout: %w", err)
+	}
+	if !metav1.IsControlledBy(rollout, obj) {
+		return nil, stalled(deliveryv1.InvalidDeploymentReason,
+			"a Rollout named %s exists in namespace %s and does not belong to this Delivery; rename or remove it", obj.Name, obj.Namespace)
+	}
+	return rollout, nil
+}
+
+// applyRollout server-side applies the rendered Rollout with sluice's field
+// manager, unless the live one already says all of it.
+func (r *DeliveryReconciler) applyRollout(ctx context.Context, desired, live *rolloutsv1.Rollout) (*rolloutsv1.Rollout, error) {
+	if live != nil && equality.Semantic.DeepDerivative(desired.Spec, live.Spec) &&
+		equality.Semantic.DeepDerivative(desired.Labels, live.Labels) {
+		return live, nil
+	}
+	u, err := runtime.DefaultUnstructuredConverter.ToUnstructured(desired)
+	if err != nil {
+		return nil, err
+	}
+	delete(u, "status")
+	if err := r.Apply(ctx, client.ApplyConfigurationFromUnstructured(&unstructured.Unstructured{Object: u}),
+		client.FieldOwner(r.ControllerName), client.ForceOwnership); err != nil {
+		return nil, fmt.Errorf("applying Rollout: %w", err)
+	}
+	applied := &rolloutsv1.Rollout{}
+	if err := r.Get(ctx, client.ObjectKeyFromObject(desired), applied); err != nil {
+		return nil, err
+	}
+	return applied, nil
+}
+
+// checkReferences checks that the Services and AnalysisTemplates the policy
+// names exist, naming the policy field that refers to a missing one.
+func (r *DeliveryReconciler) checkReferences(ctx context.Context, namespace string, policy *deliveryv1.DeliveryPolicySpec) error {
+	type ref struct {
+		field, kind string
+		obj         client.Object
+		key         client.ObjectKey
+	}
+	var refs []ref
+	service := func(field, name string) {
+		if name != "" {
+			refs = append(refs, ref{field, "Service", &corev1.Service{}, client.ObjectKey{Namespace: namespace, Name: name}})
+		}
+	}
+	analysis := func(field string, a *deliveryv1.Analysis) {
+		if a == nil {
+			return
+		}
+		for i, t := range a.Templates {
+			f := fmt.Sprintf("%s.templates[%d].name", field, i)
+			if t.ClusterScope {
+				refs = append(refs, ref{f, "ClusterAnalysisTemplate", &rolloutsv1.ClusterAnalysisTemplate{}, client.ObjectKey{Name: t.Name}})
+			} else {
+				refs = append(refs, ref{f, "AnalysisTemplate", &rolloutsv1.AnalysisTemplate{}, client.ObjectKey{Namespace: namespace, Name: t.Name}})
+			}
+		}
+	}
+	if c := policy.Canary; c != nil {
+		if g := c.TrafficRouting; g != nil && g.GatewayAPI != nil {
+			service("spec.canary.trafficRouting.gatewayAPI.stableService", g.GatewayAPI.StableService)
+			service("spec.canary.trafficRouting.gatewayAPI.canaryService", g.GatewayAPI.CanaryService)
+		}
+		analysis("spec.canary.backgroundAnalysis", c.BackgroundAnalysis)
+		for i, s := range c.Steps {
+			analysis(fmt.Sprintf("spec.canary.steps[%d].analysis", i), s.Analysis)
+		}
+	}
+	if bg := policy.BlueGreen; bg != nil {
+		service("spec.blueGreen.activeService", bg.ActiveService)
+		service("spec.blueGreen.previewService", bg.PreviewService)
+		analysis("spec.blueGreen.prePromotionAnalysis", bg.PrePromotionAnalysis)
+		analysis("spec.blueGreen.postPromotionAnalysis", bg.PostPromotionAnalysis)
+	}
+	for _, ref := range refs {
+		if err := r.APIReader.Get(ctx, ref.key, ref.obj); err != nil {
+			if apierrors.IsNotFound(err) {
+				return stalled(deliveryv1.InvalidPolicyReason, "%s: %s %s not found", ref.field, ref.kind, ref.key.Name)
+			}
+			return fmt.Errorf("checking %s: %w", ref.field, err)
+		}
+	}
+	return nil
+}
+
+// promote lets the Rollout past the manual gate it waits at, with the same
+// status patch as `kubectl argo rollouts promote`.
+func (r *DeliveryReconciler) promote(ctx context.Context, rollout *rolloutsv1.Rollout) error {
+	patch := client.RawPatch(types.MergePatchType, []byte(`{"status":{"pauseConditions":null}}`))
+	if err := r.Status().Patch(ctx, rollout, patch); err != nil {
+		return fmt.Errorf("promoting Rollout %s: %w", rollout.Name, err)
+	}
+	return nil
+}
+
+// failedMetric returns the name of the first metric that failed in an
+// AnalysisRun, or "" when it cannot tell.
+func (r *DeliveryReconciler) failedMetric(ctx context.Context, namespace, name string) string {
+	run := &rolloutsv1.AnalysisRun{}
+	if err := r.APIReader.Get(ctx, client.ObjectKey{Namespace: namespace, Name: name}, run); err != nil {
+		return ""
+	}
+	for _, m := range run.Status.MetricResults {
+		if m.Phase == rolloutsv1.AnalysisPhaseFailed || m.Phase == rolloutsv1.AnalysisPhaseError {
+			return m.Name
+		}
+	}
+	return ""
+}

@@ -1,0 +1,141 @@
+package controllers
+
+import (
+	"context"
+	"fmt"
+	"strings"
+
+	"github.com/fluxcd/pkg/apis/meta"
+	"github.com/fluxcd/pkg/runtime/conditions"
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	appsv1ac "k8s.io/client-go/applyconfigurations/apps/v1"
+	"k8s.io/utils/ptr"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
+
+	rolloutsv1 "github.com/argoproj/argo-rollouts/pkg/apis/rollouts/v1alpha1"
+
+	deliveryv1 "github.com/sluice-dev/sluice/apis/v1alpha1"
+)
+
+// ownsReplicas tells whether manager already owns the Deployment's
+// spec.replicas through server-side apply.
+func ownsReplicas(deployment *appsv1.Deployment, manager string) bool {
+	for _, mf := range deployment.ManagedFields {
+		if mf.Manager == manager && mf.Operation == metav1.ManagedFieldsOperationApply &&
+			mf.FieldsV1 != nil && strings.Contains(string(mf.FieldsV1.Raw), `"f:replicas"`) {
+			return true
+		}
+	}
+	return false
+}
+
+// holdDeploymentReplicas makes sluice a co-owner of the Deployment's
+// spec.replicas at its current value.
+//
+// NOTE: Flux applies with server-side apply and force. When the replicas
+// line leaves Git (the adoption commit moves it to the Delivery) and no
+// other manager owns the field, the API server resets it to 1. Owning it
+// first keeps the value where it is.
+func (r *DeliveryReconciler) holdDeploymentReplicas(ctx context.Context, deployment *appsv1.Deployment) error {
+	if ownsReplicas(deployment, r.ControllerName) {
+		return nil
+	}
+	return r.scaleDeployment(ctx, deployment, ptr.Deref(deployment.Spec.Replicas, 1))
+}
+
+// scaleDeployment sets the Deployment's spec.replicas with sluice's field
+// manager.
+func (r *DeliveryReconciler) scaleDeployment(ctx context.Context, deployment *appsv1.Deployment, replicas int32) error {
+	apply := appsv1ac.Deployment(deployment.Name, deployment.Namespace).
+		WithSpec(appsv1ac.DeploymentSpec().WithReplicas(replicas))
+	if err := r.Apply(ctx, apply, client.FieldOwner(r.ControllerName), client.ForceOwnership); err != nil {
+		return fmt.Errorf("scaling Deployment %s to %d: %w", deployment.Name, replicas, err)
+	}
+	deployment.Spec.Replicas = ptr.To(replicas)
+	return nil
+}
+
+// handOver scales the Deployment to zero once the Rollout has all its
+// replicas available, so that across both there are never fewer available
+// replicas than desired. It reports whether the handover is done.
+func (r *DeliveryReconciler) handOver(ctx context.Context, obj *deliveryv1.Delivery,
+	deployment *appsv1.Deployment, view rolloutView) (bool, error) {
+
+	if ptr.Deref(deployment.Spec.Replicas, 1) == 0 {
+		return true, nil
+	}
+	want := obj.GetReplicas()
+	if !view.observed || view.available < want || (!view.healthy && obj.Status.StableTemplateHash == "") {
+		msg := fmt.Sprintf("the Rollout has %d of %d replicas available; Deployment %s keeps serving until it has all",
+			view.available, want, deployment.Name)
+		obj.Status.Phase = deliveryv1.PhaseHandover
+		conditions.MarkReconciling(obj, deliveryv1.HandoverReason, "%s", msg)
+		conditions.MarkFalse(obj, meta.ReadyCondition, deliveryv1.HandoverReason, "%s", msg)
+		return false, nil
+	}
+	if err := r.scaleDeployment(ctx, deployment, 0); err != nil {
+		return false, err
+	}
+	r.event(obj, corev1.EventTypeNormal, deliveryv1.HandoverReason,
+		fmt.Sprintf("the Rollout serves with %d available replicas; scaled Deployment %s to 0", view.available, deployment.Name))
+	return true, nil
+}
+
+// finalize hands the app back to the Deployment: it scales the Deployment up
+// to the Delivery's replicas, waits until they are available, and only then
+// removes the Rollout and the finalizer.
+func (r *DeliveryReconciler) finalize(ctx context.Context, obj *deliveryv1.Delivery) (ctrl.Result, error) {
+	deployment := &appsv1.Deployment{}
+	err := r.Get(ctx, client.ObjectKey{Namespace: obj.Namespace, Name: obj.Spec.DeploymentRef.Name}, deployment)
+	switch {
+	case apierrors.IsNotFound(err):
+		// Nothing to hand back to.
+	case err != nil:
+		return ctrl.Result{}, err
+	default:
+		want := obj.GetReplicas()
+		if ptr.Deref(deployment.Spec.Replicas, 1) < want {
+			if err := r.scaleDeployment(ctx, deployment, want); err != nil {
+				return ctrl.Result{}, err
+			}
+		}
+		if !deploymentAvailable(deployment, want) {
+			msg := fmt.Sprintf("Deployment %s has %d of %d replicas available; the Rollout keeps serving until it has all",
+				deployment.Name, deployment.Status.AvailableReplicas, want)
+			obj.Status.Phase = deliveryv1.PhaseHandingBack
+			conditions.MarkReconciling(obj, deliveryv1.HandoverReason, "%s", msg)
+			conditions.MarkFalse(obj, meta.ReadyCondition, deliveryv1.HandoverReason, "%s", msg)
+			// The Deployment watch brings the Delivery back when the
+			// Deployment's available replicas change.
+			return ctrl.Result{}, nil
+		}
+	}
+
+	rollout := &rolloutsv1.Rollout{}
+	if err := r.Get(ctx, client.ObjectKeyFromObject(obj), rollout); err == nil && metav1.IsControlledBy(rollout, obj) {
+		if err := r.Delete(ctx, rollout); client.IgnoreNotFound(err) != nil {
+			return ctrl.Result{}, fmt.Errorf("deleting Rollout: %w", err)
+		}
+	} else if client.IgnoreNotFound(err) != nil {
+		return ctrl.Result{}, err
+	}
+	if deployment.Name != "" {
+		r.event(obj, corev1.EventTypeNormal, deliveryv1.HandoverReason,
+			fmt.Sprintf("handed back to Deployment %s with %d available replicas", deployment.Name, deployment.Status.AvailableReplicas))
+	}
+	recordPhase(obj, true)
+	controllerutil.RemoveFinalizer(obj, deliveryv1.DeliveryFinalizer)
+	return ctrl.Result{}, nil
+}
+
+// deploymentAvailable tells whether the Deployment's controller has seen its
+// spec and has want updated, available replicas.
+func deploymentAvailable(d *appsv1.Deployment, want int32) bool {
+	return d.Status.ObservedGeneration >= d.Generation &&
+		d.Status.UpdatedReplicas >= want && d.Status.AvailableReplicas >= want
+}
