@@ -36,7 +36,8 @@ import (
 // +kubebuilder:rbac:groups="",resources=services,verbs=get
 // +kubebuilder:rbac:groups=argoproj.io,resources=rollouts,verbs=get;list;watch;create;update;patch;delete
 // +kubebuilder:rbac:groups=argoproj.io,resources=rollouts/status,verbs=get;patch
-// +kubebuilder:rbac:groups=argoproj.io,resources=analysisruns;analysistemplates;clusteranalysistemplates,verbs=get
+// +kubebuilder:rbac:groups=argoproj.io,resources=analysisruns,verbs=get;list
+// +kubebuilder:rbac:groups=argoproj.io,resources=analysistemplates;clusteranalysistemplates,verbs=get
 // +kubebuilder:rbac:groups="",resources=events,verbs=create;patch
 
 // DeliveryReconciler keeps a Delivery's status true to what runs.
@@ -177,6 +178,13 @@ func (r *DeliveryReconciler) reconcile(ctx context.Context, obj *deliveryv1.Deli
 	if err != nil {
 		return err
 	}
+	if rollout != nil {
+		// Record what is stable before a new template is applied: the
+		// Rollout may be healthy now and progressing once it is applied.
+		if before := viewRollout(rollout, policy); before.healthy {
+			obj.Status.StableTemplateHash = before.runningHash
+		}
+	}
 	release, err := chooseTemplate(obj, deployment, rollout, policy)
 	if err != nil {
 		return err
@@ -211,12 +219,10 @@ func (r *DeliveryReconciler) observeRelease(ctx context.Context, obj *deliveryv1
 	switch {
 	case view.aborted:
 		reason := view.abortMessage
-		if view.failedAnalysisRun != "" {
-			if metric := r.failedMetric(ctx, obj.Namespace, view.failedAnalysisRun); metric != "" {
-				reason = fmt.Sprintf("metric %s failed in AnalysisRun %s: %s", metric, view.failedAnalysisRun, reason)
-			} else {
-				reason = fmt.Sprintf("AnalysisRun %s failed: %s", view.failedAnalysisRun, reason)
-			}
+		if run, metric := r.failedAnalysis(ctx, rollout, view.failedAnalysisRun); metric != "" {
+			reason = fmt.Sprintf("metric %s failed in AnalysisRun %s: %s", metric, run, reason)
+		} else if run != "" {
+			reason = fmt.Sprintf("AnalysisRun %s failed: %s", run, reason)
 		}
 		if !conditions.IsFalse(obj, deliveryv1.PromotedCondition) ||
 			conditions.GetReason(obj, deliveryv1.PromotedCondition) != deliveryv1.RejectedReason {

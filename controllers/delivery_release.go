@@ -42,7 +42,7 @@ func chooseTemplate(obj *deliveryv1.Delivery, deployment *appsv1.Deployment,
 	rollout *rolloutsv1.Rollout, policy *deliveryv1.DeliveryPolicySpec) (release, error) {
 
 	desired := &deployment.Spec.Template
-	desiredHash := templateHash(desired)
+	desiredHash := deliveryv1.TemplateHash(desired)
 	rel := release{intendedHash: desiredHash}
 	if rej := obj.Spec.Promotion.Rejection; rej != nil && rej.TemplateHash == desiredHash {
 		rel.rejected = rej
@@ -95,7 +95,7 @@ func stableTemplate(obj *deliveryv1.Delivery, deployment *appsv1.Deployment) (*c
 		images[c.Name] = c.Image
 	}
 	t := withImages(&deployment.Spec.Template, images)
-	if got := templateHash(t); got != stable.TemplateHash {
+	if got := deliveryv1.TemplateHash(t); got != stable.TemplateHash {
 		return nil, stalled(deliveryv1.InvalidDeploymentReason,
 			"spec.promotion.stable: template %s cannot be rebuilt from Deployment %s with spec.promotion.stable.images (got %s): the templates differ in more than images",
 			stable.TemplateHash, deployment.Name, got)
@@ -217,17 +217,40 @@ func (r *DeliveryReconciler) promote(ctx context.Context, rollout *rolloutsv1.Ro
 	return nil
 }
 
-// failedMetric returns the name of the first metric that failed in an
-// AnalysisRun, or "" when it cannot tell.
-func (r *DeliveryReconciler) failedMetric(ctx context.Context, namespace, name string) string {
-	run := &rolloutsv1.AnalysisRun{}
-	if err := r.APIReader.Get(ctx, client.ObjectKey{Namespace: namespace, Name: name}, run); err != nil {
-		return ""
+// failedAnalysis returns the AnalysisRun that failed the Rollout's current
+// template and its first failed metric. Argo may already have cleared the
+// run from the Rollout's status, so without a name from there it looks for
+// the newest failed run of the current template.
+func (r *DeliveryReconciler) failedAnalysis(ctx context.Context, rollout *rolloutsv1.Rollout, name string) (string, string) {
+	var run *rolloutsv1.AnalysisRun
+	if name != "" {
+		run = &rolloutsv1.AnalysisRun{}
+		if err := r.APIReader.Get(ctx, client.ObjectKey{Namespace: rollout.Namespace, Name: name}, run); err != nil {
+			return name, ""
+		}
+	} else {
+		var runs rolloutsv1.AnalysisRunList
+		if err := r.APIReader.List(ctx, &runs, client.InNamespace(rollout.Namespace),
+			client.MatchingLabels{rolloutsv1.DefaultRolloutUniqueLabelKey: rollout.Status.CurrentPodHash}); err != nil {
+			return "", ""
+		}
+		for i := range runs.Items {
+			ar := &runs.Items[i]
+			if !metav1.IsControlledBy(ar, rollout) || !ar.Status.Phase.Completed() || ar.Status.Phase == rolloutsv1.AnalysisPhaseSuccessful {
+				continue
+			}
+			if run == nil || run.CreationTimestamp.Before(&ar.CreationTimestamp) {
+				run = ar
+			}
+		}
+		if run == nil {
+			return "", ""
+		}
 	}
 	for _, m := range run.Status.MetricResults {
 		if m.Phase == rolloutsv1.AnalysisPhaseFailed || m.Phase == rolloutsv1.AnalysisPhaseError {
-			return m.Name
+			return run.Name, m.Name
 		}
 	}
-	return ""
+	return run.Name, ""
 }

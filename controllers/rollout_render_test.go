@@ -128,14 +128,14 @@ func TestRenderRollout(t *testing.T) {
 			delivery.Spec.Strategy = tt.strategy
 			policy := tt.policy(delivery)
 
-			first, err := yaml.Marshal(renderRollout(delivery, deployment, &policy, &deployment.Spec.Template, templateHash(&deployment.Spec.Template)))
+			first, err := yaml.Marshal(renderRollout(delivery, deployment, &policy, &deployment.Spec.Template, deliveryv1.TemplateHash(&deployment.Spec.Template)))
 			if err != nil {
 				t.Fatal(err)
 			}
 			golden(t, filepath.Join("render", tt.name+".yaml"), first)
 
 			// Rendering again, from copies, gives the same bytes.
-			again, err := yaml.Marshal(renderRollout(delivery.DeepCopy(), deployment.DeepCopy(), policy.DeepCopy(), deployment.Spec.Template.DeepCopy(), templateHash(&deployment.Spec.Template)))
+			again, err := yaml.Marshal(renderRollout(delivery.DeepCopy(), deployment.DeepCopy(), policy.DeepCopy(), deployment.Spec.Template.DeepCopy(), deliveryv1.TemplateHash(&deployment.Spec.Template)))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -154,7 +154,7 @@ func TestRenderRolloutLeavesInputsAlone(t *testing.T) {
 	if _, ok := deployment.Spec.Template.Annotations[templateHashAnnotation]; ok {
 		t.Fatal("rendering annotated the Deployment's own template")
 	}
-	if templateHash(&deployment.Spec.Template) != templateHash(&before.Spec.Template) {
+	if deliveryv1.TemplateHash(&deployment.Spec.Template) != deliveryv1.TemplateHash(&before.Spec.Template) {
 		t.Fatal("rendering changed the Deployment's template")
 	}
 }
@@ -163,8 +163,8 @@ func TestTemplateHash(t *testing.T) {
 	_, deployment := renderFixture()
 	base := &deployment.Spec.Template
 
-	if got := templateHash(base); len(got) != templateHashLength || got != templateHash(base.DeepCopy()) {
-		t.Fatalf("templateHash = %q, want %d stable hex digits", got, templateHashLength)
+	if got := deliveryv1.TemplateHash(base); len(got) != deliveryv1.TemplateHashLength || got != deliveryv1.TemplateHash(base.DeepCopy()) {
+		t.Fatalf("templateHash = %q, want %d stable hex digits", got, deliveryv1.TemplateHashLength)
 	}
 
 	changes := map[string]func(*corev1.PodTemplateSpec){
@@ -176,7 +176,7 @@ func TestTemplateHash(t *testing.T) {
 	for name, change := range changes {
 		changed := base.DeepCopy()
 		change(changed)
-		if templateHash(changed) == templateHash(base) {
+		if deliveryv1.TemplateHash(changed) == deliveryv1.TemplateHash(base) {
 			t.Errorf("changing the %s kept the hash", name)
 		}
 	}
@@ -188,7 +188,7 @@ func TestTemplateHash(t *testing.T) {
 		t.Fatal("withImages must change a copy only")
 	}
 	back := withImages(v2, map[string]string{"server": "registry.example/inference:v1", "absent": "x"})
-	if templateHash(back) != templateHash(base) {
+	if deliveryv1.TemplateHash(back) != deliveryv1.TemplateHash(base) {
 		t.Fatal("restoring the images did not restore the hash")
 	}
 }
