@@ -34,6 +34,7 @@ import (
 // +kubebuilder:rbac:groups=delivery.sluice.dev,resources=deliverypolicies,verbs=get;list;watch
 // +kubebuilder:rbac:groups=apps,resources=deployments,verbs=get;list;watch;patch
 // +kubebuilder:rbac:groups="",resources=services,verbs=get
+// +kubebuilder:rbac:groups=autoscaling,resources=horizontalpodautoscalers,verbs=list
 // +kubebuilder:rbac:groups=argoproj.io,resources=rollouts,verbs=get;list;watch;create;update;patch;delete
 // +kubebuilder:rbac:groups=argoproj.io,resources=rollouts/status,verbs=get;patch
 // +kubebuilder:rbac:groups=argoproj.io,resources=analysisruns,verbs=get;list
@@ -190,7 +191,19 @@ func (r *DeliveryReconciler) reconcile(ctx context.Context, obj *deliveryv1.Deli
 		return err
 	}
 	if release.template != nil {
-		if rollout, err = r.applyRollout(ctx, renderRollout(obj, deployment, policy, release.template, release.hash), rollout); err != nil {
+		desired := renderRollout(obj, deployment, policy, release.template, release.hash)
+		if rollout != nil {
+			autoscaled, err := r.autoscaled(ctx, obj)
+			if err != nil {
+				return err
+			}
+			if autoscaled {
+				// The autoscaler owns the Rollout's replicas once it exists;
+				// spec.replicas only sizes its first revision.
+				desired.Spec.Replicas = nil
+			}
+		}
+		if rollout, err = r.applyRollout(ctx, desired, rollout); err != nil {
 			return err
 		}
 	}

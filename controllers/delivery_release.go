@@ -3,9 +3,11 @@ package controllers
 import (
 	"context"
 	"fmt"
+	"strings"
 
 	rolloutsv1 "github.com/argoproj/argo-rollouts/pkg/apis/rollouts/v1alpha1"
 	appsv1 "k8s.io/api/apps/v1"
+	autoscalingv2 "k8s.io/api/autoscaling/v2"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -253,4 +255,20 @@ func (r *DeliveryReconciler) failedAnalysis(ctx context.Context, rollout *rollou
 		}
 	}
 	return run.Name, ""
+}
+
+// autoscaled tells whether a HorizontalPodAutoscaler targets the Delivery's
+// Rollout. KEDA ScaledObjects scale through such an HPA too.
+func (r *DeliveryReconciler) autoscaled(ctx context.Context, obj *deliveryv1.Delivery) (bool, error) {
+	var hpas autoscalingv2.HorizontalPodAutoscalerList
+	if err := r.APIReader.List(ctx, &hpas, client.InNamespace(obj.Namespace)); err != nil {
+		return false, fmt.Errorf("listing HorizontalPodAutoscalers: %w", err)
+	}
+	for _, h := range hpas.Items {
+		ref := h.Spec.ScaleTargetRef
+		if ref.Kind == "Rollout" && ref.Name == obj.Name && strings.HasPrefix(ref.APIVersion, rolloutsv1.SchemeGroupVersion.Group+"/") {
+			return true, nil
+		}
+	}
+	return false, nil
 }
