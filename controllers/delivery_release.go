@@ -98,7 +98,7 @@ func stableTemplate(obj *deliveryv1.Delivery, deployment *appsv1.Deployment) (*c
 	}
 	t := withImages(&deployment.Spec.Template, images)
 	if got := deliveryv1.TemplateHash(t); got != stable.TemplateHash {
-		return nil, stalled(deliveryv1.InvalidDeploymentReason,
+		return nil, stalled(deliveryv1.StableTemplateMismatchReason,
 			"spec.promotion.stable: template %s cannot be rebuilt from Deployment %s with spec.promotion.stable.images (got %s): the templates differ in more than images",
 			stable.TemplateHash, deployment.Name, got)
 	}
@@ -126,7 +126,7 @@ func (r *DeliveryReconciler) getRollout(ctx context.Context, obj *deliveryv1.Del
 		return nil, fmt.Errorf("getting Rollout: %w", err)
 	}
 	if !metav1.IsControlledBy(rollout, obj) {
-		return nil, stalled(deliveryv1.InvalidDeploymentReason,
+		return nil, stalled(deliveryv1.RolloutConflictReason,
 			"a Rollout named %s exists in namespace %s and does not belong to this Delivery; rename or remove it", obj.Name, obj.Namespace)
 	}
 	return rollout, nil

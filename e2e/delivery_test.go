@@ -3,8 +3,10 @@ package e2e
 import (
 	"context"
 	"fmt"
+	"io"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -227,6 +229,12 @@ func TestCanaryLifecycle(t *testing.T) {
 	}, time.Minute, 100*time.Millisecond).Should(Succeed())
 	kstatus().WithT(g).CheckErr(ctx, getObj(g, delivery.DeepCopy()))
 
+	g.Expect(scrape(t)).To(ContainElements(
+		`sluice_promotions_total{name="web",namespace="canary"} 1`,
+		`sluice_delivery_phase{name="web",namespace="canary",phase="Healthy"} 1`,
+		`gotk_reconcile_condition{kind="Delivery",name="web",namespace="canary",status="True",type="Ready"} 1`,
+	))
+
 	// Opt-out: the Deployment takes the app back before the Rollout goes.
 	g.Expect(k8sClient.Delete(ctx, getObj(g, delivery.DeepCopy()))).To(Succeed())
 	g.Eventually(func(g Gomega) {
@@ -298,6 +306,11 @@ func TestFailedAnalysisRejects(t *testing.T) {
 		g.Expect(got.Status.StableTemplateHash).To(Equal(stable))
 	}, 2*time.Minute, 100*time.Millisecond).Should(Succeed())
 	kstatus().WithT(g).CheckErr(ctx, getObj(g, delivery.DeepCopy()))
+	g.Expect(scrape(t)).To(ContainElements(
+		`sluice_rejections_total{name="web",namespace="rejected"} 1`,
+		`sluice_delivery_phase{name="web",namespace="rejected",phase="Rejected"} 1`,
+		`gotk_reconcile_condition{kind="Delivery",name="web",namespace="rejected",status="True",type="Stalled"} 1`,
+	))
 
 	// The Rollout stays on stable: every pod left runs v1.
 	g.Eventually(func(g Gomega) {
@@ -396,4 +409,19 @@ func podReady(p corev1.Pod) bool {
 		}
 	}
 	return false
+}
+
+// scrape returns the lines of sluice's Prometheus endpoint.
+func scrape(t *testing.T) []string {
+	t.Helper()
+	resp, err := http.Get(env.SluiceMetricsURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return strings.Split(string(body), "\n")
 }

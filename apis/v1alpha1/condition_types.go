@@ -17,8 +17,14 @@ const (
 	// Delivery's namespace.
 	DeploymentNotFoundReason string = "DeploymentNotFound"
 
-	// InvalidDeploymentReason: the Deployment cannot be delivered as it is.
-	InvalidDeploymentReason string = "InvalidDeployment"
+	// StableTemplateMismatchReason: the stable template recorded in
+	// spec.promotion.stable cannot be rebuilt from the Deployment's template
+	// and the recorded images.
+	StableTemplateMismatchReason string = "StableTemplateMismatch"
+
+	// RolloutConflictReason: a Rollout with the Delivery's name exists and
+	// belongs to something else.
+	RolloutConflictReason string = "RolloutConflict"
 
 	// PolicyNotFoundReason: spec.policyRef names no DeliveryPolicy in the
 	// Delivery's namespace.
@@ -48,8 +54,4 @@ const (
 	// RejectedReason: Argo Rollouts aborted the candidate, or
 	// spec.promotion.rejection names the candidate's template.
 	RejectedReason string = "Rejected"
-
-	// ResolvedReason: the Deployment and the policy of the Delivery were
-	// found and are valid.
-	ResolvedReason string = "Resolved"
 )

@@ -169,7 +169,7 @@ type DeliveryPhase string
 
 // Phases of a Delivery.
 const (
-	// PhasePending: sluice has not yet started the Rollout.
+	// PhasePending: sluice has not yet reconciled the Delivery.
 	PhasePending DeliveryPhase = "Pending"
 	// PhaseHandover: the Rollout is coming up beside the Deployment.
 	PhaseHandover DeliveryPhase = "Handover"

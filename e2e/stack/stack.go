@@ -61,6 +61,8 @@ type Stack struct {
 	Config *rest.Config
 	// Git is the Git server.
 	Git *GitServer
+	// SluiceMetricsURL is sluice's Prometheus endpoint, when sluice runs.
+	SluiceMetricsURL string
 
 	opts    Options
 	procs   []*process
@@ -436,6 +438,7 @@ func (s *Stack) startSluice(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	s.SluiceMetricsURL = "http://" + addr(p[1]) + "/metrics"
 	return waitFor(ctx, proc, time.Minute, "sluice /readyz", httpOK("http://"+addr(p[0])+"/readyz"))
 }
 
