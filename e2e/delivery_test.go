@@ -425,3 +425,59 @@ func scrape(t *testing.T) []string {
 	}
 	return strings.Split(string(body), "\n")
 }
+
+// TestBlueGreenApproval runs a blue-green release whose switch waits for an
+// approval of step 0.
+func TestBlueGreenApproval(t *testing.T) {
+	g := NewWithT(t)
+	ctx := context.Background()
+	ns := "blue-green"
+	createNamespace(t, ns)
+
+	for _, name := range []string{"web", "web-preview"} {
+		g.Expect(k8sClient.Create(ctx, &corev1.Service{
+			ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name},
+			Spec: corev1.ServiceSpec{
+				Selector: map[string]string{"app": "web"},
+				Ports:    []corev1.ServicePort{{Port: 80}},
+			},
+		})).To(Succeed())
+	}
+	g.Expect(k8sClient.Create(ctx, &deliveryv1.DeliveryPolicy{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "manual"},
+		Spec: deliveryv1.DeliveryPolicySpec{BlueGreen: &deliveryv1.BlueGreenStrategy{
+			ActiveService:         "web",
+			PreviewService:        "web-preview",
+			AutoPromotionEnabled:  ptr.To(false),
+			ScaleDownDelaySeconds: ptr.To[int32](0),
+		}},
+	})).To(Succeed())
+	g.Expect(k8sClient.Create(ctx, webDeployment(ns, "v1"))).To(Succeed())
+	delivery := webDelivery(ns, "manual")
+	delivery.Spec.Strategy = deliveryv1.StrategyBlueGreen
+	g.Expect(k8sClient.Create(ctx, delivery)).To(Succeed())
+	g.Eventually(func(g Gomega) deliveryv1.DeliveryPhase { return deliveryPhase(g, delivery) },
+		time.Minute, 100*time.Millisecond).Should(Equal(deliveryv1.PhaseHealthy))
+
+	d := getObj(g, webDeployment(ns, ""))
+	d.Spec.Template.Spec.Containers[0].Image = image + "v2"
+	g.Expect(k8sClient.Update(ctx, d)).To(Succeed())
+	candidate := deliveryv1.TemplateHash(&d.Spec.Template)
+	g.Eventually(func(g Gomega) {
+		got := getObj(g, delivery.DeepCopy())
+		g.Expect(got.Status.Phase).To(Equal(deliveryv1.PhaseWaitingForApproval))
+		g.Expect(got.Status.CandidateTemplateHash).To(Equal(candidate))
+	}, time.Minute, 100*time.Millisecond).Should(Succeed())
+
+	got := getObj(g, delivery.DeepCopy())
+	got.Spec.Promotion.Approvals = []deliveryv1.Approval{{TemplateHash: candidate, Step: 0}}
+	g.Expect(k8sClient.Update(ctx, got)).To(Succeed())
+	g.Eventually(func(g Gomega) {
+		got := getObj(g, delivery.DeepCopy())
+		g.Expect(got.Status.Phase).To(Equal(deliveryv1.PhaseHealthy))
+		g.Expect(got.Status.StableTemplateHash).To(Equal(candidate))
+		svc := getObj(g, &corev1.Service{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "web"}})
+		r := getObj(g, &rolloutsv1.Rollout{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "web"}})
+		g.Expect(svc.Spec.Selector).To(HaveKeyWithValue(rolloutsv1.DefaultRolloutUniqueLabelKey, r.Status.CurrentPodHash))
+	}, time.Minute, 100*time.Millisecond).Should(Succeed())
+}
