@@ -25,6 +25,11 @@ type GitServer struct {
 	Root string
 	// Username and Password are the basic-auth credentials it accepts.
 	Username, Password string
+	// Token, when set, is a bearer token it accepts too.
+	Token string
+	// ReadOnlyUsername and ReadOnlyPassword, when set, may fetch but not
+	// push.
+	ReadOnlyUsername, ReadOnlyPassword string
 
 	server *http.Server
 }
@@ -65,12 +70,23 @@ func StartGitServer(root, username, password string) (*GitServer, error) {
 	return s, nil
 }
 
-// authenticate lets through only requests with the server's credentials.
+// authenticate lets through only requests with the server's credentials,
+// and pushes only with the read-write ones.
 func (s *GitServer) authenticate(next http.Handler) http.Handler {
+	equal := func(a, b string) bool { return subtle.ConstantTimeCompare([]byte(a), []byte(b)) == 1 }
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		user, pass, ok := r.BasicAuth()
-		if !ok || subtle.ConstantTimeCompare([]byte(user), []byte(s.Username)) != 1 ||
-			subtle.ConstantTimeCompare([]byte(pass), []byte(s.Password)) != 1 {
+		push := strings.HasSuffix(r.URL.Path, "/git-receive-pack") || r.URL.Query().Get("service") == "git-receive-pack"
+		user, pass, basic := r.BasicAuth()
+		bearer, hasBearer := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+		switch {
+		case basic && equal(user, s.Username) && equal(pass, s.Password):
+		case hasBearer && s.Token != "" && equal(bearer, s.Token):
+		case basic && s.ReadOnlyUsername != "" && equal(user, s.ReadOnlyUsername) && equal(pass, s.ReadOnlyPassword):
+			if push {
+				http.Error(w, "this user may not push", http.StatusForbidden)
+				return
+			}
+		default:
 			w.Header().Set("WWW-Authenticate", `Basic realm="sluice"`)
 			http.Error(w, "authentication required", http.StatusUnauthorized)
 			return

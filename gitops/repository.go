@@ -1,0 +1,375 @@
+// Package gitops is sluice's Git side: checking out a Kustomization's source,
+// locating and editing the manifests that define an object, and committing
+// and pushing the result. Controllers see the small interface in this file,
+// never go-git's types.
+package gitops
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/go-git/go-git/v5"
+	"github.com/go-git/go-git/v5/config"
+	"github.com/go-git/go-git/v5/plumbing"
+	"github.com/go-git/go-git/v5/plumbing/object"
+	"github.com/go-git/go-git/v5/plumbing/transport"
+	githttp "github.com/go-git/go-git/v5/plumbing/transport/http"
+	gitssh "github.com/go-git/go-git/v5/plumbing/transport/ssh"
+	"golang.org/x/crypto/ssh"
+	"golang.org/x/crypto/ssh/knownhosts"
+)
+
+// Source is a Git repository and branch, with the credentials to reach it.
+type Source struct {
+	// URL of the repository: http(s):// or ssh://.
+	URL string
+	// Branch that Flux follows.
+	Branch string
+	// Credentials, in the shape of Flux's GitRepository secrets.
+	Credentials Credentials
+}
+
+// Credentials are the fields of a Flux GitRepository secret.
+type Credentials struct {
+	Username, Password string
+	BearerToken        string
+	// Identity is a PEM private key and KnownHosts its known_hosts lines,
+	// for SSH.
+	Identity, KnownHosts []byte
+	// CA is a PEM bundle for HTTPS servers.
+	CA []byte
+}
+
+// Signature is a commit's author and committer.
+type Signature struct {
+	Name, Email string
+}
+
+// Change is one commit sluice wants on a branch, described by intent: Edit
+// is applied to a fresh checkout of the branch's head, and applied again on
+// the new head when another writer pushed first.
+type Change struct {
+	// Branch to push to.
+	Branch string
+	// From is the branch a new Branch starts from; Branch itself when
+	// empty.
+	From string
+	// Message of the commit.
+	Message string
+	// Author of the commit, also its committer.
+	Author Signature
+	// Edit changes the files of the work tree whose root it is given. It
+	// returns false when the tree already says what the change wants.
+	Edit func(root string) (bool, error)
+}
+
+// Result of a Write.
+type Result struct {
+	// Commit is the pushed commit, or the branch's head when nothing had to
+	// change.
+	Commit string
+	// Pushed is false when the branch already said what the change wants.
+	Pushed bool
+}
+
+// Writer commits and pushes changes.
+type Writer interface {
+	Write(ctx context.Context, src Source, change Change) (Result, error)
+}
+
+// Sentinel errors a caller can tell apart with errors.Is.
+var (
+	// ErrConflict: other writers kept moving the branch, or the edit no
+	// longer applies to its head.
+	ErrConflict = errors.New("the branch kept changing under sluice's writes")
+	// ErrPushRefused: the server refused the push, for example because the
+	// credentials may only read.
+	ErrPushRefused = errors.New("the Git server refused the push")
+	// ErrUnreachable: the repository could not be fetched.
+	ErrUnreachable = errors.New("the Git repository could not be fetched")
+)
+
+// Option configures a Repositories.
+type Option func(*Repositories)
+
+// WithTimeout bounds every network call; one minute by default.
+func WithTimeout(d time.Duration) Option { return func(r *Repositories) { r.timeout = d } }
+
+// WithRetries sets how many times a push rejected as non-fast-forward is
+// retried on the new head, and the first backoff; 5 and 200ms by default.
+func WithRetries(n int, backoff time.Duration) Option {
+	return func(r *Repositories) { r.retries, r.backoff = n, backoff }
+}
+
+// Repositories keeps one working copy per repository URL under a folder,
+// updated by fetch rather than cloned again for each write, and serializes
+// the writes to each.
+type Repositories struct {
+	dir     string
+	timeout time.Duration
+	retries int
+	backoff time.Duration
+
+	mu    sync.Mutex
+	locks map[string]*sync.Mutex
+}
+
+var _ Writer = (*Repositories)(nil)
+
+// NewRepositories keeps working copies under dir.
+func NewRepositories(dir string, opts ...Option) *Repositories {
+	r := &Repositories{dir: dir, timeout: time.Minute, retries: 5, backoff: 200 * time.Millisecond, locks: map[string]*sync.Mutex{}}
+	for _, o := range opts {
+		o(r)
+	}
+	return r
+}
+
+func (r *Repositories) lock(url string) func() {
+	r.mu.Lock()
+	l, ok := r.locks[url]
+	if !ok {
+		l = &sync.Mutex{}
+		r.locks[url] = l
+	}
+	r.mu.Unlock()
+	l.Lock()
+	return l.Unlock
+}
+
+// Write applies change to the head of its branch and pushes one commit,
+// unless the branch already says what the change wants. A push rejected
+// because the branch moved is retried on the new head with backoff.
+func (r *Repositories) Write(ctx context.Context, src Source, change Change) (Result, error) {
+	unlock := r.lock(src.URL)
+	defer unlock()
+
+	auth, err := authMethod(src)
+	if err != nil {
+		return Result{}, err
+	}
+	repo, err := r.open(ctx, src, auth)
+	if err != nil {
+		return Result{}, err
+	}
+	from := change.From
+	if from == "" {
+		from = change.Branch
+	}
+
+	backoff := r.backoff
+	for attempt := 0; ; attempt++ {
+		if err := r.fetch(ctx, repo, src, auth); err != nil {
+			return Result{}, err
+		}
+		res, err := r.commitAndPush(ctx, repo, src, auth, change, from)
+		if err == nil || !isNonFastForward(err) {
+			return res, err
+		}
+		if attempt >= r.retries {
+			return Result{}, fmt.Errorf("%w: pushing to %s failed %d times: %v", ErrConflict, change.Branch, attempt+1, err)
+		}
+		select {
+		case <-ctx.Done():
+			return Result{}, ctx.Err()
+		case <-time.After(backoff):
+		}
+		backoff *= 2
+	}
+}
+
+// Head returns the commit at the head of branch, fetching first.
+func (r *Repositories) Head(ctx context.Context, src Source, branch string) (string, error) {
+	unlock := r.lock(src.URL)
+	defer unlock()
+	auth, err := authMethod(src)
+	if err != nil {
+		return "", err
+	}
+	repo, err := r.open(ctx, src, auth)
+	if err != nil {
+		return "", err
+	}
+	if err := r.fetch(ctx, repo, src, auth); err != nil {
+		return "", err
+	}
+	ref, err := repo.Reference(plumbing.NewRemoteReferenceName("origin", branch), true)
+	if err != nil {
+		return "", fmt.Errorf("branch %s: %w", branch, err)
+	}
+	return ref.Hash().String(), nil
+}
+
+func (r *Repositories) commitAndPush(ctx context.Context, repo *git.Repository, src Source,
+	auth transport.AuthMethod, change Change, from string) (Result, error) {
+
+	base, err := repo.Reference(plumbing.NewRemoteReferenceName("origin", change.Branch), true)
+	if errors.Is(err, plumbing.ErrReferenceNotFound) && from != change.Branch {
+		base, err = repo.Reference(plumbing.NewRemoteReferenceName("origin", from), true)
+	}
+	if err != nil {
+		return Result{}, fmt.Errorf("branch %s not found in %s: %w", from, src.URL, err)
+	}
+
+	wt, err := repo.Worktree()
+	if err != nil {
+		return Result{}, err
+	}
+	// Start from exactly the remote head: whatever a crashed earlier
+	// attempt left behind is thrown away, and its intent recomputed.
+	if err := wt.Checkout(&git.CheckoutOptions{Hash: base.Hash(), Force: true}); err != nil {
+		return Result{}, fmt.Errorf("checking out %s: %w", base.Hash(), err)
+	}
+	if err := wt.Clean(&git.CleanOptions{Dir: true}); err != nil {
+		return Result{}, err
+	}
+
+	changed, err := change.Edit(wt.Filesystem.Root())
+	if err != nil {
+		return Result{}, err
+	}
+	if !changed {
+		return Result{Commit: base.Hash().String()}, nil
+	}
+	if err := wt.AddWithOptions(&git.AddOptions{All: true}); err != nil {
+		return Result{}, err
+	}
+	status, err := wt.Status()
+	if err != nil {
+		return Result{}, err
+	}
+	if status.IsClean() {
+		return Result{Commit: base.Hash().String()}, nil
+	}
+	sig := &object.Signature{Name: change.Author.Name, Email: change.Author.Email, When: time.Now()}
+	commit, err := wt.Commit(change.Message, &git.CommitOptions{Author: sig, Committer: sig})
+	if err != nil {
+		return Result{}, fmt.Errorf("committing: %w", err)
+	}
+
+	pushCtx, cancel := context.WithTimeout(ctx, r.timeout)
+	defer cancel()
+	err = repo.PushContext(pushCtx, &git.PushOptions{
+		RemoteName: "origin",
+		RefSpecs:   []config.RefSpec{config.RefSpec(commit.String() + ":refs/heads/" + change.Branch)},
+		Auth:       auth,
+		CABundle:   src.Credentials.CA,
+	})
+	switch {
+	case err == nil:
+		return Result{Commit: commit.String(), Pushed: true}, nil
+	case isNonFastForward(err):
+		return Result{}, err
+	case errors.Is(err, transport.ErrAuthorizationFailed), errors.Is(err, transport.ErrAuthenticationRequired),
+		strings.Contains(err.Error(), "403"):
+		return Result{}, fmt.Errorf("%w: %s: %v", ErrPushRefused, src.URL, err)
+	default:
+		return Result{}, fmt.Errorf("pushing to %s: %w", src.URL, err)
+	}
+}
+
+// open returns the working copy of src, cloning it the first time.
+func (r *Repositories) open(ctx context.Context, src Source, auth transport.AuthMethod) (*git.Repository, error) {
+	sum := sha256.Sum256([]byte(src.URL))
+	dir := filepath.Join(r.dir, hex.EncodeToString(sum[:8]))
+	repo, err := git.PlainOpen(dir)
+	if err == nil {
+		return repo, nil
+	}
+	if !errors.Is(err, git.ErrRepositoryNotExists) {
+		// A broken working copy is only a cache: start again.
+		if err := os.RemoveAll(dir); err != nil {
+			return nil, err
+		}
+	}
+	cloneCtx, cancel := context.WithTimeout(ctx, r.timeout)
+	defer cancel()
+	repo, err = git.PlainCloneContext(cloneCtx, dir, false, &git.CloneOptions{
+		URL:           src.URL,
+		Auth:          auth,
+		ReferenceName: plumbing.NewBranchReferenceName(src.Branch),
+		CABundle:      src.Credentials.CA,
+	})
+	if err != nil {
+		_ = os.RemoveAll(dir)
+		return nil, fmt.Errorf("%w: cloning %s: %v", ErrUnreachable, src.URL, err)
+	}
+	return repo, nil
+}
+
+func (r *Repositories) fetch(ctx context.Context, repo *git.Repository, src Source, auth transport.AuthMethod) error {
+	fetchCtx, cancel := context.WithTimeout(ctx, r.timeout)
+	defer cancel()
+	err := repo.FetchContext(fetchCtx, &git.FetchOptions{
+		RemoteName: "origin",
+		RefSpecs:   []config.RefSpec{"+refs/heads/*:refs/remotes/origin/*"},
+		Auth:       auth,
+		Force:      true,
+		Prune:      true,
+		CABundle:   src.Credentials.CA,
+	})
+	if err != nil && !errors.Is(err, git.NoErrAlreadyUpToDate) {
+		return fmt.Errorf("%w: fetching %s: %v", ErrUnreachable, src.URL, err)
+	}
+	return nil
+}
+
+func isNonFastForward(err error) bool {
+	if err == nil {
+		return false
+	}
+	msg := err.Error()
+	return errors.Is(err, git.ErrForceNeeded) || strings.Contains(msg, "non-fast-forward") ||
+		strings.Contains(msg, "fetch first") || strings.Contains(msg, "failed to update ref")
+}
+
+// authMethod turns Flux-style credentials into a go-git auth method.
+func authMethod(src Source) (transport.AuthMethod, error) {
+	c := src.Credentials
+	switch {
+	case len(c.Identity) > 0:
+		keys, err := gitssh.NewPublicKeys("git", c.Identity, c.Password)
+		if err != nil {
+			return nil, fmt.Errorf("reading the SSH identity: %w", err)
+		}
+		if u, err := transport.NewEndpoint(src.URL); err == nil && u.User != "" {
+			keys.User = u.User
+		}
+		callback, err := knownHostsCallback(c.KnownHosts)
+		if err != nil {
+			return nil, err
+		}
+		keys.HostKeyCallback = callback
+		return keys, nil
+	case c.BearerToken != "":
+		return &githttp.TokenAuth{Token: c.BearerToken}, nil
+	case c.Username != "" || c.Password != "":
+		return &githttp.BasicAuth{Username: c.Username, Password: c.Password}, nil
+	}
+	return nil, nil
+}
+
+func knownHostsCallback(knownHosts []byte) (ssh.HostKeyCallback, error) {
+	if len(knownHosts) == 0 {
+		return nil, errors.New("an SSH identity needs known_hosts in the secret")
+	}
+	f, err := os.CreateTemp("", "known_hosts")
+	if err != nil {
+		return nil, err
+	}
+	defer os.Remove(f.Name())
+	if _, err := f.Write(knownHosts); err != nil {
+		f.Close()
+		return nil, err
+	}
+	f.Close()
+	return knownhosts.New(f.Name())
+}

@@ -1,0 +1,255 @@
+package gitops
+
+import (
+	"context"
+	"errors"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/sluice-dev/sluice/e2e/stack"
+)
+
+// These tests push to a real Git server (git http-backend over smart HTTP on
+// loopback) and check the result by cloning it with the git CLI.
+
+const (
+	user     = "sluice"
+	password = "s3cret-password-1"
+	token    = "s3cret-token-2"
+)
+
+type fixture struct {
+	t      *testing.T
+	server *stack.GitServer
+	url    string
+	repos  *Repositories
+}
+
+func newFixture(t *testing.T, files map[string]string) *fixture {
+	t.Helper()
+	server, err := stack.StartGitServer(filepath.Join(t.TempDir(), "repos"), user, password)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = server.Close() })
+	url, err := server.CreateRepository("apps")
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := &fixture{t: t, server: server, url: url, repos: NewRepositories(t.TempDir(), WithRetries(5, 10*time.Millisecond))}
+	work := f.clone()
+	for path, content := range files {
+		writeFile(t, filepath.Join(work, path), content)
+	}
+	f.git(work, "add", "-A")
+	f.git(work, "commit", "-q", "-m", "Initial commit")
+	f.git(work, "push", "-q", "origin", "HEAD:main")
+	return f
+}
+
+func (f *fixture) source() Source {
+	return Source{URL: f.url, Branch: "main", Credentials: Credentials{Username: user, Password: password}}
+}
+
+// clone clones the repository with the git CLI, as a user would.
+func (f *fixture) clone() string {
+	f.t.Helper()
+	u, _ := url.Parse(f.url)
+	u.User = url.UserPassword(user, password)
+	dir := filepath.Join(f.t.TempDir(), "clone")
+	f.git("", "clone", "-q", u.String(), dir)
+	return dir
+}
+
+func (f *fixture) git(dir string, args ...string) string {
+	f.t.Helper()
+	cmd := exec.Command("git", append([]string{"-c", "user.name=A User", "-c", "user.email=user@example.com", "-c", "init.defaultBranch=main"}, args...)...)
+	cmd.Dir = dir
+	cmd.Env = append(os.Environ(), "GIT_TERMINAL_PROMPT=0")
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		f.t.Fatalf("git %v: %v\n%s", args, err, out)
+	}
+	return strings.TrimSpace(string(out))
+}
+
+func writeFile(t *testing.T, path, content string) {
+	t.Helper()
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(path, []byte(content), 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// setFile is an edit that makes path say content.
+func setFile(path, content string) func(string) (bool, error) {
+	return func(root string) (bool, error) {
+		full := filepath.Join(root, path)
+		if old, err := os.ReadFile(full); err == nil && string(old) == content {
+			return false, nil
+		}
+		if err := os.MkdirAll(filepath.Dir(full), 0o755); err != nil {
+			return false, err
+		}
+		return true, os.WriteFile(full, []byte(content), 0o644)
+	}
+}
+
+func TestWriteCommitsAndPushes(t *testing.T) {
+	f := newFixture(t, map[string]string{"apps/web.yaml": "kind: Deployment\n"})
+	ctx := context.Background()
+
+	change := Change{
+		Branch:  "main",
+		Message: "Adopt web\n\nDelivery: apps/web",
+		Author:  Signature{Name: "sluice", Email: "sluice@example.com"},
+		Edit:    setFile("apps/delivery.yaml", "kind: Delivery\n"),
+	}
+	res, err := f.repos.Write(ctx, f.source(), change)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !res.Pushed || len(res.Commit) != 40 {
+		t.Fatalf("Write = %+v, want a pushed commit", res)
+	}
+
+	clone := f.clone()
+	if got := f.git(clone, "rev-parse", "HEAD"); got != res.Commit {
+		t.Fatalf("main is at %s, want the pushed %s", got, res.Commit)
+	}
+	if got := f.git(clone, "log", "-1", "--format=%an <%ae>|%cn|%B"); got != "sluice <sluice@example.com>|sluice|Adopt web\n\nDelivery: apps/web" {
+		t.Fatalf("commit = %q", got)
+	}
+	if data, _ := os.ReadFile(filepath.Join(clone, "apps", "delivery.yaml")); string(data) != "kind: Delivery\n" {
+		t.Fatalf("apps/delivery.yaml = %q", data)
+	}
+
+	// The branch already says it: no second commit.
+	again, err := f.repos.Write(ctx, f.source(), change)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if again.Pushed || again.Commit != res.Commit {
+		t.Fatalf("second Write = %+v, want nothing pushed and head %s", again, res.Commit)
+	}
+	if n := f.git(f.clone(), "rev-list", "--count", "HEAD"); n != "2" {
+		t.Fatalf("main has %s commits, want 2", n)
+	}
+}
+
+func TestWriteRetriesOnTheNewHeadWhenAnotherWriterPushedFirst(t *testing.T) {
+	f := newFixture(t, map[string]string{"README.md": "apps\n"})
+	ctx := context.Background()
+	// Warm the working copy so that the next write starts from a head that
+	// is about to be stale.
+	if _, err := f.repos.Write(ctx, f.source(), Change{Branch: "main", Message: "first", Author: Signature{Name: "s", Email: "s@x"}, Edit: setFile("a.yaml", "a\n")}); err != nil {
+		t.Fatal(err)
+	}
+
+	other := f.clone()
+	edits := 0
+	change := Change{
+		Branch: "main", Message: "sluice's change", Author: Signature{Name: "s", Email: "s@x"},
+		Edit: func(root string) (bool, error) {
+			edits++
+			if edits == 1 {
+				// Someone pushes while sluice is editing.
+				writeFile(t, filepath.Join(other, "theirs.yaml"), "theirs\n")
+				f.git(other, "add", "-A")
+				f.git(other, "commit", "-q", "-m", "their change")
+				f.git(other, "push", "-q", "origin", "HEAD:main")
+			}
+			return setFile("ours.yaml", "ours\n")(root)
+		},
+	}
+	res, err := f.repos.Write(ctx, f.source(), change)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if edits != 2 {
+		t.Fatalf("the edit ran %d times, want 2 (once more on the new head)", edits)
+	}
+	clone := f.clone()
+	log := f.git(clone, "log", "--format=%s")
+	if log != "sluice's change\ntheir change\nfirst\nInitial commit" {
+		t.Fatalf("history:\n%s", log)
+	}
+	if got := f.git(clone, "rev-parse", "HEAD"); got != res.Commit {
+		t.Fatalf("head %s, want %s", got, res.Commit)
+	}
+}
+
+func TestWriteToANewBranch(t *testing.T) {
+	f := newFixture(t, map[string]string{"apps/delivery.yaml": "approvals: []\n"})
+	res, err := f.repos.Write(context.Background(), f.source(), Change{
+		Branch: "sluice/promote/apps/web/1-abc", From: "main",
+		Message: "Approve web", Author: Signature{Name: "s", Email: "s@x"},
+		Edit: setFile("apps/delivery.yaml", "approvals: [abc]\n"),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	clone := f.clone()
+	f.git(clone, "fetch", "-q", "origin", "sluice/promote/apps/web/1-abc")
+	if got := f.git(clone, "rev-parse", "FETCH_HEAD"); got != res.Commit {
+		t.Fatalf("branch at %s, want %s", got, res.Commit)
+	}
+	if got := f.git(clone, "rev-parse", "FETCH_HEAD~1"); got != f.git(clone, "rev-parse", "origin/main") {
+		t.Fatalf("the branch does not start from main")
+	}
+}
+
+func TestWriteWithABearerToken(t *testing.T) {
+	f := newFixture(t, map[string]string{"README.md": "apps\n"})
+	f.server.Token = token
+	src := f.source()
+	src.Credentials = Credentials{BearerToken: token}
+	res, err := NewRepositories(t.TempDir()).Write(context.Background(), src, Change{
+		Branch: "main", Message: "with a token", Author: Signature{Name: "s", Email: "s@x"}, Edit: setFile("t.yaml", "t\n"),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := f.git(f.clone(), "rev-parse", "HEAD"); got != res.Commit {
+		t.Fatalf("head %s, want %s", got, res.Commit)
+	}
+}
+
+func TestWriteRefusedKeepsTheSecret(t *testing.T) {
+	f := newFixture(t, map[string]string{"README.md": "apps\n"})
+	f.server.ReadOnlyUsername, f.server.ReadOnlyPassword = "reader", "read-only-s3cret"
+	src := f.source()
+	src.Credentials = Credentials{Username: "reader", Password: "read-only-s3cret"}
+	_, err := NewRepositories(t.TempDir()).Write(context.Background(), src, Change{
+		Branch: "main", Message: "m", Author: Signature{Name: "s", Email: "s@x"}, Edit: setFile("x.yaml", "x\n"),
+	})
+	if !errors.Is(err, ErrPushRefused) {
+		t.Fatalf("Write = %v, want ErrPushRefused", err)
+	}
+	if strings.Contains(err.Error(), "read-only-s3cret") {
+		t.Fatalf("the error shows the password: %v", err)
+	}
+	if n := f.git(f.clone(), "rev-list", "--count", "HEAD"); n != "1" {
+		t.Fatalf("main has %s commits, want 1", n)
+	}
+}
+
+func TestWriteToAnUnreachableRepository(t *testing.T) {
+	f := newFixture(t, map[string]string{"README.md": "apps\n"})
+	src := f.source()
+	src.URL = f.server.RepositoryURL("missing")
+	_, err := f.repos.Write(context.Background(), src, Change{Branch: "main", Edit: setFile("x", "x")})
+	if !errors.Is(err, ErrUnreachable) {
+		t.Fatalf("Write = %v, want ErrUnreachable", err)
+	}
+	if strings.Contains(err.Error(), password) {
+		t.Fatalf("the error shows the password: %v", err)
+	}
+}
