@@ -1,0 +1,270 @@
+package gitops
+
+import (
+	"fmt"
+	"os"
+	"path"
+	"strings"
+
+	"sigs.k8s.io/kustomize/kyaml/yaml"
+)
+
+// Adoption is the change that hands one annotated Deployment to sluice.
+type Adoption struct {
+	// Path of the Kustomization in the repository, as in its spec.path.
+	Path string
+	// Deployment as the Kustomization builds it.
+	Deployment ObjectID
+	// Strategy and Policy from the Deployment's annotations; Policy may be
+	// empty.
+	Strategy, Policy string
+	// LiveReplicas is what the Deployment runs now, for when Git sets no
+	// replicas.
+	LiveReplicas int32
+}
+
+// Adopted says what Adopt changed.
+type Adopted struct {
+	// DeploymentFile and DeliveryFile are repository-relative.
+	DeploymentFile, DeliveryFile string
+	// Replicas moved from the Deployment to the Delivery.
+	Replicas int32
+}
+
+// Adopt edits the repository at root for an adoption: it adds a Delivery
+// manifest next to the file that defines the Deployment (registered in that
+// folder's kustomization.yaml when there is one) and moves the serving
+// replica count out of the Deployment, from its file or from a
+// kustomization's replicas field, into the Delivery. It reports false when
+// the repository already says all of it, and ErrCannotEdit when it cannot
+// make the change safely.
+func Adopt(root string, a Adoption) (Adopted, bool, error) {
+	objs, err := build(root, a.Path)
+	if err != nil {
+		return Adopted{}, false, err
+	}
+	var deployment *built
+	for i := range objs {
+		o := &objs[i]
+		if o.id.Kind == a.Deployment.Kind && o.id.Name == a.Deployment.Name &&
+			(o.id.Namespace == "" || a.Deployment.Namespace == "" || o.id.Namespace == a.Deployment.Namespace) {
+			deployment = o
+			break
+		}
+	}
+	if deployment == nil {
+		return Adopted{}, false, fmt.Errorf("%s is not in the build of %s", a.Deployment, a.Path)
+	}
+	if deployment.file == "" {
+		return Adopted{}, false, fmt.Errorf("%w: kustomize cannot tell which file defines %s (a generator or a remote base?)", ErrCannotEdit, a.Deployment)
+	}
+
+	out := Adopted{DeploymentFile: deployment.file, Replicas: a.LiveReplicas}
+	if n, err := deployment.obj.Pipe(yaml.Lookup("spec", "replicas")); err == nil && n != nil {
+		var r int32
+		if _, err := fmt.Sscan(n.YNode().Value, &r); err == nil {
+			out.Replicas = r
+		}
+	}
+
+	changed := false
+	file, err := securePath(root, deployment.file)
+	if err != nil {
+		return Adopted{}, false, err
+	}
+	removed, err := removeReplicasFromFile(file, a.Deployment)
+	if err != nil {
+		return Adopted{}, false, fmt.Errorf("%s: %w", deployment.file, err)
+	}
+	changed = changed || removed
+	for _, dir := range []string{a.Path, path.Dir(deployment.file)} {
+		removed, err := removeReplicasEntry(root, dir, a.Deployment.Name)
+		if err != nil {
+			return Adopted{}, false, err
+		}
+		changed = changed || removed
+	}
+
+	namespace, err := fileNamespace(file, a.Deployment)
+	if err != nil {
+		return Adopted{}, false, err
+	}
+	// A Delivery that is already there is the user's or an earlier
+	// adoption's, and Git's word: it is not written over.
+	out.DeliveryFile = path.Join(path.Dir(deployment.file), a.Deployment.Name+"-delivery.yaml")
+	deliveryPath, err := securePath(root, out.DeliveryFile)
+	if err != nil {
+		return Adopted{}, false, err
+	}
+	if _, err := os.Stat(deliveryPath); os.IsNotExist(err) {
+		if err := os.WriteFile(deliveryPath, []byte(deliveryManifest(a, namespace, out.Replicas)), 0o644); err != nil {
+			return Adopted{}, false, err
+		}
+		changed = true
+	} else if err != nil {
+		return Adopted{}, false, err
+	}
+	registered, err := registerResource(root, path.Dir(deployment.file), path.Base(out.DeliveryFile))
+	if err != nil {
+		return Adopted{}, false, err
+	}
+	changed = changed || registered
+
+	// Check the result as Flux will build it: the Deployment without
+	// replicas and the Delivery in the build.
+	after, err := build(root, a.Path)
+	if err != nil {
+		return Adopted{}, false, fmt.Errorf("%w: the adoption breaks the build of %s: %v", ErrCannotEdit, a.Path, err)
+	}
+	delivered := false
+	for _, o := range after {
+		if o.id.Kind == a.Deployment.Kind && o.id.Name == a.Deployment.Name {
+			if n, _ := o.obj.Pipe(yaml.Lookup("spec", "replicas")); n != nil {
+				return Adopted{}, false, fmt.Errorf("%w: spec.replicas of %s is still set once removed from %s; it comes from a patch or a kustomization sluice does not edit: remove it there and add replicas: %d to the Delivery",
+					ErrCannotEdit, a.Deployment, deployment.file, out.Replicas)
+			}
+		}
+		if o.id.Kind == "Delivery" && o.id.Name == a.Deployment.Name {
+			delivered = true
+		}
+	}
+	if !delivered {
+		return Adopted{}, false, fmt.Errorf("%w: %s is not in the build of %s; add it to the kustomization that includes %s",
+			ErrCannotEdit, out.DeliveryFile, a.Path, deployment.file)
+	}
+	return out, changed, nil
+}
+
+// removeReplicasFromFile clears spec.replicas of the Deployment's document.
+func removeReplicasFromFile(file string, id ObjectID) (bool, error) {
+	docs, err := readDocuments(file)
+	if err != nil {
+		return false, err
+	}
+	for _, doc := range docs {
+		if !matches(doc, id) {
+			continue
+		}
+		spec, err := doc.Pipe(yaml.Lookup("spec"))
+		if err != nil || spec == nil || spec.Field("replicas") == nil {
+			return false, err
+		}
+		if err := spec.PipeE(yaml.Clear("replicas")); err != nil {
+			return false, err
+		}
+		return true, writeDocuments(file, docs)
+	}
+	return false, fmt.Errorf("no document defines %s", id)
+}
+
+// removeReplicasEntry removes the entry for name from the replicas field of
+// the kustomization in dir, if there is one.
+func removeReplicasEntry(root, dir, name string) (bool, error) {
+	abs, err := securePath(root, dir)
+	if err != nil {
+		return false, err
+	}
+	kfile := findKustomization(abs)
+	if kfile == "" {
+		return false, nil
+	}
+	docs, err := readDocuments(kfile)
+	if err != nil || len(docs) != 1 {
+		return false, err
+	}
+	k := docs[0]
+	list := k.Field("replicas")
+	if list == nil {
+		return false, nil
+	}
+	elems, err := list.Value.Elements()
+	if err != nil {
+		return false, err
+	}
+	kept := list.Value.YNode().Content[:0]
+	removed := false
+	for _, e := range elems {
+		if n := e.Field("name"); n != nil && n.Value.YNode().Value == name {
+			removed = true
+			continue
+		}
+		kept = append(kept, e.YNode())
+	}
+	if !removed {
+		return false, nil
+	}
+	list.Value.YNode().Content = kept
+	if len(kept) == 0 {
+		if err := k.PipeE(yaml.Clear("replicas")); err != nil {
+			return false, err
+		}
+	}
+	return true, writeDocuments(kfile, docs)
+}
+
+// fileNamespace returns the namespace the Deployment's document sets, if
+// any, so that the Delivery lands beside it.
+func fileNamespace(file string, id ObjectID) (string, error) {
+	docs, err := readDocuments(file)
+	if err != nil {
+		return "", err
+	}
+	for _, doc := range docs {
+		if matches(doc, id) {
+			return doc.GetNamespace(), nil
+		}
+	}
+	return "", nil
+}
+
+// registerResource lists name in the resources of dir's kustomization,
+// when dir has one.
+func registerResource(root, dir, name string) (bool, error) {
+	abs, err := securePath(root, dir)
+	if err != nil {
+		return false, err
+	}
+	kfile := findKustomization(abs)
+	if kfile == "" {
+		return false, nil
+	}
+	docs, err := readDocuments(kfile)
+	if err != nil || len(docs) != 1 {
+		return false, err
+	}
+	k := docs[0]
+	resources := k.Field("resources")
+	if resources != nil {
+		elems, err := resources.Value.Elements()
+		if err != nil {
+			return false, err
+		}
+		for _, e := range elems {
+			if strings.TrimPrefix(e.YNode().Value, "./") == name {
+				return false, nil
+			}
+		}
+		resources.Value.YNode().Content = append(resources.Value.YNode().Content, yaml.NewStringRNode(name).YNode())
+	} else if err := k.PipeE(yaml.SetField("resources", yaml.NewListRNode(name))); err != nil {
+		return false, err
+	}
+	return true, writeDocuments(kfile, docs)
+}
+
+// deliveryManifest is the Delivery an adoption adds.
+func deliveryManifest(a Adoption, namespace string, replicas int32) string {
+	var b strings.Builder
+	b.WriteString("# Added by sluice when it adopted the Deployment for progressive delivery.\n")
+	b.WriteString("# sluice records promotions, approvals and rejections here.\n")
+	b.WriteString("apiVersion: delivery.sluice.dev/v1alpha1\nkind: Delivery\nmetadata:\n")
+	fmt.Fprintf(&b, "  name: %s\n", a.Deployment.Name)
+	if namespace != "" {
+		fmt.Fprintf(&b, "  namespace: %s\n", namespace)
+	}
+	fmt.Fprintf(&b, "spec:\n  deploymentRef:\n    name: %s\n  strategy: %s\n", a.Deployment.Name, a.Strategy)
+	if a.Policy != "" {
+		fmt.Fprintf(&b, "  policyRef:\n    name: %s\n", a.Policy)
+	}
+	fmt.Fprintf(&b, "  replicas: %d\n", replicas)
+	return b.String()
+}
