@@ -5,8 +5,10 @@ package main
 import (
 	"fmt"
 	"os"
+	"path/filepath"
 
 	rolloutsv1 "github.com/argoproj/argo-rollouts/pkg/apis/rollouts/v1alpha1"
+	kustomizev1 "github.com/fluxcd/kustomize-controller/api/v1"
 	"github.com/fluxcd/pkg/runtime/client"
 	helper "github.com/fluxcd/pkg/runtime/controller"
 	"github.com/fluxcd/pkg/runtime/events"
@@ -14,6 +16,7 @@ import (
 	"github.com/fluxcd/pkg/runtime/logger"
 	"github.com/fluxcd/pkg/runtime/metrics"
 	"github.com/fluxcd/pkg/runtime/probes"
+	sourcev1 "github.com/fluxcd/source-controller/api/v1"
 	"github.com/spf13/pflag"
 	"k8s.io/apimachinery/pkg/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
@@ -22,6 +25,7 @@ import (
 
 	deliveryv1 "github.com/sluice-dev/sluice/apis/v1alpha1"
 	"github.com/sluice-dev/sluice/controllers"
+	"github.com/sluice-dev/sluice/gitops"
 )
 
 const controllerName = "sluice"
@@ -31,6 +35,7 @@ func main() {
 		metricsAddr        string
 		healthAddr         string
 		eventsAddr         string
+		gitDir             string
 		concurrent         int
 		clientOptions      client.Options
 		logOptions         logger.Options
@@ -42,6 +47,7 @@ func main() {
 	pflag.StringVar(&healthAddr, "health-addr", ":9440", "The address the health endpoint binds to.")
 	pflag.StringVar(&eventsAddr, "events-addr", "", "The address of Flux's notification-controller events endpoint; events go only to the Kubernetes API when empty.")
 	pflag.IntVar(&concurrent, "concurrent", 4, "The number of Deliveries reconciled at once.")
+	pflag.StringVar(&gitDir, "git-dir", filepath.Join(os.TempDir(), "sluice-git"), "The folder of sluice's working copies of Git repositories.")
 	clientOptions.BindFlags(pflag.CommandLine)
 	logOptions.BindFlags(pflag.CommandLine)
 	leaderElection.BindFlags(pflag.CommandLine)
@@ -56,6 +62,7 @@ func main() {
 		healthAddr:     healthAddr,
 		eventsAddr:     eventsAddr,
 		concurrent:     concurrent,
+		gitDir:         gitDir,
 		clientOptions:  clientOptions,
 		leaderElection: leaderElection,
 		rateLimiter:    rateLimiterOptions,
@@ -70,6 +77,7 @@ type runOptions struct {
 	healthAddr     string
 	eventsAddr     string
 	concurrent     int
+	gitDir         string
 	clientOptions  client.Options
 	leaderElection leaderelection.Options
 	rateLimiter    helper.RateLimiterOptions
@@ -84,6 +92,12 @@ func run(o runOptions) error {
 		return err
 	}
 	if err := rolloutsv1.AddToScheme(scheme); err != nil {
+		return err
+	}
+	if err := kustomizev1.AddToScheme(scheme); err != nil {
+		return err
+	}
+	if err := sourcev1.AddToScheme(scheme); err != nil {
 		return err
 	}
 
@@ -123,6 +137,16 @@ func run(o runOptions) error {
 		RateLimiter:             helper.GetRateLimiter(o.rateLimiter),
 	}); err != nil {
 		return fmt.Errorf("setting up the Delivery controller: %w", err)
+	}
+
+	discovery := &controllers.KustomizationReconciler{
+		Client:         mgr.GetClient(),
+		EventRecorder:  eventRecorder,
+		Git:            gitops.NewRepositories(o.gitDir),
+		ControllerName: controllerName,
+	}
+	if err := discovery.SetupWithManager(mgr); err != nil {
+		return fmt.Errorf("setting up the Kustomization discovery controller: %w", err)
 	}
 
 	ctrl.Log.Info("starting sluice")

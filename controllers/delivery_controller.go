@@ -171,7 +171,7 @@ func (r *DeliveryReconciler) reconcile(ctx context.Context, obj *deliveryv1.Deli
 	if err := r.checkReferences(ctx, obj.Namespace, policy); err != nil {
 		return err
 	}
-	if err := r.holdDeploymentReplicas(ctx, deployment); err != nil {
+	if err := holdDeploymentReplicas(ctx, r.Client, r.ControllerName, deployment); err != nil {
 		return err
 	}
 

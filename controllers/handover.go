@@ -34,26 +34,26 @@ func ownsReplicas(deployment *appsv1.Deployment, manager string) bool {
 	return false
 }
 
-// holdDeploymentReplicas makes sluice a co-owner of the Deployment's
-// spec.replicas at its current value.
+// holdDeploymentReplicas makes sluice (field manager manager) a co-owner
+// of the Deployment's spec.replicas at its current value.
 //
 // NOTE: Flux applies with server-side apply and force. When the replicas
 // line leaves Git (the adoption commit moves it to the Delivery) and no
 // other manager owns the field, the API server resets it to 1. Owning it
 // first keeps the value where it is.
-func (r *DeliveryReconciler) holdDeploymentReplicas(ctx context.Context, deployment *appsv1.Deployment) error {
-	if ownsReplicas(deployment, r.ControllerName) {
+func holdDeploymentReplicas(ctx context.Context, c client.Client, manager string, deployment *appsv1.Deployment) error {
+	if ownsReplicas(deployment, manager) {
 		return nil
 	}
-	return r.scaleDeployment(ctx, deployment, ptr.Deref(deployment.Spec.Replicas, 1))
+	return scaleDeployment(ctx, c, manager, deployment, ptr.Deref(deployment.Spec.Replicas, 1))
 }
 
-// scaleDeployment sets the Deployment's spec.replicas with sluice's field
-// manager.
-func (r *DeliveryReconciler) scaleDeployment(ctx context.Context, deployment *appsv1.Deployment, replicas int32) error {
+// scaleDeployment sets the Deployment's spec.replicas with server-side
+// apply as field manager manager.
+func scaleDeployment(ctx context.Context, c client.Client, manager string, deployment *appsv1.Deployment, replicas int32) error {
 	apply := appsv1ac.Deployment(deployment.Name, deployment.Namespace).
 		WithSpec(appsv1ac.DeploymentSpec().WithReplicas(replicas))
-	if err := r.Apply(ctx, apply, client.FieldOwner(r.ControllerName), client.ForceOwnership); err != nil {
+	if err := c.Apply(ctx, apply, client.FieldOwner(manager), client.ForceOwnership); err != nil {
 		return fmt.Errorf("scaling Deployment %s to %d: %w", deployment.Name, replicas, err)
 	}
 	deployment.Spec.Replicas = ptr.To(replicas)
@@ -78,7 +78,7 @@ func (r *DeliveryReconciler) handOver(ctx context.Context, obj *deliveryv1.Deliv
 		conditions.MarkFalse(obj, meta.ReadyCondition, deliveryv1.HandoverReason, "%s", msg)
 		return false, nil
 	}
-	if err := r.scaleDeployment(ctx, deployment, 0); err != nil {
+	if err := scaleDeployment(ctx, r.Client, r.ControllerName, deployment, 0); err != nil {
 		return false, err
 	}
 	r.event(obj, corev1.EventTypeNormal, deliveryv1.HandoverReason,
@@ -100,7 +100,7 @@ func (r *DeliveryReconciler) finalize(ctx context.Context, obj *deliveryv1.Deliv
 	default:
 		want := obj.GetReplicas()
 		if ptr.Deref(deployment.Spec.Replicas, 1) < want {
-			if err := r.scaleDeployment(ctx, deployment, want); err != nil {
+			if err := scaleDeployment(ctx, r.Client, r.ControllerName, deployment, want); err != nil {
 				return ctrl.Result{}, err
 			}
 		}

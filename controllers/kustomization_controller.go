@@ -1,0 +1,298 @@
+package controllers
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	kustomizev1 "github.com/fluxcd/kustomize-controller/api/v1"
+	"github.com/fluxcd/pkg/apis/meta"
+	sourcev1 "github.com/fluxcd/source-controller/api/v1"
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/utils/ptr"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/builder"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/event"
+	"sigs.k8s.io/controller-runtime/pkg/predicate"
+
+	fluxevents "github.com/fluxcd/pkg/runtime/events"
+
+	deliveryv1 "github.com/sluice-dev/sluice/apis/v1alpha1"
+	"github.com/sluice-dev/sluice/gitops"
+)
+
+// Annotations that opt a Deployment into progressive delivery.
+const (
+	// StrategyAnnotation is canary or blue-green.
+	StrategyAnnotation = "sluice.dev/strategy"
+	// PolicyAnnotation names a DeliveryPolicy in the Deployment's
+	// namespace; the strategy's built-in policy when absent.
+	PolicyAnnotation = "sluice.dev/policy"
+)
+
+// Reasons of the events the discovery controller records.
+const (
+	adoptedReason         = "Adopted"
+	adoptionFailedReason  = "AdoptionFailed"
+	invalidStrategyReason = "InvalidStrategy"
+)
+
+// +kubebuilder:rbac:groups=kustomize.toolkit.fluxcd.io,resources=kustomizations,verbs=get;list;watch;patch
+// +kubebuilder:rbac:groups=source.toolkit.fluxcd.io,resources=gitrepositories,verbs=get;patch
+// +kubebuilder:rbac:groups="",resources=secrets,verbs=get
+
+// KustomizationReconciler finds annotated Deployments in the inventories of
+// Flux Kustomizations and adopts them with a commit to the Kustomization's
+// Git source.
+type KustomizationReconciler struct {
+	client.Client
+	EventRecorder fluxevents.Recorder
+	// Git writes to repositories.
+	Git gitops.Writer
+	// ControllerName is the field manager of what sluice applies.
+	ControllerName string
+}
+
+// SetupWithManager watches Kustomizations; only a new applied revision or a
+// changed inventory causes work.
+func (r *KustomizationReconciler) SetupWithManager(mgr ctrl.Manager) error {
+	return ctrl.NewControllerManagedBy(mgr).
+		For(&kustomizev1.Kustomization{}, builder.WithPredicates(appliedChanged)).
+		Named("kustomization-discovery").
+		Complete(r)
+}
+
+var appliedChanged = predicate.Funcs{
+	UpdateFunc: func(e event.UpdateEvent) bool {
+		o, okOld := e.ObjectOld.(*kustomizev1.Kustomization)
+		n, okNew := e.ObjectNew.(*kustomizev1.Kustomization)
+		if !okOld || !okNew {
+			return false
+		}
+		return o.Status.LastAppliedRevision != n.Status.LastAppliedRevision || inventoryIDs(o) != inventoryIDs(n)
+	},
+}
+
+func inventoryIDs(k *kustomizev1.Kustomization) string {
+	if k.Status.Inventory == nil {
+		return ""
+	}
+	ids := make([]string, 0, len(k.Status.Inventory.Entries))
+	for _, e := range k.Status.Inventory.Entries {
+		ids = append(ids, e.ID)
+	}
+	return strings.Join(ids, ",")
+}
+
+// Reconcile adopts the annotated Deployments of one Kustomization that have
+// no Delivery yet.
+func (r *KustomizationReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
+	log := ctrl.LoggerFrom(ctx)
+	ks := &kustomizev1.Kustomization{}
+	if err := r.Get(ctx, req.NamespacedName, ks); err != nil {
+		return ctrl.Result{}, client.IgnoreNotFound(err)
+	}
+	if ks.Status.Inventory == nil || ks.Status.LastAppliedRevision == "" {
+		return ctrl.Result{}, nil
+	}
+
+	candidates, err := r.candidates(ctx, ks)
+	if err != nil || len(candidates) == 0 {
+		return ctrl.Result{}, err
+	}
+	src, branch, err := r.source(ctx, ks)
+	if err != nil {
+		for _, d := range candidates {
+			r.warn(d, adoptionFailedReason, fmt.Sprintf("cannot adopt through Kustomization %s/%s: %v", ks.Namespace, ks.Name, err))
+		}
+		return ctrl.Result{}, nil
+	}
+
+	var errs []error
+	for _, d := range candidates {
+		if err := r.adopt(ctx, ks, src, branch, d); err != nil {
+			log.Error(err, "adoption failed", "deployment", client.ObjectKeyFromObject(d))
+			r.warn(d, adoptionFailedReason, err.Error())
+			if !errors.Is(err, gitops.ErrCannotEdit) && !errors.Is(err, gitops.ErrPushRefused) {
+				errs = append(errs, err)
+			}
+		}
+	}
+	return ctrl.Result{}, errors.Join(errs...)
+}
+
+// candidates returns the annotated Deployments in the inventory that have
+// no Delivery and whose annotations are valid; invalid ones get a warning
+// event and are left alone.
+func (r *KustomizationReconciler) candidates(ctx context.Context, ks *kustomizev1.Kustomization) ([]*appsv1.Deployment, error) {
+	var out []*appsv1.Deployment
+	for _, e := range ks.Status.Inventory.Entries {
+		// <namespace>_<name>_<group>_<kind>
+		parts := strings.Split(e.ID, "_")
+		if len(parts) != 4 || parts[2] != "apps" || parts[3] != "Deployment" {
+			continue
+		}
+		d := &appsv1.Deployment{}
+		if err := r.Get(ctx, client.ObjectKey{Namespace: parts[0], Name: parts[1]}, d); err != nil {
+			if apierrors.IsNotFound(err) {
+				continue
+			}
+			return nil, err
+		}
+		strategy, ok := d.Annotations[StrategyAnnotation]
+		if !ok {
+			continue
+		}
+		err := r.Get(ctx, client.ObjectKeyFromObject(d), &deliveryv1.Delivery{})
+		if err == nil {
+			continue
+		}
+		if !apierrors.IsNotFound(err) {
+			return nil, err
+		}
+		if strategy != deliveryv1.StrategyCanary && strategy != deliveryv1.StrategyBlueGreen {
+			r.warn(d, invalidStrategyReason, fmt.Sprintf("annotation %s: %q is not a strategy; use canary or blue-green", StrategyAnnotation, strategy))
+			continue
+		}
+		if policy := d.Annotations[PolicyAnnotation]; policy != "" {
+			p := &deliveryv1.DeliveryPolicy{}
+			if err := r.Get(ctx, client.ObjectKey{Namespace: d.Namespace, Name: policy}, p); err != nil {
+				if apierrors.IsNotFound(err) {
+					r.warn(d, deliveryv1.PolicyNotFoundReason, fmt.Sprintf("annotation %s: DeliveryPolicy %s not found in namespace %s", PolicyAnnotation, policy, d.Namespace))
+					continue
+				}
+				return nil, err
+			}
+			if p.Strategy() != strategy {
+				r.warn(d, deliveryv1.InvalidPolicyReason, fmt.Sprintf("annotation %s is %s but DeliveryPolicy %s describes %s", StrategyAnnotation, strategy, policy, p.Strategy()))
+				continue
+			}
+		}
+		out = append(out, d)
+	}
+	return out, nil
+}
+
+// source resolves the Kustomization's GitRepository and its credentials.
+func (r *KustomizationReconciler) source(ctx context.Context, ks *kustomizev1.Kustomization) (gitops.Source, string, error) {
+	ref := ks.Spec.SourceRef
+	if ref.Kind != sourcev1.GitRepositoryKind {
+		return gitops.Source{}, "", fmt.Errorf("its source is a %s; sluice writes only to GitRepositories", ref.Kind)
+	}
+	ns := ref.Namespace
+	if ns == "" {
+		ns = ks.Namespace
+	}
+	repo := &sourcev1.GitRepository{}
+	if err := r.Get(ctx, client.ObjectKey{Namespace: ns, Name: ref.Name}, repo); err != nil {
+		return gitops.Source{}, "", fmt.Errorf("GitRepository %s/%s: %w", ns, ref.Name, err)
+	}
+	branch := "master"
+	if repo.Spec.Reference != nil && repo.Spec.Reference.Branch != "" {
+		branch = repo.Spec.Reference.Branch
+	}
+	src := gitops.Source{URL: repo.Spec.URL, Branch: branch}
+	if repo.Spec.SecretRef != nil {
+		secret := &corev1.Secret{}
+		if err := r.Get(ctx, client.ObjectKey{Namespace: ns, Name: repo.Spec.SecretRef.Name}, secret); err != nil {
+			return gitops.Source{}, "", fmt.Errorf("the GitRepository's secret %s/%s: %w", ns, repo.Spec.SecretRef.Name, err)
+		}
+		src.Credentials = credentialsFrom(secret)
+	}
+	return src, branch, nil
+}
+
+// credentialsFrom reads a Secret in Flux's GitRepository format.
+func credentialsFrom(s *corev1.Secret) gitops.Credentials {
+	return gitops.Credentials{
+		Username:    string(s.Data["username"]),
+		Password:    string(s.Data["password"]),
+		BearerToken: string(s.Data["bearerToken"]),
+		Identity:    s.Data["identity"],
+		KnownHosts:  s.Data["known_hosts"],
+		CA:          append(s.Data["ca.crt"], s.Data["caFile"]...),
+	}
+}
+
+// adopt pushes the adoption commit for one Deployment and asks Flux to
+// apply it now.
+func (r *KustomizationReconciler) adopt(ctx context.Context, ks *kustomizev1.Kustomization, src gitops.Source, branch string, d *appsv1.Deployment) error {
+	// NOTE: the commit moves replicas out of the Deployment. Flux applies
+	// with force, so a field no manager owns would fall back to 1: sluice
+	// must co-own spec.replicas before the commit lands.
+	if err := holdDeploymentReplicas(ctx, r.Client, r.ControllerName, d); err != nil {
+		return err
+	}
+
+	adoption := gitops.Adoption{
+		Path:         ks.Spec.Path,
+		Deployment:   gitops.ObjectID{Kind: "Deployment", Namespace: d.Namespace, Name: d.Name},
+		Strategy:     d.Annotations[StrategyAnnotation],
+		Policy:       d.Annotations[PolicyAnnotation],
+		LiveReplicas: ptr.Deref(d.Spec.Replicas, 1),
+	}
+	var adopted gitops.Adopted
+	res, err := r.Git.Write(ctx, src, gitops.Change{
+		Branch:  branch,
+		Message: adoptionMessage(d, adoption),
+		Author:  gitops.Signature{Name: "sluice", Email: "sluice@sluice.dev"},
+		Edit: func(root string) (bool, error) {
+			var changed bool
+			var err error
+			adopted, changed, err = gitops.Adopt(root, adoption)
+			return changed, err
+		},
+	})
+	if err != nil {
+		return fmt.Errorf("adopting Deployment %s/%s: %w", d.Namespace, d.Name, err)
+	}
+	if res.Pushed {
+		r.EventRecorder.Eventf(d, nil, corev1.EventTypeNormal, adoptedReason, "Adopt",
+			"pushed %s: the Delivery is in %s", res.Commit[:12], adopted.DeliveryFile)
+	}
+	return r.requestReconcile(ctx, ks)
+}
+
+func adoptionMessage(d *appsv1.Deployment, a gitops.Adoption) string {
+	return fmt.Sprintf(`Adopt Deployment %s/%s for %s delivery
+
+sluice runs the Deployment as an Argo Rollout from now on. Its serving
+replicas move to the Delivery, so that Flux and sluice never own the same
+field; promotions, approvals and rejections are recorded in the Delivery.
+
+Sluice-Delivery: %s/%s
+Sluice-Action: adopt
+Sluice-Template-Hash: %s
+`, d.Namespace, d.Name, a.Strategy, d.Namespace, d.Name, deliveryv1.TemplateHash(&d.Spec.Template))
+}
+
+// requestReconcile asks Flux to fetch and apply the source now rather than
+// at its next interval.
+func (r *KustomizationReconciler) requestReconcile(ctx context.Context, ks *kustomizev1.Kustomization) error {
+	now := time.Now().Format(time.RFC3339Nano)
+	patch := client.RawPatch(types.MergePatchType,
+		[]byte(fmt.Sprintf(`{"metadata":{"annotations":{%q:%q}}}`, meta.ReconcileRequestAnnotation, now)))
+	ns := ks.Spec.SourceRef.Namespace
+	if ns == "" {
+		ns = ks.Namespace
+	}
+	repo := &sourcev1.GitRepository{}
+	repo.Namespace, repo.Name = ns, ks.Spec.SourceRef.Name
+	if err := r.Patch(ctx, repo, patch); err != nil {
+		return fmt.Errorf("requesting a reconcile of GitRepository %s/%s: %w", ns, repo.Name, err)
+	}
+	if err := r.Patch(ctx, ks.DeepCopy(), patch); err != nil {
+		return fmt.Errorf("requesting a reconcile of Kustomization %s/%s: %w", ks.Namespace, ks.Name, err)
+	}
+	return nil
+}
+
+func (r *KustomizationReconciler) warn(d *appsv1.Deployment, reason, msg string) {
+	r.EventRecorder.Eventf(d, nil, corev1.EventTypeWarning, reason, "Adopt", "%s", msg)
+}

@@ -1,0 +1,183 @@
+package e2e
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	rolloutsv1 "github.com/argoproj/argo-rollouts/pkg/apis/rollouts/v1alpha1"
+	kustomizev1 "github.com/fluxcd/kustomize-controller/api/v1"
+	"github.com/fluxcd/pkg/runtime/conditions"
+	. "github.com/onsi/gomega"
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	deliveryv1 "github.com/sluice-dev/sluice/apis/v1alpha1"
+)
+
+const shopManifests = `apiVersion: v1
+kind: Namespace
+metadata:
+  name: shop
+---
+# The shop's web frontend, delivered as a canary.
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: web
+  namespace: shop
+  annotations:
+    sluice.dev/strategy: canary
+spec:
+  replicas: 2 # serving replicas
+  selector:
+    matchLabels:
+      app: web
+  template:
+    metadata:
+      labels:
+        app: web
+    spec:
+      containers:
+        - name: web
+          image: registry.example/web:v1
+---
+# Left alone: no annotation.
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: plain
+  namespace: shop
+spec:
+  replicas: 1
+  selector:
+    matchLabels:
+      app: plain
+  template:
+    metadata:
+      labels:
+        app: plain
+    spec:
+      containers:
+        - name: plain
+          image: registry.example/plain:v1
+---
+# A typo in the strategy: sluice warns and writes nothing.
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: typo
+  namespace: shop
+  annotations:
+    sluice.dev/strategy: canery
+spec:
+  replicas: 1
+  selector:
+    matchLabels:
+      app: typo
+  template:
+    metadata:
+      labels:
+        app: typo
+    spec:
+      containers:
+        - name: typo
+          image: registry.example/typo:v1
+`
+
+// TestAdoptionThroughGit annotates a Deployment in a GitOps repository and
+// waits for sluice's adoption commit, Flux applying it, and the Rollout
+// serving, driven only by git push.
+func TestAdoptionThroughGit(t *testing.T) {
+	g := NewWithT(t)
+	ctx := context.Background()
+
+	repo := newGitRepo(t, "shop")
+	repo.write(map[string]string{"apps/shop/manifests.yaml": shopManifests})
+	userCommit := repo.commitAndPush("Add the shop")
+	fluxSync(t, "shop", env.Git.RepositoryURL("shop"), "./apps/shop")
+
+	// Flux applies the user's commit; sluice watches for that.
+	var applied time.Time
+	g.Eventually(func(g Gomega) {
+		ks := getObj(g, &kustomizev1.Kustomization{ObjectMeta: metav1.ObjectMeta{Namespace: "flux-system", Name: "shop"}})
+		g.Expect(ks.Status.LastAppliedRevision).NotTo(BeEmpty())
+		g.Expect(getObj(g, &appsv1.Deployment{ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "web"}}).Status.AvailableReplicas).To(BeEquivalentTo(2))
+	}, 2*time.Minute, 50*time.Millisecond).Should(Succeed())
+	applied = time.Now()
+	watch := watchAvailability("shop", nil)
+
+	// sluice pushes the adoption commit.
+	var adoption string
+	g.Eventually(func(g Gomega) {
+		repo.git("", "pull", "--quiet", "origin", "main")
+		adoption = repo.git("", "rev-parse", "HEAD")
+		g.Expect(adoption).NotTo(Equal(userCommit))
+	}, time.Minute, 200*time.Millisecond).Should(Succeed())
+	t.Logf("Kustomization applied → adoption commit pushed in about %s", time.Since(applied).Round(10*time.Millisecond))
+	g.Expect(repo.git("", "log", "-1", "--format=%an <%ae>")).To(Equal("sluice <sluice@sluice.dev>"))
+	message := repo.git("", "log", "-1", "--format=%B")
+	g.Expect(message).To(HavePrefix("Adopt Deployment shop/web for canary delivery"))
+	g.Expect(message).To(ContainSubstring("Sluice-Delivery: shop/web\nSluice-Action: adopt\nSluice-Template-Hash: "))
+	g.Expect(repo.git("", "show", "--stat", "--format=", "HEAD")).To(And(
+		ContainSubstring("apps/shop/manifests.yaml"), ContainSubstring("apps/shop/web-delivery.yaml")))
+
+	manifests, err := os.ReadFile(filepath.Join(repo.dir, "apps/shop/manifests.yaml"))
+	g.Expect(err).NotTo(HaveOccurred())
+	g.Expect(string(manifests)).To(Equal(strings.Replace(shopManifests, "  replicas: 2 # serving replicas\n", "", 1)))
+	delivery, err := os.ReadFile(filepath.Join(repo.dir, "apps/shop/web-delivery.yaml"))
+	g.Expect(err).NotTo(HaveOccurred())
+	g.Expect(string(delivery)).To(ContainSubstring("  replicas: 2\n"))
+	g.Expect(string(delivery)).To(ContainSubstring("  namespace: shop\n"))
+
+	// Flux applies the Delivery, the Rollout takes over, and the
+	// Kustomization's health check passes on sluice's commit.
+	committed := time.Now()
+	g.Eventually(func(g Gomega) {
+		err := k8sClient.Get(ctx, client.ObjectKey{Namespace: "shop", Name: "web"}, &deliveryv1.Delivery{})
+		g.Expect(err).NotTo(HaveOccurred())
+	}, time.Minute, 50*time.Millisecond).Should(Succeed())
+	t.Logf("adoption commit seen → Delivery applied by Flux in %s", time.Since(committed).Round(10*time.Millisecond))
+	g.Eventually(func(g Gomega) {
+		d := getObj(g, &deliveryv1.Delivery{ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "web"}})
+		g.Expect(d.Status.Phase).To(Equal(deliveryv1.PhaseHealthy))
+		r := getObj(g, &rolloutsv1.Rollout{ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "web"}})
+		g.Expect(r.Status.AvailableReplicas).To(BeEquivalentTo(2))
+		dep := getObj(g, &appsv1.Deployment{ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "web"}})
+		g.Expect(dep.Spec.Replicas).To(HaveValue(BeEquivalentTo(0)))
+		ks := getObj(g, &kustomizev1.Kustomization{ObjectMeta: metav1.ObjectMeta{Namespace: "flux-system", Name: "shop"}})
+		g.Expect(ks.Status.LastAppliedRevision).To(Equal("main@sha1:" + adoption))
+		g.Expect(conditions.IsReady(ks)).To(BeTrue())
+	}, 2*time.Minute, 100*time.Millisecond).Should(Succeed())
+
+	// The plain Deployment is untouched; the typo gets a warning and no
+	// Delivery.
+	plain := getObj(g, &appsv1.Deployment{ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "plain"}})
+	g.Expect(plain.Spec.Replicas).To(HaveValue(BeEquivalentTo(1)))
+	for _, name := range []string{"plain", "typo"} {
+		err := k8sClient.Get(ctx, client.ObjectKey{Namespace: "shop", Name: name}, &deliveryv1.Delivery{})
+		g.Expect(apierrors.IsNotFound(err)).To(BeTrue(), name)
+	}
+	g.Eventually(func(g Gomega) []string {
+		var events corev1.EventList
+		g.Expect(k8sClient.List(ctx, &events, client.InNamespace("shop"))).To(Succeed())
+		var msgs []string
+		for _, e := range events.Items {
+			if e.InvolvedObject.Name == "typo" && e.Reason == "InvalidStrategy" {
+				msgs = append(msgs, e.Message)
+			}
+		}
+		return msgs
+	}, 30*time.Second, 200*time.Millisecond).Should(ContainElement(`annotation sluice.dev/strategy: "canery" is not a strategy; use canary or blue-green`))
+	g.Expect(repo.git("", "rev-list", "--count", "HEAD")).To(Equal("2"))
+
+	minAvailable, samples, _ := watch.finish()
+	t.Logf("available replicas never fell below %d in %d samples", minAvailable, samples)
+	g.Expect(minAvailable).To(BeNumerically(">=", 2))
+}
