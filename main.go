@@ -139,14 +139,26 @@ func run(o runOptions) error {
 		return fmt.Errorf("setting up the Delivery controller: %w", err)
 	}
 
+	// One set of working copies serves every controller, so that writes to
+	// a repository are serialized.
+	repositories := gitops.NewRepositories(o.gitDir)
 	discovery := &controllers.KustomizationReconciler{
 		Client:         mgr.GetClient(),
 		EventRecorder:  eventRecorder,
-		Git:            gitops.NewRepositories(o.gitDir),
+		Git:            repositories,
 		ControllerName: controllerName,
 	}
 	if err := discovery.SetupWithManager(mgr); err != nil {
 		return fmt.Errorf("setting up the Kustomization discovery controller: %w", err)
+	}
+	promotion := &controllers.PromotionReconciler{
+		Client:         mgr.GetClient(),
+		EventRecorder:  eventRecorder,
+		Git:            repositories,
+		ControllerName: controllerName,
+	}
+	if err := promotion.SetupWithManager(mgr); err != nil {
+		return fmt.Errorf("setting up the promotion controller: %w", err)
 	}
 
 	ctrl.Log.Info("starting sluice")

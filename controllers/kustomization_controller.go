@@ -106,7 +106,7 @@ func (r *KustomizationReconciler) Reconcile(ctx context.Context, req ctrl.Reques
 	if err != nil || len(candidates) == 0 {
 		return ctrl.Result{}, err
 	}
-	src, branch, err := r.source(ctx, ks)
+	src, branch, err := resolveSource(ctx, r.Client, ks)
 	if err != nil {
 		for _, d := range candidates {
 			r.warn(d, adoptionFailedReason, fmt.Sprintf("cannot adopt through Kustomization %s/%s: %v", ks.Namespace, ks.Name, err))
@@ -179,8 +179,9 @@ func (r *KustomizationReconciler) candidates(ctx context.Context, ks *kustomizev
 	return out, nil
 }
 
-// source resolves the Kustomization's GitRepository and its credentials.
-func (r *KustomizationReconciler) source(ctx context.Context, ks *kustomizev1.Kustomization) (gitops.Source, string, error) {
+// resolveSource resolves the Kustomization's GitRepository, its branch and
+// its credentials.
+func resolveSource(ctx context.Context, c client.Client, ks *kustomizev1.Kustomization) (gitops.Source, string, error) {
 	ref := ks.Spec.SourceRef
 	if ref.Kind != sourcev1.GitRepositoryKind {
 		return gitops.Source{}, "", fmt.Errorf("its source is a %s; sluice writes only to GitRepositories", ref.Kind)
@@ -190,7 +191,7 @@ func (r *KustomizationReconciler) source(ctx context.Context, ks *kustomizev1.Ku
 		ns = ks.Namespace
 	}
 	repo := &sourcev1.GitRepository{}
-	if err := r.Get(ctx, client.ObjectKey{Namespace: ns, Name: ref.Name}, repo); err != nil {
+	if err := c.Get(ctx, client.ObjectKey{Namespace: ns, Name: ref.Name}, repo); err != nil {
 		return gitops.Source{}, "", fmt.Errorf("GitRepository %s/%s: %w", ns, ref.Name, err)
 	}
 	branch := "master"
@@ -200,7 +201,7 @@ func (r *KustomizationReconciler) source(ctx context.Context, ks *kustomizev1.Ku
 	src := gitops.Source{URL: repo.Spec.URL, Branch: branch}
 	if repo.Spec.SecretRef != nil {
 		secret := &corev1.Secret{}
-		if err := r.Get(ctx, client.ObjectKey{Namespace: ns, Name: repo.Spec.SecretRef.Name}, secret); err != nil {
+		if err := c.Get(ctx, client.ObjectKey{Namespace: ns, Name: repo.Spec.SecretRef.Name}, secret); err != nil {
 			return gitops.Source{}, "", fmt.Errorf("the GitRepository's secret %s/%s: %w", ns, repo.Spec.SecretRef.Name, err)
 		}
 		src.Credentials = credentialsFrom(secret)
@@ -256,7 +257,7 @@ func (r *KustomizationReconciler) adopt(ctx context.Context, ks *kustomizev1.Kus
 		r.EventRecorder.Eventf(d, nil, corev1.EventTypeNormal, adoptedReason, "Adopt",
 			"pushed %s: the Delivery is in %s", res.Commit[:12], adopted.DeliveryFile)
 	}
-	return r.requestReconcile(ctx, ks)
+	return requestReconcile(ctx, r.Client, ks)
 }
 
 func adoptionMessage(d *appsv1.Deployment, a gitops.Adoption) string {
@@ -274,7 +275,7 @@ Sluice-Template-Hash: %s
 
 // requestReconcile asks Flux to fetch and apply the source now rather than
 // at its next interval.
-func (r *KustomizationReconciler) requestReconcile(ctx context.Context, ks *kustomizev1.Kustomization) error {
+func requestReconcile(ctx context.Context, c client.Client, ks *kustomizev1.Kustomization) error {
 	now := time.Now().Format(time.RFC3339Nano)
 	patch := client.RawPatch(types.MergePatchType,
 		[]byte(fmt.Sprintf(`{"metadata":{"annotations":{%q:%q}}}`, meta.ReconcileRequestAnnotation, now)))
@@ -284,10 +285,10 @@ func (r *KustomizationReconciler) requestReconcile(ctx context.Context, ks *kust
 	}
 	repo := &sourcev1.GitRepository{}
 	repo.Namespace, repo.Name = ns, ks.Spec.SourceRef.Name
-	if err := r.Patch(ctx, repo, patch); err != nil {
+	if err := c.Patch(ctx, repo, patch); err != nil {
 		return fmt.Errorf("requesting a reconcile of GitRepository %s/%s: %w", ns, repo.Name, err)
 	}
-	if err := r.Patch(ctx, ks.DeepCopy(), patch); err != nil {
+	if err := c.Patch(ctx, ks.DeepCopy(), patch); err != nil {
 		return fmt.Errorf("requesting a reconcile of Kustomization %s/%s: %w", ks.Namespace, ks.Name, err)
 	}
 	return nil

@@ -99,8 +99,9 @@ func fluxSync(t *testing.T, name, repoURL, path string) {
 	g.Expect(k8sClient.Create(ctx, &sourcev1.GitRepository{
 		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name},
 		Spec: sourcev1.GitRepositorySpec{
-			URL:       repoURL,
-			Interval:  metav1.Duration{Duration: time.Minute},
+			URL: repoURL,
+			// Short, so that a user's merge is fetched soon without asking.
+			Interval:  metav1.Duration{Duration: 5 * time.Second},
 			Reference: &sourcev1.GitRepositoryRef{Branch: "main"},
 			SecretRef: &meta.LocalObjectReference{Name: name + "-auth"},
 		},

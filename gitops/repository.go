@@ -373,3 +373,48 @@ func knownHostsCallback(knownHosts []byte) (ssh.HostKeyCallback, error) {
 	f.Close()
 	return knownhosts.New(f.Name())
 }
+
+// PruneBranches deletes the branches of src whose names start with prefix,
+// except keep, and returns the ones it deleted.
+func (r *Repositories) PruneBranches(ctx context.Context, src Source, prefix, keep string) ([]string, error) {
+	unlock := r.lock(src.URL)
+	defer unlock()
+	auth, err := authMethod(src)
+	if err != nil {
+		return nil, err
+	}
+	repo, err := r.open(ctx, src, auth)
+	if err != nil {
+		return nil, err
+	}
+	if err := r.fetch(ctx, repo, src, auth); err != nil {
+		return nil, err
+	}
+	refs, err := repo.References()
+	if err != nil {
+		return nil, err
+	}
+	var stale []string
+	var specs []config.RefSpec
+	_ = refs.ForEach(func(ref *plumbing.Reference) error {
+		name := ref.Name()
+		if !name.IsRemote() {
+			return nil
+		}
+		branch := strings.TrimPrefix(name.String(), "refs/remotes/origin/")
+		if strings.HasPrefix(branch, prefix) && branch != keep {
+			stale = append(stale, branch)
+			specs = append(specs, config.RefSpec(":refs/heads/"+branch))
+		}
+		return nil
+	})
+	if len(specs) == 0 {
+		return nil, nil
+	}
+	pushCtx, cancel := context.WithTimeout(ctx, r.timeout)
+	defer cancel()
+	if err := repo.PushContext(pushCtx, &git.PushOptions{RemoteName: "origin", RefSpecs: specs, Auth: auth, CABundle: src.Credentials.CA}); err != nil && !errors.Is(err, git.NoErrAlreadyUpToDate) {
+		return nil, fmt.Errorf("deleting branches %v: %w", stale, err)
+	}
+	return stale, nil
+}

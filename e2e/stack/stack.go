@@ -409,6 +409,9 @@ func (s *Stack) startKustomizeController(ctx context.Context) error {
 		"--health-addr=" + addr(p[0]),
 		"--metrics-addr=" + addr(p[1]),
 		"--events-addr=",
+		// A merged approval is a new revision; it must not wait behind the
+		// health check of a canary that waits for that very approval.
+		"--feature-gates=CancelHealthCheckOnNewRevision=true",
 	}, "KUBECONFIG="+s.Kubeconfig, "RUNTIME_NAMESPACE="+FluxNamespace)
 	if err != nil {
 		return err

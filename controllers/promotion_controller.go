@@ -1,0 +1,303 @@
+package controllers
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"text/template"
+	"time"
+
+	rolloutsv1 "github.com/argoproj/argo-rollouts/pkg/apis/rollouts/v1alpha1"
+	kustomizev1 "github.com/fluxcd/kustomize-controller/api/v1"
+	"github.com/fluxcd/pkg/runtime/conditions"
+	fluxevents "github.com/fluxcd/pkg/runtime/events"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/utils/ptr"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	deliveryv1 "github.com/sluice-dev/sluice/apis/v1alpha1"
+	"github.com/sluice-dev/sluice/gitops"
+)
+
+// Labels kustomize-controller puts on what it applies.
+const (
+	kustomizationNameLabel      = "kustomize.toolkit.fluxcd.io/name"
+	kustomizationNamespaceLabel = "kustomize.toolkit.fluxcd.io/namespace"
+)
+
+// PromotionGit is what the promotion controller needs from Git.
+type PromotionGit interface {
+	gitops.Writer
+	PruneBranches(ctx context.Context, src gitops.Source, prefix, keep string) ([]string, error)
+}
+
+// PromotionReconciler writes a Delivery's promotion state back to the Git
+// source of the Kustomization that applied it: the new stable template when
+// a rollout completes, the rejection when Argo aborts (and the revert of the
+// Deployment's images with rollback: revert), and a promotion branch whose
+// merge approves a manual gate.
+type PromotionReconciler struct {
+	client.Client
+	EventRecorder  fluxevents.Recorder
+	Git            PromotionGit
+	ControllerName string
+}
+
+// SetupWithManager reconciles a Delivery whenever its status changes.
+func (r *PromotionReconciler) SetupWithManager(mgr ctrl.Manager) error {
+	return ctrl.NewControllerManagedBy(mgr).
+		For(&deliveryv1.Delivery{}).
+		Named("promotion").
+		Complete(r)
+}
+
+// Reconcile writes what the Delivery's status says and Git does not yet.
+func (r *PromotionReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
+	obj := &deliveryv1.Delivery{}
+	if err := r.Get(ctx, req.NamespacedName, obj); err != nil {
+		return ctrl.Result{}, client.IgnoreNotFound(err)
+	}
+	if !obj.DeletionTimestamp.IsZero() || obj.Spec.Suspend || obj.Status.ObservedGeneration == 0 && obj.Status.Phase == "" {
+		return ctrl.Result{}, nil
+	}
+	ks, err := r.kustomization(ctx, obj)
+	if err != nil || ks == nil {
+		return ctrl.Result{}, err
+	}
+	policy, err := (&DeliveryReconciler{Client: r.Client}).resolvePolicy(ctx, obj)
+	if err != nil {
+		// The Delivery controller reports a missing or invalid policy.
+		return ctrl.Result{}, nil
+	}
+	src, branch, err := resolveSource(ctx, r.Client, ks)
+	if err != nil {
+		return ctrl.Result{}, err
+	}
+	if b := policy.Git.Push.Branch; b != "" {
+		branch = b
+	}
+	if ref := policy.Git.Push.SecretRef; ref != nil {
+		secret := &corev1.Secret{}
+		if err := r.Get(ctx, client.ObjectKey{Namespace: obj.Namespace, Name: ref.Name}, secret); err != nil {
+			return ctrl.Result{}, fmt.Errorf("spec.git.push.secretRef: %w", err)
+		}
+		src.Credentials = credentialsFrom(secret)
+	}
+
+	w := promotionWrite{r: r, obj: obj, ks: ks, policy: policy, src: src, branch: branch}
+	err = w.run(ctx)
+	if errors.Is(err, gitops.ErrPushRefused) {
+		r.EventRecorder.Eventf(obj, nil, corev1.EventTypeWarning, "GitPushRefused", "WriteBack",
+			"%v; give sluice credentials that may push with spec.git.push.secretRef of the DeliveryPolicy", err)
+	}
+	return ctrl.Result{}, err
+}
+
+// kustomization returns the Kustomization that applied the Delivery, or nil
+// when it was not applied by Flux.
+func (r *PromotionReconciler) kustomization(ctx context.Context, obj *deliveryv1.Delivery) (*kustomizev1.Kustomization, error) {
+	name, ns := obj.Labels[kustomizationNameLabel], obj.Labels[kustomizationNamespaceLabel]
+	if name == "" || ns == "" {
+		return nil, nil
+	}
+	ks := &kustomizev1.Kustomization{}
+	if err := r.Get(ctx, client.ObjectKey{Namespace: ns, Name: name}, ks); err != nil {
+		return nil, client.IgnoreNotFound(err)
+	}
+	return ks, nil
+}
+
+type promotionWrite struct {
+	r      *PromotionReconciler
+	obj    *deliveryv1.Delivery
+	ks     *kustomizev1.Kustomization
+	policy *deliveryv1.DeliveryPolicySpec
+	src    gitops.Source
+	branch string
+}
+
+func (w promotionWrite) run(ctx context.Context) error {
+	obj, st := w.obj, w.obj.Status
+	spec := obj.Spec.Promotion
+	now := time.Now().UTC().Format(time.RFC3339)
+	prefix := w.branchName("\x00", "\x00")
+	prefix = prefix[:strings.IndexByte(prefix, 0)]
+	keep := ""
+
+	switch {
+	case st.Phase == deliveryv1.PhaseHealthy && st.StableTemplateHash != "" &&
+		(spec.Stable == nil || spec.Stable.TemplateHash != st.StableTemplateHash):
+		images, err := w.rolloutImages(ctx)
+		if err != nil {
+			return err
+		}
+		if err := w.write(ctx, w.branch, "promote", st.StableTemplateHash, nil,
+			fmt.Sprintf("Promote %s/%s: template %s is stable\n\nImages: %s", obj.Namespace, obj.Name, st.StableTemplateHash, formatImages(images)),
+			w.policy.Git.Commit.MessageTemplates.Promotion,
+			gitops.Promotion{Stable: &gitops.StableRecord{
+				TemplateHash: st.StableTemplateHash, Revision: w.ks.Status.LastAppliedRevision, Images: images, PromotedAt: now,
+			}}); err != nil {
+			return err
+		}
+
+	case st.Phase == deliveryv1.PhaseRejected && st.CandidateTemplateHash != "" &&
+		conditions.GetReason(obj, deliveryv1.PromotedCondition) == deliveryv1.RejectedReason &&
+		(spec.Rejection == nil || spec.Rejection.TemplateHash != st.CandidateTemplateHash):
+		reason := conditions.GetMessage(obj, deliveryv1.PromotedCondition)
+		p := gitops.Promotion{Rejection: &gitops.RejectionRecord{
+			TemplateHash: st.CandidateTemplateHash, Reason: truncate(reason, 1000), RejectedAt: now,
+		}}
+		if w.policy.Git.Rollback == deliveryv1.RollbackRevert && spec.Stable != nil {
+			for _, i := range spec.Stable.Images {
+				p.Revert = append(p.Revert, gitops.ContainerImage{Name: i.Name, Image: i.Image})
+			}
+		}
+		if err := w.write(ctx, w.branch, "reject", st.CandidateTemplateHash, nil,
+			fmt.Sprintf("Reject %s/%s: template %s\n\n%s", obj.Namespace, obj.Name, st.CandidateTemplateHash, reason),
+			w.policy.Git.Commit.MessageTemplates.Rejection, p); err != nil {
+			return err
+		}
+
+	case st.Phase == deliveryv1.PhaseWaitingForApproval && st.CandidateTemplateHash != "":
+		step := ptr.Deref(st.CurrentStep, 0)
+		if ok, _ := approvalFor(obj, st.CandidateTemplateHash, step); ok {
+			break
+		}
+		keep = w.branchName(fmt.Sprint(step), st.CandidateTemplateHash)
+		images, err := w.rolloutImages(ctx)
+		if err != nil {
+			return err
+		}
+		msg := fmt.Sprintf("Approve %s/%s: template %s at step %d\n\nMerge this branch to let the candidate past its manual gate.\nImages: %s\nStable: %s\nWeight: %d%%",
+			obj.Namespace, obj.Name, st.CandidateTemplateHash, step, formatImages(images), st.StableTemplateHash, ptr.Deref(st.CanaryWeight, 0))
+		if err := w.write(ctx, keep, "approve", st.CandidateTemplateHash, &step, msg,
+			w.policy.Git.Commit.MessageTemplates.Approval,
+			gitops.Promotion{Approval: &gitops.ApprovalRecord{TemplateHash: st.CandidateTemplateHash, Step: step, ApprovedAt: now}}); err != nil {
+			return err
+		}
+	}
+
+	// Promotion branches that no longer apply go.
+	deleted, err := w.r.Git.PruneBranches(ctx, w.src, prefix, keep)
+	if err != nil {
+		return err
+	}
+	if len(deleted) > 0 {
+		w.r.EventRecorder.Eventf(obj, nil, corev1.EventTypeNormal, "PromotionBranchDeleted", "WriteBack",
+			"deleted promotion branches that no longer apply: %s", strings.Join(deleted, ", "))
+	}
+	return nil
+}
+
+// branchName renders the policy's promotion branch template.
+func (w promotionWrite) branchName(step, hash string) string {
+	tmpl := w.policy.Git.Push.PromotionBranchTemplate
+	if tmpl == "" {
+		tmpl = "sluice/promote/{{.Namespace}}/{{.Name}}/{{.Step}}-{{.Hash}}"
+	}
+	var b bytes.Buffer
+	t, err := template.New("branch").Option("missingkey=error").Parse(tmpl)
+	if err == nil {
+		err = t.Execute(&b, map[string]string{"Namespace": w.obj.Namespace, "Name": w.obj.Name, "Step": step, "Hash": hash})
+	}
+	if err != nil {
+		return fmt.Sprintf("sluice/promote/%s/%s/%s-%s", w.obj.Namespace, w.obj.Name, step, hash)
+	}
+	return b.String()
+}
+
+// write pushes one promotion-state commit and asks Flux to apply it.
+func (w promotionWrite) write(ctx context.Context, branch, action, hash string, step *int32,
+	defaultMessage, messageTemplate string, p gitops.Promotion) error {
+
+	obj := w.obj
+	p.Path = w.ks.Spec.Path
+	p.Delivery = gitops.ObjectID{Kind: deliveryv1.DeliveryKind, Namespace: obj.Namespace, Name: obj.Name}
+	p.Deployment = gitops.ObjectID{Kind: "Deployment", Namespace: obj.Namespace, Name: obj.Spec.DeploymentRef.Name}
+
+	message := defaultMessage
+	if messageTemplate != "" {
+		t, err := template.New(action).Parse(messageTemplate)
+		if err != nil {
+			return fmt.Errorf("the DeliveryPolicy's %s message template: %w", action, err)
+		}
+		var b bytes.Buffer
+		if err := t.Execute(&b, map[string]any{"Delivery": obj, "Hash": hash, "Step": step, "Action": action}); err != nil {
+			return fmt.Errorf("the DeliveryPolicy's %s message template: %w", action, err)
+		}
+		message = b.String()
+	}
+	message = strings.TrimRight(message, "\n") + fmt.Sprintf("\n\nSluice-Delivery: %s/%s\nSluice-Action: %s\nSluice-Template-Hash: %s\n", obj.Namespace, obj.Name, action, hash)
+	if step != nil {
+		message += fmt.Sprintf("Sluice-Step: %d\n", *step)
+	}
+
+	author := w.policy.Git.Commit.Author
+	res, err := w.r.Git.Write(ctx, w.src, gitops.Change{
+		Branch:  branch,
+		From:    w.branch,
+		Message: message,
+		Author:  gitops.Signature{Name: ptrOr(author.Name, "sluice"), Email: ptrOr(author.Email, "sluice@sluice.dev")},
+		Edit:    func(root string) (bool, error) { return gitops.RecordPromotion(root, p) },
+	})
+	if err != nil {
+		return fmt.Errorf("writing the %s of %s/%s to Git: %w", action, obj.Namespace, obj.Name, err)
+	}
+	if !res.Pushed {
+		return nil
+	}
+	w.r.EventRecorder.Eventf(obj, nil, corev1.EventTypeNormal, "GitCommitPushed", "WriteBack",
+		"pushed %s to %s: %s", res.Commit[:12], branch, action)
+	patch := client.MergeFrom(obj.DeepCopy())
+	obj.Status.LastPushedCommit = res.Commit
+	if action == "approve" {
+		obj.Status.PendingPromotionBranch = branch
+	} else {
+		obj.Status.PendingPromotionBranch = ""
+	}
+	if err := w.r.Status().Patch(ctx, obj, patch, client.FieldOwner(w.r.ControllerName)); err != nil {
+		return err
+	}
+	if branch == w.branch {
+		return requestReconcile(ctx, w.r.Client, w.ks)
+	}
+	return nil
+}
+
+// rolloutImages returns the images of the Delivery's Rollout's template.
+func (w promotionWrite) rolloutImages(ctx context.Context) ([]gitops.ContainerImage, error) {
+	rollout := &rolloutsv1.Rollout{}
+	if err := w.r.Get(ctx, client.ObjectKeyFromObject(w.obj), rollout); err != nil {
+		return nil, err
+	}
+	var out []gitops.ContainerImage
+	for _, c := range append(rollout.Spec.Template.Spec.InitContainers, rollout.Spec.Template.Spec.Containers...) {
+		out = append(out, gitops.ContainerImage{Name: c.Name, Image: c.Image})
+	}
+	return out, nil
+}
+
+func formatImages(images []gitops.ContainerImage) string {
+	parts := make([]string, 0, len(images))
+	for _, i := range images {
+		parts = append(parts, i.Name+"="+i.Image)
+	}
+	return strings.Join(parts, ", ")
+}
+
+func ptrOr(v, def string) string {
+	if v == "" {
+		return def
+	}
+	return v
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n]
+}

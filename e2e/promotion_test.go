@@ -1,0 +1,201 @@
+package e2e
+
+import (
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	kustomizev1 "github.com/fluxcd/kustomize-controller/api/v1"
+	"github.com/fluxcd/pkg/runtime/conditions"
+	. "github.com/onsi/gomega"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	deliveryv1 "github.com/sluice-dev/sluice/apis/v1alpha1"
+)
+
+const storeDeployment = `apiVersion: v1
+kind: Namespace
+metadata:
+  name: store
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: web
+  namespace: store
+  annotations:
+    sluice.dev/strategy: canary
+    sluice.dev/policy: gated
+spec:
+  replicas: 2
+  selector:
+    matchLabels:
+      app: web
+  template:
+    metadata:
+      labels:
+        app: web
+    spec:
+      containers:
+        - name: web
+          image: registry.example/web:v1
+`
+
+const storePolicy = `apiVersion: delivery.sluice.dev/v1alpha1
+kind: DeliveryPolicy
+metadata:
+  name: gated
+  namespace: store
+spec:
+  canary:
+    steps:
+      - setWeight: 50
+      - analysis:
+          templates:
+            - name: success-rate
+      - pause: {} # approved by merging sluice's promotion branch
+  git:
+    rollback: revert
+---
+apiVersion: argoproj.io/v1alpha1
+kind: AnalysisTemplate
+metadata:
+  name: success-rate
+  namespace: store
+spec:
+  metrics:
+    - name: success-rate
+      count: 1
+      failureLimit: 0
+      successCondition: result >= 0.99
+      provider:
+        web:
+          url: %s/success-rate
+          jsonPath: "{$.successRate}"
+`
+
+// TestPromotionThroughGit plays a release approved by merging sluice's
+// promotion branch, then a release whose analysis fails and is rejected and
+// reverted in Git, driven only by git push.
+func TestPromotionThroughGit(t *testing.T) {
+	g := NewWithT(t)
+
+	var failing atomic.Bool
+	metric := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		rate := "1.0"
+		if failing.Load() {
+			rate = "0.42"
+		}
+		fmt.Fprintf(w, `{"successRate": %s}`, rate)
+	}))
+	t.Cleanup(metric.Close)
+
+	repo := newGitRepo(t, "store")
+	repo.write(map[string]string{
+		"apps/store/deployment.yaml": storeDeployment,
+		"apps/store/policy.yaml":     fmt.Sprintf(storePolicy, metric.URL),
+	})
+	repo.commitAndPush("Add the store")
+	fluxSync(t, "store", env.Git.RepositoryURL("store"), "./apps/store")
+
+	delivery := &deliveryv1.Delivery{ObjectMeta: metav1.ObjectMeta{Namespace: "store", Name: "web"}}
+	// Adoption, then the first stable template recorded in Git.
+	g.Eventually(func(g Gomega) {
+		d := getObj(g, delivery.DeepCopy())
+		g.Expect(d.Status.Phase).To(Equal(deliveryv1.PhaseHealthy))
+		g.Expect(d.Spec.Promotion.Stable).NotTo(BeNil())
+		g.Expect(d.Spec.Promotion.Stable.TemplateHash).To(Equal(d.Status.StableTemplateHash))
+		g.Expect(d.Spec.Promotion.Stable.Images).To(ConsistOf(deliveryv1.ContainerImage{Name: "web", Image: "registry.example/web:v1"}))
+	}, 2*time.Minute, 100*time.Millisecond).Should(Succeed())
+	repo.git("", "pull", "--quiet", "origin", "main")
+	g.Expect(repo.git("", "log", "--format=%s")).To(HavePrefix("Promote store/web: template"))
+
+	// Release v2: the canary passes analysis and waits at the gate; sluice
+	// pushes a promotion branch.
+	setImage(t, repo, "registry.example/web:v1", "registry.example/web:v2")
+	repo.commitAndPush("Release web v2")
+	var waiting time.Time
+	var candidate string
+	g.Eventually(func(g Gomega) {
+		d := getObj(g, delivery.DeepCopy())
+		g.Expect(d.Status.Phase).To(Equal(deliveryv1.PhaseWaitingForApproval))
+		candidate = d.Status.CandidateTemplateHash
+	}, 2*time.Minute, 50*time.Millisecond).Should(Succeed())
+	waiting = time.Now()
+	branch := fmt.Sprintf("sluice/promote/store/web/2-%s", candidate)
+	g.Eventually(func(g Gomega) string {
+		return repo.git("", "ls-remote", "origin", "refs/heads/sluice/promote/*")
+	}, time.Minute, 50*time.Millisecond).Should(ContainSubstring("refs/heads/" + branch))
+	t.Logf("gate reached → promotion branch pushed in about %s", time.Since(waiting).Round(10*time.Millisecond))
+	g.Expect(getObj(g, delivery.DeepCopy()).Status.PendingPromotionBranch).To(Equal(branch))
+
+	repo.git("", "fetch", "--quiet", "origin", branch)
+	approval := repo.git("", "log", "-1", "--format=%B", "FETCH_HEAD")
+	g.Expect(approval).To(HavePrefix(fmt.Sprintf("Approve store/web: template %s at step 2", candidate)))
+	g.Expect(approval).To(ContainSubstring("Images: web=registry.example/web:v2"))
+	g.Expect(approval).To(ContainSubstring("Sluice-Action: approve\nSluice-Template-Hash: " + candidate + "\nSluice-Step: 2"))
+
+	// The approval is the merge.
+	repo.git("", "merge", "--quiet", "--no-ff", "-m", "Merge the approval of web v2", "FETCH_HEAD")
+	merged := time.Now()
+	repo.git("", "push", "--quiet", "origin", "HEAD:main")
+	g.Eventually(func(g Gomega) {
+		d := getObj(g, delivery.DeepCopy())
+		g.Expect(d.Status.Phase).To(Equal(deliveryv1.PhaseHealthy))
+		g.Expect(d.Status.StableTemplateHash).To(Equal(candidate))
+		g.Expect(d.Spec.Promotion.Stable.TemplateHash).To(Equal(candidate))
+	}, 2*time.Minute, 50*time.Millisecond).Should(Succeed())
+	t.Logf("merge pushed → promoted and recorded in Git in %s", time.Since(merged).Round(10*time.Millisecond))
+	g.Eventually(func(g Gomega) string {
+		return repo.git("", "ls-remote", "origin", "refs/heads/sluice/promote/*")
+	}, time.Minute, 100*time.Millisecond).Should(BeEmpty())
+
+	// Release v3 fails its analysis: sluice records the rejection and, with
+	// rollback: revert, puts v2 back in Git.
+	failing.Store(true)
+	repo.git("", "pull", "--quiet", "origin", "main")
+	setImage(t, repo, "registry.example/web:v2", "registry.example/web:v3")
+	repo.commitAndPush("Release web v3")
+	g.Eventually(func(g Gomega) {
+		d := getObj(g, delivery.DeepCopy())
+		g.Expect(d.Spec.Promotion.Rejection).NotTo(BeNil())
+		g.Expect(d.Spec.Promotion.Rejection.Reason).To(ContainSubstring("metric success-rate failed"))
+	}, 2*time.Minute, 100*time.Millisecond).Should(Succeed())
+	repo.git("", "pull", "--quiet", "origin", "main")
+	g.Expect(repo.git("", "log", "--format=%s", "-1")).To(HavePrefix("Reject store/web: template"))
+	deployment, err := os.ReadFile(filepath.Join(repo.dir, "apps/store/deployment.yaml"))
+	g.Expect(err).NotTo(HaveOccurred())
+	g.Expect(string(deployment)).To(ContainSubstring("image: registry.example/web:v2"))
+
+	// Git describes what runs again: v2, stable and Ready.
+	g.Eventually(func(g Gomega) {
+		d := getObj(g, delivery.DeepCopy())
+		g.Expect(d.Status.Phase).To(Equal(deliveryv1.PhaseHealthy))
+		g.Expect(d.Status.StableTemplateHash).To(Equal(candidate))
+		ks := getObj(g, &kustomizev1.Kustomization{ObjectMeta: metav1.ObjectMeta{Namespace: "flux-system", Name: "store"}})
+		g.Expect(conditions.IsReady(ks)).To(BeTrue())
+	}, 2*time.Minute, 100*time.Millisecond).Should(Succeed())
+	t.Logf("history:\n%s", repo.git("", "log", "--format=%h %an: %s"))
+}
+
+// setImage replaces an image in the store's Deployment.
+func setImage(t *testing.T, repo *gitRepo, from, to string) {
+	t.Helper()
+	path := filepath.Join(repo.dir, "apps/store/deployment.yaml")
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(data), from) {
+		t.Fatalf("%s does not run %s:\n%s", path, from, data)
+	}
+	if err := os.WriteFile(path, []byte(strings.Replace(string(data), from, to, 1)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
