@@ -205,7 +205,7 @@ func TestDeliveryReconciler_Suspend(t *testing.T) {
 
 	// A reconcile request is handled even while suspended, which shows the
 	// reconciler has run since the spec change.
-	requestReconcile(g, delivery, "while-suspended")
+	requestReconcileOf(g, delivery, "while-suspended")
 	g.Eventually(func(g Gomega) string { return getDelivery(g, delivery).Status.LastHandledReconcileAt }, timeout).
 		Should(Equal("while-suspended"))
 	got = getDelivery(g, delivery)
@@ -233,7 +233,7 @@ func TestDeliveryReconciler_RequestedAt(t *testing.T) {
 		Should(Equal(deliveryv1.PhaseHandover))
 
 	for _, token := range []string{"first", "second"} {
-		requestReconcile(g, delivery, token)
+		requestReconcileOf(g, delivery, token)
 		g.Eventually(func(g Gomega) string { return getDelivery(g, delivery).Status.LastHandledReconcileAt }, timeout).
 			Should(Equal(token))
 	}
@@ -258,8 +258,8 @@ func TestDeliveryReconciler_DeleteWithoutDeployment(t *testing.T) {
 	}, timeout).Should(BeTrue())
 }
 
-// requestReconcile asks for a reconcile the way the Flux CLI does.
-func requestReconcile(g Gomega, d *deliveryv1.Delivery, token string) {
+// requestReconcileOf asks for a reconcile the way the Flux CLI does.
+func requestReconcileOf(g Gomega, d *deliveryv1.Delivery, token string) {
 	got := getDelivery(g, d)
 	patch := client.MergeFrom(got.DeepCopy())
 	annotations := got.GetAnnotations()

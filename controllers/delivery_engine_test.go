@@ -425,7 +425,7 @@ func TestEngine_AutoscaledRollout(t *testing.T) {
 	r := getRollout(g, delivery)
 	r.Spec.Replicas = ptr.To[int32](7)
 	g.Expect(k8sClient.Update(ctx, r)).To(Succeed())
-	requestReconcile(g, delivery, "after-scale")
+	requestReconcileOf(g, delivery, "after-scale")
 	g.Eventually(func(g Gomega) string { return getDelivery(g, delivery).Status.LastHandledReconcileAt }, timeout).
 		Should(Equal("after-scale"))
 	g.Expect(getRollout(g, delivery).Spec.Replicas).To(HaveValue(BeEquivalentTo(7)))
