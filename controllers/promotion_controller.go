@@ -88,6 +88,13 @@ func (r *PromotionReconciler) Reconcile(ctx context.Context, req ctrl.Request) (
 	}
 
 	w := promotionWrite{r: r, obj: obj, ks: ks, policy: policy, src: src, branch: branch}
+	if key := policy.Git.Commit.SigningKey; key != nil {
+		secret := &corev1.Secret{}
+		if err := r.Get(ctx, client.ObjectKey{Namespace: obj.Namespace, Name: key.SecretRef.Name}, secret); err != nil {
+			return ctrl.Result{}, fmt.Errorf("spec.git.commit.signingKey.secretRef: %w", err)
+		}
+		w.signingKey, w.passphrase = secret.Data["git.asc"], secret.Data["passphrase"]
+	}
 	err = w.run(ctx)
 	if errors.Is(err, gitops.ErrPushRefused) {
 		r.EventRecorder.Eventf(obj, nil, corev1.EventTypeWarning, "GitPushRefused", "WriteBack",
@@ -117,6 +124,8 @@ type promotionWrite struct {
 	policy *deliveryv1.DeliveryPolicySpec
 	src    gitops.Source
 	branch string
+
+	signingKey, passphrase []byte
 }
 
 func (w promotionWrite) run(ctx context.Context) error {
@@ -237,11 +246,13 @@ func (w promotionWrite) write(ctx context.Context, branch, action, hash string, 
 
 	author := w.policy.Git.Commit.Author
 	res, err := w.r.Git.Write(ctx, w.src, gitops.Change{
-		Branch:  branch,
-		From:    w.branch,
-		Message: message,
-		Author:  gitops.Signature{Name: ptrOr(author.Name, "sluice"), Email: ptrOr(author.Email, "sluice@sluice.dev")},
-		Edit:    func(root string) (bool, error) { return gitops.RecordPromotion(root, p) },
+		Branch:     branch,
+		From:       w.branch,
+		Message:    message,
+		Author:     gitops.Signature{Name: ptrOr(author.Name, "sluice"), Email: ptrOr(author.Email, "sluice@sluice.dev")},
+		Edit:       func(root string) (bool, error) { return gitops.RecordPromotion(root, p) },
+		SigningKey: w.signingKey,
+		Passphrase: w.passphrase,
 	})
 	if err != nil {
 		return fmt.Errorf("writing the %s of %s/%s to Git: %w", action, obj.Namespace, obj.Name, err)

@@ -5,6 +5,7 @@
 package gitops
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -16,6 +17,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/ProtonMail/go-crypto/openpgp"
 	"github.com/go-git/go-git/v5"
 	"github.com/go-git/go-git/v5/config"
 	"github.com/go-git/go-git/v5/plumbing"
@@ -69,6 +71,9 @@ type Change struct {
 	// Edit changes the files of the work tree whose root it is given. It
 	// returns false when the tree already says what the change wants.
 	Edit func(root string) (bool, error)
+	// SigningKey, when set, is an armored OpenPGP private key that signs
+	// the commit, decrypted with Passphrase when it is encrypted.
+	SigningKey, Passphrase []byte
 }
 
 // Result of a Write.
@@ -250,7 +255,11 @@ func (r *Repositories) commitAndPush(ctx context.Context, repo *git.Repository, 
 		return Result{Commit: base.Hash().String()}, nil
 	}
 	sig := &object.Signature{Name: change.Author.Name, Email: change.Author.Email, When: time.Now()}
-	commit, err := wt.Commit(change.Message, &git.CommitOptions{Author: sig, Committer: sig})
+	signKey, err := signingEntity(change.SigningKey, change.Passphrase)
+	if err != nil {
+		return Result{}, err
+	}
+	commit, err := wt.Commit(change.Message, &git.CommitOptions{Author: sig, Committer: sig, SignKey: signKey})
 	if err != nil {
 		return Result{}, fmt.Errorf("committing: %w", err)
 	}
@@ -417,4 +426,33 @@ func (r *Repositories) PruneBranches(ctx context.Context, src Source, prefix, ke
 		return nil, fmt.Errorf("deleting branches %v: %w", stale, err)
 	}
 	return stale, nil
+}
+
+// signingEntity reads an armored OpenPGP private key, decrypting it with
+// passphrase when it is encrypted; nil when there is no key.
+func signingEntity(armored, passphrase []byte) (*openpgp.Entity, error) {
+	if len(armored) == 0 {
+		return nil, nil
+	}
+	ring, err := openpgp.ReadArmoredKeyRing(bytes.NewReader(armored))
+	if err != nil || len(ring) == 0 {
+		return nil, fmt.Errorf("reading the OpenPGP signing key: %v", err)
+	}
+	entity := ring[0]
+	if entity.PrivateKey == nil {
+		return nil, errors.New("the OpenPGP signing key has no private key")
+	}
+	if entity.PrivateKey.Encrypted {
+		if err := entity.PrivateKey.Decrypt(passphrase); err != nil {
+			return nil, fmt.Errorf("decrypting the OpenPGP signing key: %w", err)
+		}
+		for _, sub := range entity.Subkeys {
+			if sub.PrivateKey != nil && sub.PrivateKey.Encrypted {
+				if err := sub.PrivateKey.Decrypt(passphrase); err != nil {
+					return nil, fmt.Errorf("decrypting the OpenPGP signing subkey: %w", err)
+				}
+			}
+		}
+	}
+	return entity, nil
 }

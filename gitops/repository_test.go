@@ -1,6 +1,7 @@
 package gitops
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"net/url"
@@ -10,6 +11,9 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/ProtonMail/go-crypto/openpgp"
+	"github.com/ProtonMail/go-crypto/openpgp/armor"
 
 	"github.com/sluice-dev/sluice/e2e/stack"
 )
@@ -251,5 +255,55 @@ func TestWriteToAnUnreachableRepository(t *testing.T) {
 	}
 	if strings.Contains(err.Error(), password) {
 		t.Fatalf("the error shows the password: %v", err)
+	}
+}
+
+func TestWriteSignsCommits(t *testing.T) {
+	f := newFixture(t, map[string]string{"README.md": "apps\n"})
+	entity, err := openpgp.NewEntity("sluice", "", "sluice@example.com", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var private, public bytes.Buffer
+	w, _ := armor.Encode(&private, openpgp.PrivateKeyType, nil)
+	if err := entity.SerializePrivate(w, nil); err != nil {
+		t.Fatal(err)
+	}
+	w.Close()
+	w, _ = armor.Encode(&public, openpgp.PublicKeyType, nil)
+	if err := entity.Serialize(w); err != nil {
+		t.Fatal(err)
+	}
+	w.Close()
+
+	res, err := f.repos.Write(context.Background(), f.source(), Change{
+		Branch: "main", Message: "signed", Author: Signature{Name: "sluice", Email: "sluice@example.com"},
+		Edit: setFile("s.yaml", "s\n"), SigningKey: private.Bytes(),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	// git itself verifies the signature with the public key.
+	gnupg := t.TempDir()
+	if err := os.Chmod(gnupg, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	imp := exec.Command("gpg", "--batch", "--import")
+	imp.Env = append(os.Environ(), "GNUPGHOME="+gnupg)
+	imp.Stdin = &public
+	if out, err := imp.CombinedOutput(); err != nil {
+		t.Fatalf("gpg --import: %v\n%s", err, out)
+	}
+	clone := f.clone()
+	verify := exec.Command("git", "verify-commit", "--raw", res.Commit)
+	verify.Dir = clone
+	verify.Env = append(os.Environ(), "GNUPGHOME="+gnupg)
+	out, err := verify.CombinedOutput()
+	if err != nil {
+		t.Fatalf("git verify-commit: %v\n%s", err, out)
+	}
+	if !strings.Contains(string(out), "GOODSIG") {
+		t.Fatalf("no good signature:\n%s", out)
 	}
 }
