@@ -18,9 +18,11 @@ import (
 	"github.com/fluxcd/pkg/runtime/probes"
 	sourcev1 "github.com/fluxcd/source-controller/api/v1"
 	"github.com/spf13/pflag"
+	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	ctrl "sigs.k8s.io/controller-runtime"
+	ctrlclient "sigs.k8s.io/controller-runtime/pkg/client"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	deliveryv1 "github.com/sluice-dev/sluice/apis/v1alpha1"
@@ -112,7 +114,13 @@ func run(o runOptions) error {
 		RenewDeadline:                 &o.leaderElection.RenewDeadline,
 		RetryPeriod:                   &o.leaderElection.RetryPeriod,
 		LeaderElectionID:              "sluice-leader-election",
-		Logger:                        ctrl.Log,
+		Client: ctrlclient.Options{Cache: &ctrlclient.CacheOptions{
+			// Read Secrets and GitRepositories only when needed, straight
+			// from the API server: no cluster-wide watch, no cached copies
+			// of every Secret, and RBAC that only needs get.
+			DisableFor: []ctrlclient.Object{&corev1.Secret{}, &sourcev1.GitRepository{}},
+		}},
+		Logger: ctrl.Log,
 	})
 	if err != nil {
 		return fmt.Errorf("creating manager: %w", err)

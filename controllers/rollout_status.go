@@ -65,7 +65,7 @@ func viewRollout(rollout *rolloutsv1.Rollout, policy *deliveryv1.DeliveryPolicyS
 		step := *st.CurrentStepIndex
 		v.currentStep = &step
 		steps := policy.Canary.Steps
-		if st.Canary.Weights != nil {
+		if st.Canary.Weights != nil && policy.Canary.TrafficRouting != nil {
 			w := st.Canary.Weights.Canary.Weight
 			v.canaryWeight = &w
 		} else {

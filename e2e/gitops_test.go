@@ -109,12 +109,13 @@ func fluxSync(t *testing.T, name, repoURL, path string) {
 	g.Expect(k8sClient.Create(ctx, &kustomizev1.Kustomization{
 		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name},
 		Spec: kustomizev1.KustomizationSpec{
-			Interval:  metav1.Duration{Duration: time.Minute},
-			Path:      path,
-			Prune:     true,
-			Wait:      true,
-			Timeout:   &metav1.Duration{Duration: 2 * time.Minute},
-			SourceRef: kustomizev1.CrossNamespaceSourceReference{Kind: sourcev1.GitRepositoryKind, Name: name},
+			Interval:      metav1.Duration{Duration: time.Minute},
+			RetryInterval: &metav1.Duration{Duration: 5 * time.Second},
+			Path:          path,
+			Prune:         true,
+			Wait:          true,
+			Timeout:       &metav1.Duration{Duration: 2 * time.Minute},
+			SourceRef:     kustomizev1.CrossNamespaceSourceReference{Kind: sourcev1.GitRepositoryKind, Name: name},
 		},
 	})).To(Succeed())
 }

@@ -22,7 +22,7 @@ func TestInstallManifestsServerDryRun(t *testing.T) {
 	}
 	// A server-side dry run cannot create the namespace that the objects
 	// after it live in, so the namespace is created for real first.
-	if out, err := kubectl("create", "namespace", "sluice-system"); err != nil {
+	if out, err := kubectl("create", "namespace", "sluice-system"); err != nil && !strings.Contains(string(out), "AlreadyExists") {
 		t.Fatalf("creating namespace sluice-system: %v\n%s", err, out)
 	}
 	out, err := kubectl("apply", "--server-side", "--dry-run=server", "-k", filepath.Join(root, "config", "default"))

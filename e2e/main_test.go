@@ -69,6 +69,7 @@ func run(m *testing.M) int {
 		Dir:         dir,
 		BinDir:      bin,
 		CRDDir:      filepath.Join(root, "config", "crd", "bases"),
+		RBACDir:     filepath.Join(root, "config", "rbac"),
 		Sluice:      sluice,
 		GitUsername: "sluice-e2e",
 		GitPassword: randomString(),

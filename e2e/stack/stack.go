@@ -41,6 +41,9 @@ type Options struct {
 	BinDir string
 	// CRDDir holds sluice's own CRDs.
 	CRDDir string
+	// RBACDir holds sluice's generated ClusterRole, role.yaml. sluice runs
+	// as a ServiceAccount bound to exactly that role, not as an admin.
+	RBACDir string
 	// Sluice is the sluice binary; sluice is not started when empty.
 	Sluice string
 	// SluiceArgs are extra arguments for sluice.
@@ -437,7 +440,11 @@ func (s *Stack) startSluice(ctx context.Context) error {
 		"--health-addr=" + addr(p[0]),
 		"--metrics-addr=" + addr(p[1]),
 	}, s.opts.SluiceArgs...)
-	proc, err := s.start("sluice", args, "KUBECONFIG="+s.Kubeconfig)
+	kubeconfig, err := s.sluiceKubeconfig(ctx)
+	if err != nil {
+		return fmt.Errorf("giving sluice its own identity: %w", err)
+	}
+	proc, err := s.start("sluice", args, "KUBECONFIG="+kubeconfig)
 	if err != nil {
 		return err
 	}
