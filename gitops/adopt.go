@@ -160,19 +160,10 @@ func removeReplicasFromFile(file string, id ObjectID) (bool, error) {
 // removeReplicasEntry removes the entry for name from the replicas field of
 // the kustomization in dir, if there is one.
 func removeReplicasEntry(root, dir, name string) (bool, error) {
-	abs, err := securePath(root, dir)
-	if err != nil {
+	kfile, k, err := readKustomization(root, dir)
+	if err != nil || k == nil {
 		return false, err
 	}
-	kfile := findKustomization(abs)
-	if kfile == "" {
-		return false, nil
-	}
-	docs, err := readDocuments(kfile)
-	if err != nil || len(docs) != 1 {
-		return false, err
-	}
-	k := docs[0]
 	list := k.Field("replicas")
 	if list == nil {
 		return false, nil
@@ -199,7 +190,7 @@ func removeReplicasEntry(root, dir, name string) (bool, error) {
 			return false, err
 		}
 	}
-	return true, writeDocuments(kfile, docs)
+	return true, writeDocuments(kfile, []*yaml.RNode{k})
 }
 
 // fileNamespace returns the namespace the Deployment's document sets, if
@@ -220,19 +211,10 @@ func fileNamespace(file string, id ObjectID) (string, error) {
 // registerResource lists name in the resources of dir's kustomization,
 // when dir has one.
 func registerResource(root, dir, name string) (bool, error) {
-	abs, err := securePath(root, dir)
-	if err != nil {
+	kfile, k, err := readKustomization(root, dir)
+	if err != nil || k == nil {
 		return false, err
 	}
-	kfile := findKustomization(abs)
-	if kfile == "" {
-		return false, nil
-	}
-	docs, err := readDocuments(kfile)
-	if err != nil || len(docs) != 1 {
-		return false, err
-	}
-	k := docs[0]
 	resources := k.Field("resources")
 	if resources != nil {
 		elems, err := resources.Value.Elements()
@@ -248,7 +230,7 @@ func registerResource(root, dir, name string) (bool, error) {
 	} else if err := k.PipeE(yaml.SetField("resources", yaml.NewListRNode(name))); err != nil {
 		return false, err
 	}
-	return true, writeDocuments(kfile, docs)
+	return true, writeDocuments(kfile, []*yaml.RNode{k})
 }
 
 // deliveryManifest is the Delivery an adoption adds.
@@ -267,4 +249,25 @@ func deliveryManifest(a Adoption, namespace string, replicas int32) string {
 	}
 	fmt.Fprintf(&b, "  replicas: %d\n", replicas)
 	return b.String()
+}
+
+// readKustomization reads the kustomization.yaml of dir; k is nil when dir
+// has none.
+func readKustomization(root, dir string) (file string, k *yaml.RNode, err error) {
+	abs, err := securePath(root, dir)
+	if err != nil {
+		return "", nil, err
+	}
+	file = findKustomization(abs)
+	if file == "" {
+		return "", nil, nil
+	}
+	docs, err := readDocuments(file)
+	if err != nil {
+		return "", nil, err
+	}
+	if len(docs) != 1 {
+		return "", nil, fmt.Errorf("%w: %s holds %d documents, not one kustomization", ErrCannotEdit, relTo(root, file), len(docs))
+	}
+	return file, docs[0], nil
 }
