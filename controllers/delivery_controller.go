@@ -18,6 +18,7 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	kerrors "k8s.io/apimachinery/pkg/util/errors"
 	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -213,7 +214,15 @@ func (r *DeliveryReconciler) reconcile(ctx context.Context, obj *deliveryv1.Deli
 	if done, err := r.handOver(ctx, obj, deployment, view); err != nil || !done {
 		return err
 	}
-	return r.observeRelease(ctx, obj, rollout, view, release)
+	if err := r.observeRelease(ctx, obj, rollout, view, release); err != nil {
+		return err
+	}
+	// Git must be able to say what runs: a refused push stalls the Delivery
+	// until the user gives sluice credentials that may push.
+	if c := conditions.Get(obj, deliveryv1.GitWriteBackCondition); c != nil && c.Status == metav1.ConditionFalse {
+		return stalled(c.Reason, "%s", c.Message)
+	}
+	return nil
 }
 
 // observeRelease translates the Rollout's state into the Delivery's phase

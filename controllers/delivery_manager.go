@@ -5,6 +5,7 @@ import (
 	"fmt"
 
 	rolloutsv1 "github.com/argoproj/argo-rollouts/pkg/apis/rollouts/v1alpha1"
+	"github.com/fluxcd/pkg/runtime/conditions"
 	"github.com/fluxcd/pkg/runtime/predicates"
 	appsv1 "k8s.io/api/apps/v1"
 	"k8s.io/client-go/util/workqueue"
@@ -54,15 +55,15 @@ func (r *DeliveryReconciler) SetupWithManager(ctx context.Context, mgr ctrl.Mana
 
 	return ctrl.NewControllerManagedBy(mgr).
 		For(&deliveryv1.Delivery{}, builder.WithPredicates(
-			predicate.Or(predicate.GenerationChangedPredicate{}, predicates.ReconcileRequestedPredicate{}),
+			predicate.Or(predicate.GenerationChangedPredicate{}, predicates.ReconcileRequestedPredicate{}, gitWriteBackChanged),
 		)).
 		Owns(&rolloutsv1.Rollout{}).
 		Watches(&appsv1.Deployment{},
-			handler.EnqueueRequestsFromMapFunc(r.requestsFor(deploymentIndexKey)),
+			handler.EnqueueRequestsFromMapFunc(deliveriesReferring(r.Client, deploymentIndexKey)),
 			builder.WithPredicates(predicate.Or(predicate.GenerationChangedPredicate{}, availableReplicasChanged)),
 		).
 		Watches(&deliveryv1.DeliveryPolicy{},
-			handler.EnqueueRequestsFromMapFunc(r.requestsFor(policyIndexKey)),
+			handler.EnqueueRequestsFromMapFunc(deliveriesReferring(r.Client, policyIndexKey)),
 			builder.WithPredicates(predicate.GenerationChangedPredicate{}),
 		).
 		WithOptions(controller.Options{
@@ -85,12 +86,31 @@ var availableReplicasChanged = predicate.Funcs{
 	GenericFunc: func(event.GenericEvent) bool { return false },
 }
 
-// requestsFor maps an object to the Deliveries in its namespace whose index
-// key names it.
-func (r *DeliveryReconciler) requestsFor(indexKey string) handler.MapFunc {
+// gitWriteBackChanged passes Delivery updates in which the promotion
+// controller changed the GitWriteBack condition, which the Delivery
+// controller reports.
+var gitWriteBackChanged = predicate.Funcs{
+	UpdateFunc: func(e event.UpdateEvent) bool {
+		o, okOld := e.ObjectOld.(*deliveryv1.Delivery)
+		n, okNew := e.ObjectNew.(*deliveryv1.Delivery)
+		if !okOld || !okNew {
+			return false
+		}
+		oc := conditions.Get(o, deliveryv1.GitWriteBackCondition)
+		nc := conditions.Get(n, deliveryv1.GitWriteBackCondition)
+		return (oc == nil) != (nc == nil) || (oc != nil && (oc.Status != nc.Status || oc.Message != nc.Message))
+	},
+	CreateFunc:  func(event.CreateEvent) bool { return false },
+	DeleteFunc:  func(event.DeleteEvent) bool { return false },
+	GenericFunc: func(event.GenericEvent) bool { return false },
+}
+
+// deliveriesReferring maps an object to the Deliveries in its namespace
+// whose index key names it.
+func deliveriesReferring(c client.Reader, indexKey string) handler.MapFunc {
 	return func(ctx context.Context, obj client.Object) []reconcile.Request {
 		var list deliveryv1.DeliveryList
-		if err := r.List(ctx, &list, client.InNamespace(obj.GetNamespace()),
+		if err := c.List(ctx, &list, client.InNamespace(obj.GetNamespace()),
 			client.MatchingFields{indexKey: obj.GetName()}); err != nil {
 			ctrl.LoggerFrom(ctx).Error(err, "listing Deliveries", "index", indexKey)
 			return nil

@@ -119,6 +119,9 @@ func (r *KustomizationReconciler) Reconcile(ctx context.Context, req ctrl.Reques
 		if err := r.adopt(ctx, ks, src, branch, d); err != nil {
 			log.Error(err, "adoption failed", "deployment", client.ObjectKeyFromObject(d))
 			r.warn(d, adoptionFailedReason, err.Error())
+			if errors.Is(err, gitops.ErrPushRefused) {
+				r.warn(d, deliveryv1.GitPushRefusedReason, "give sluice credentials that may push with spec.git.push.secretRef of the DeliveryPolicy the Deployment names")
+			}
 			if !errors.Is(err, gitops.ErrCannotEdit) && !errors.Is(err, gitops.ErrPushRefused) {
 				errs = append(errs, err)
 			}
@@ -238,11 +241,28 @@ func (r *KustomizationReconciler) adopt(ctx context.Context, ks *kustomizev1.Kus
 		Policy:       d.Annotations[PolicyAnnotation],
 		LiveReplicas: ptr.Deref(d.Spec.Replicas, 1),
 	}
+	// The adoption is written with the Git settings of the policy the
+	// Deployment names, or of the strategy's built-in policy.
+	policy := builtinPolicy(&deliveryv1.Delivery{Spec: deliveryv1.DeliverySpec{Strategy: adoption.Strategy}})
+	if adoption.Policy != "" {
+		p := &deliveryv1.DeliveryPolicy{}
+		if err := r.Get(ctx, client.ObjectKey{Namespace: d.Namespace, Name: adoption.Policy}, p); err != nil {
+			return err
+		}
+		policy = p.Spec
+	}
+	settings, err := gitSettingsFor(ctx, r.Client, d.Namespace, &policy, src, branch)
+	if err != nil {
+		return err
+	}
+
 	var adopted gitops.Adopted
-	res, err := r.Git.Write(ctx, src, gitops.Change{
-		Branch:  branch,
-		Message: adoptionMessage(d, adoption),
-		Author:  gitops.Signature{Name: "sluice", Email: "sluice@sluice.dev"},
+	res, err := r.Git.Write(ctx, settings.src, gitops.Change{
+		Branch:     settings.branch,
+		Message:    adoptionMessage(d, adoption),
+		Author:     settings.author,
+		SigningKey: settings.signingKey,
+		Passphrase: settings.passphrase,
 		Edit: func(root string) (bool, error) {
 			var changed bool
 			var err error

@@ -11,12 +11,15 @@ import (
 
 	rolloutsv1 "github.com/argoproj/argo-rollouts/pkg/apis/rollouts/v1alpha1"
 	kustomizev1 "github.com/fluxcd/kustomize-controller/api/v1"
+	"github.com/fluxcd/pkg/apis/meta"
 	"github.com/fluxcd/pkg/runtime/conditions"
 	fluxevents "github.com/fluxcd/pkg/runtime/events"
 	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/handler"
 
 	deliveryv1 "github.com/sluice-dev/sluice/apis/v1alpha1"
 	"github.com/sluice-dev/sluice/gitops"
@@ -46,10 +49,14 @@ type PromotionReconciler struct {
 	ControllerName string
 }
 
-// SetupWithManager reconciles a Delivery whenever its status changes.
+// SetupWithManager reconciles a Delivery whenever it changes, status
+// included, and when its policy (and so its Git settings) changes. It
+// relies on the Delivery controller's index of Deliveries by policy.
 func (r *PromotionReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	return ctrl.NewControllerManagedBy(mgr).
 		For(&deliveryv1.Delivery{}).
+		Watches(&deliveryv1.DeliveryPolicy{},
+			handler.EnqueueRequestsFromMapFunc(deliveriesReferring(r.Client, policyIndexKey))).
 		Named("promotion").
 		Complete(r)
 }
@@ -76,31 +83,34 @@ func (r *PromotionReconciler) Reconcile(ctx context.Context, req ctrl.Request) (
 	if err != nil {
 		return ctrl.Result{}, err
 	}
-	if b := policy.Git.Push.Branch; b != "" {
-		branch = b
+	settings, err := gitSettingsFor(ctx, r.Client, obj.Namespace, policy, src, branch)
+	if err != nil {
+		return ctrl.Result{}, err
 	}
-	if ref := policy.Git.Push.SecretRef; ref != nil {
-		secret := &corev1.Secret{}
-		if err := r.Get(ctx, client.ObjectKey{Namespace: obj.Namespace, Name: ref.Name}, secret); err != nil {
-			return ctrl.Result{}, fmt.Errorf("spec.git.push.secretRef: %w", err)
-		}
-		src.Credentials = credentialsFrom(secret)
-	}
-
-	w := promotionWrite{r: r, obj: obj, ks: ks, policy: policy, src: src, branch: branch}
-	if key := policy.Git.Commit.SigningKey; key != nil {
-		secret := &corev1.Secret{}
-		if err := r.Get(ctx, client.ObjectKey{Namespace: obj.Namespace, Name: key.SecretRef.Name}, secret); err != nil {
-			return ctrl.Result{}, fmt.Errorf("spec.git.commit.signingKey.secretRef: %w", err)
-		}
-		w.signingKey, w.passphrase = secret.Data["git.asc"], secret.Data["passphrase"]
-	}
+	w := promotionWrite{r: r, obj: obj, ks: ks, policy: policy, git: settings}
 	err = w.run(ctx)
 	if errors.Is(err, gitops.ErrPushRefused) {
-		r.EventRecorder.Eventf(obj, nil, corev1.EventTypeWarning, "GitPushRefused", "WriteBack",
-			"%v; give sluice credentials that may push with spec.git.push.secretRef of the DeliveryPolicy", err)
+		msg := fmt.Sprintf("%v; give sluice credentials that may push with spec.git.push.secretRef of the DeliveryPolicy", err)
+		r.EventRecorder.Eventf(obj, nil, corev1.EventTypeWarning, deliveryv1.GitPushRefusedReason, "WriteBack", "%s", msg)
+		return ctrl.Result{}, r.setWriteBack(ctx, obj, metav1.ConditionFalse, deliveryv1.GitPushRefusedReason, msg)
 	}
-	return ctrl.Result{}, err
+	if err != nil {
+		return ctrl.Result{}, err
+	}
+	if c := conditions.Get(obj, deliveryv1.GitWriteBackCondition); c != nil && c.Status == metav1.ConditionFalse {
+		return ctrl.Result{}, r.setWriteBack(ctx, obj, metav1.ConditionTrue, meta.SucceededReason, "sluice writes to Git again")
+	}
+	return ctrl.Result{}, nil
+}
+
+// setWriteBack records whether writing to Git works, for the Delivery
+// controller to report as Stalled when it does not.
+func (r *PromotionReconciler) setWriteBack(ctx context.Context, obj *deliveryv1.Delivery, status metav1.ConditionStatus, reason, msg string) error {
+	// The optimistic lock keeps this patch from writing back conditions
+	// the Delivery controller changed meanwhile.
+	patch := client.MergeFromWithOptions(obj.DeepCopy(), client.MergeFromWithOptimisticLock{})
+	conditions.Set(obj, &metav1.Condition{Type: deliveryv1.GitWriteBackCondition, Status: status, Reason: reason, Message: msg})
+	return r.Status().Patch(ctx, obj, patch, client.FieldOwner(r.ControllerName))
 }
 
 // kustomization returns the Kustomization that applied the Delivery, or nil
@@ -122,10 +132,7 @@ type promotionWrite struct {
 	obj    *deliveryv1.Delivery
 	ks     *kustomizev1.Kustomization
 	policy *deliveryv1.DeliveryPolicySpec
-	src    gitops.Source
-	branch string
-
-	signingKey, passphrase []byte
+	git    gitSettings
 }
 
 func (w promotionWrite) run(ctx context.Context) error {
@@ -143,7 +150,7 @@ func (w promotionWrite) run(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		if err := w.write(ctx, w.branch, "promote", st.StableTemplateHash, nil,
+		if err := w.write(ctx, w.git.branch, "promote", st.StableTemplateHash, nil,
 			fmt.Sprintf("Promote %s/%s: template %s is stable\n\nImages: %s", obj.Namespace, obj.Name, st.StableTemplateHash, formatImages(images)),
 			w.policy.Git.Commit.MessageTemplates.Promotion,
 			gitops.Promotion{Stable: &gitops.StableRecord{
@@ -164,7 +171,7 @@ func (w promotionWrite) run(ctx context.Context) error {
 				p.Revert = append(p.Revert, gitops.ContainerImage{Name: i.Name, Image: i.Image})
 			}
 		}
-		if err := w.write(ctx, w.branch, "reject", st.CandidateTemplateHash, nil,
+		if err := w.write(ctx, w.git.branch, "reject", st.CandidateTemplateHash, nil,
 			fmt.Sprintf("Reject %s/%s: template %s\n\n%s", obj.Namespace, obj.Name, st.CandidateTemplateHash, reason),
 			w.policy.Git.Commit.MessageTemplates.Rejection, p); err != nil {
 			return err
@@ -190,7 +197,7 @@ func (w promotionWrite) run(ctx context.Context) error {
 	}
 
 	// Promotion branches that no longer apply go.
-	deleted, err := w.r.Git.PruneBranches(ctx, w.src, prefix, keep)
+	deleted, err := w.r.Git.PruneBranches(ctx, w.git.src, prefix, keep)
 	if err != nil {
 		return err
 	}
@@ -244,15 +251,14 @@ func (w promotionWrite) write(ctx context.Context, branch, action, hash string, 
 		message += fmt.Sprintf("Sluice-Step: %d\n", *step)
 	}
 
-	author := w.policy.Git.Commit.Author
-	res, err := w.r.Git.Write(ctx, w.src, gitops.Change{
+	res, err := w.r.Git.Write(ctx, w.git.src, gitops.Change{
 		Branch:     branch,
-		From:       w.branch,
+		From:       w.git.branch,
 		Message:    message,
-		Author:     gitops.Signature{Name: ptrOr(author.Name, "sluice"), Email: ptrOr(author.Email, "sluice@sluice.dev")},
+		Author:     w.git.author,
 		Edit:       func(root string) (bool, error) { return gitops.RecordPromotion(root, p) },
-		SigningKey: w.signingKey,
-		Passphrase: w.passphrase,
+		SigningKey: w.git.signingKey,
+		Passphrase: w.git.passphrase,
 	})
 	if err != nil {
 		return fmt.Errorf("writing the %s of %s/%s to Git: %w", action, obj.Namespace, obj.Name, err)
@@ -262,7 +268,9 @@ func (w promotionWrite) write(ctx context.Context, branch, action, hash string, 
 	}
 	w.r.EventRecorder.Eventf(obj, nil, corev1.EventTypeNormal, "GitCommitPushed", "WriteBack",
 		"pushed %s to %s: %s", res.Commit[:12], branch, action)
-	patch := client.MergeFrom(obj.DeepCopy())
+	// The optimistic lock keeps this patch from writing back conditions
+	// the Delivery controller changed meanwhile.
+	patch := client.MergeFromWithOptions(obj.DeepCopy(), client.MergeFromWithOptimisticLock{})
 	obj.Status.LastPushedCommit = res.Commit
 	if action == "approve" {
 		obj.Status.PendingPromotionBranch = branch
@@ -272,7 +280,7 @@ func (w promotionWrite) write(ctx context.Context, branch, action, hash string, 
 	if err := w.r.Status().Patch(ctx, obj, patch, client.FieldOwner(w.r.ControllerName)); err != nil {
 		return err
 	}
-	if branch == w.branch {
+	if branch == w.git.branch {
 		return requestReconcile(ctx, w.r.Client, w.ks)
 	}
 	return nil
@@ -311,4 +319,42 @@ func truncate(s string, n int) string {
 		return s
 	}
 	return s[:n]
+}
+
+// gitSettings is how sluice writes for one policy.
+type gitSettings struct {
+	src                    gitops.Source
+	branch                 string
+	author                 gitops.Signature
+	signingKey, passphrase []byte
+}
+
+// gitSettingsFor applies a policy's Git write-back settings to the source
+// of a Kustomization: push branch, write credentials, author and signing
+// key.
+func gitSettingsFor(ctx context.Context, c client.Client, namespace string, policy *deliveryv1.DeliveryPolicySpec,
+	src gitops.Source, branch string) (gitSettings, error) {
+
+	s := gitSettings{src: src, branch: branch, author: gitops.Signature{
+		Name:  ptrOr(policy.Git.Commit.Author.Name, "sluice"),
+		Email: ptrOr(policy.Git.Commit.Author.Email, "sluice@sluice.dev"),
+	}}
+	if b := policy.Git.Push.Branch; b != "" {
+		s.branch = b
+	}
+	if ref := policy.Git.Push.SecretRef; ref != nil {
+		secret := &corev1.Secret{}
+		if err := c.Get(ctx, client.ObjectKey{Namespace: namespace, Name: ref.Name}, secret); err != nil {
+			return s, fmt.Errorf("spec.git.push.secretRef: %w", err)
+		}
+		s.src.Credentials = credentialsFrom(secret)
+	}
+	if key := policy.Git.Commit.SigningKey; key != nil {
+		secret := &corev1.Secret{}
+		if err := c.Get(ctx, client.ObjectKey{Namespace: namespace, Name: key.SecretRef.Name}, secret); err != nil {
+			return s, fmt.Errorf("spec.git.commit.signingKey.secretRef: %w", err)
+		}
+		s.signingKey, s.passphrase = secret.Data["git.asc"], secret.Data["passphrase"]
+	}
+	return s, nil
 }

@@ -81,6 +81,10 @@ func run(m *testing.M) int {
 		return 1
 	}
 
+	// Credentials that may fetch but not push, for the read-only source
+	// scenario; set before any request reaches the server.
+	env.Git.ReadOnlyUsername, env.Git.ReadOnlyPassword = "reader", randomString()
+
 	scheme := runtime.NewScheme()
 	for _, add := range []func(*runtime.Scheme) error{
 		clientgoscheme.AddToScheme, deliveryv1.AddToScheme, sourcev1.AddToScheme, kustomizev1.AddToScheme, rolloutsv1.AddToScheme,

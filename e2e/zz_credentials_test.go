@@ -68,8 +68,10 @@ func TestNoCredentialLeaks(t *testing.T) {
 	}
 
 	for where, text := range places {
-		if strings.Contains(text, secret) {
-			t.Errorf("the Git password appears in %s", where)
+		for _, s := range []string{secret, env.Git.ReadOnlyPassword} {
+			if strings.Contains(text, s) {
+				t.Errorf("a Git password appears in %s", where)
+			}
 		}
 	}
 }

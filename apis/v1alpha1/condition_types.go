@@ -8,6 +8,11 @@ const (
 	// promoted to stable. It is False with RejectedReason when Argo Rollouts
 	// aborted the candidate.
 	PromotedCondition string = "Promoted"
+
+	// GitWriteBackCondition tells whether sluice could write the
+	// Delivery's promotion state to Git. It is False with
+	// GitPushRefusedReason when the server refused the push.
+	GitWriteBackCondition string = "GitWriteBack"
 )
 
 // Reasons of a Delivery's conditions. Each names what the user sees and, for
@@ -34,6 +39,11 @@ const (
 	// Delivery, for example its strategy differs from spec.strategy or it
 	// names a Service or AnalysisTemplate that does not exist.
 	InvalidPolicyReason string = "InvalidPolicy"
+
+	// GitPushRefusedReason: the Git server refused sluice's push, for
+	// example because the source's credentials may only read; the policy's
+	// spec.git.push.secretRef can name credentials that may push.
+	GitPushRefusedReason string = "GitPushRefused"
 
 	// HandoverReason: traffic is moving between the Deployment's pods and
 	// the Rollout's pods (adoption or opt-out).
