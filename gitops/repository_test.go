@@ -3,6 +3,9 @@ package gitops
 import (
 	"bytes"
 	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"encoding/pem"
 	"errors"
 	"net/url"
 	"os"
@@ -14,6 +17,8 @@ import (
 
 	"github.com/ProtonMail/go-crypto/openpgp"
 	"github.com/ProtonMail/go-crypto/openpgp/armor"
+	"golang.org/x/crypto/ssh"
+	"golang.org/x/crypto/ssh/knownhosts"
 
 	"github.com/sluice-dev/sluice/e2e/stack"
 )
@@ -305,5 +310,75 @@ func TestWriteSignsCommits(t *testing.T) {
 	}
 	if !strings.Contains(string(out), "GOODSIG") {
 		t.Fatalf("no good signature:\n%s", out)
+	}
+}
+
+func TestWriteOverSSH(t *testing.T) {
+	f := newFixture(t, map[string]string{"README.md": "apps\n"})
+	public, private, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sshPublic, err := ssh.NewPublicKey(public)
+	if err != nil {
+		t.Fatal(err)
+	}
+	block, err := ssh.MarshalPrivateKey(private, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	server, err := stack.StartSSHServer(f.server.Root, sshPublic)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = server.Close() })
+
+	src := Source{URL: server.RepositoryURL("apps"), Branch: "main", Credentials: Credentials{
+		Identity: pem.EncodeToMemory(block), KnownHosts: []byte(server.KnownHosts),
+	}}
+	res, err := NewRepositories(t.TempDir()).Write(context.Background(), src, Change{
+		Branch: "main", Message: "over ssh", Author: Signature{Name: "s", Email: "s@x"}, Edit: setFile("ssh.yaml", "ssh\n"),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := f.git(f.clone(), "rev-parse", "HEAD"); got != res.Commit {
+		t.Fatalf("head %s, want %s", got, res.Commit)
+	}
+
+	// A host key other than the one in known_hosts is refused.
+	_, otherHost, _ := ed25519.GenerateKey(rand.Reader)
+	otherSigner, _ := ssh.NewSignerFromKey(otherHost)
+	src.Credentials.KnownHosts = []byte(knownhosts.Line([]string{knownhosts.Normalize(strings.TrimPrefix(server.URL, "ssh://git@"))}, otherSigner.PublicKey()))
+	if _, err := NewRepositories(t.TempDir()).Write(context.Background(), src, Change{Branch: "main", Edit: setFile("x", "x")}); err == nil {
+		t.Fatal("a server whose host key is not in known_hosts was trusted")
+	}
+}
+
+func TestWriteAfterACrashBetweenCommitAndPush(t *testing.T) {
+	f := newFixture(t, map[string]string{"README.md": "apps\n"})
+	dir := t.TempDir()
+	repos := NewRepositories(dir)
+	change := Change{Branch: "main", Message: "sluice's change", Author: Signature{Name: "s", Email: "s@x"}, Edit: setFile("a.yaml", "a\n")}
+	// Warm the working copy, then leave a commit in it that never reached
+	// the server, as a crash after commit and before push would.
+	if _, err := repos.Write(context.Background(), f.source(), Change{Branch: "main", Message: "warm", Author: change.Author, Edit: setFile("w.yaml", "w\n")}); err != nil {
+		t.Fatal(err)
+	}
+	copies, _ := filepath.Glob(filepath.Join(dir, "*"))
+	if len(copies) != 1 {
+		t.Fatalf("want one working copy, got %v", copies)
+	}
+	writeFile(t, filepath.Join(copies[0], "a.yaml"), "a\n")
+	f.git(copies[0], "add", "-A")
+	f.git(copies[0], "commit", "-q", "-m", "sluice's change")
+
+	// After the restart, the same intent gives one commit, pushed once.
+	if _, err := NewRepositories(dir).Write(context.Background(), f.source(), change); err != nil {
+		t.Fatal(err)
+	}
+	clone := f.clone()
+	if log := f.git(clone, "log", "--format=%s"); log != "sluice's change\nwarm\nInitial commit" {
+		t.Fatalf("history:\n%s", log)
 	}
 }
