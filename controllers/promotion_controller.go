@@ -89,13 +89,23 @@ func (r *PromotionReconciler) Reconcile(ctx context.Context, req ctrl.Request) (
 	}
 	w := promotionWrite{r: r, obj: obj, ks: ks, policy: policy, git: settings}
 	err = w.run(ctx)
-	if errors.Is(err, gitops.ErrPushRefused) {
-		msg := fmt.Sprintf("%v; give sluice credentials that may push with spec.git.push.secretRef of the DeliveryPolicy", err)
-		r.EventRecorder.Eventf(obj, nil, corev1.EventTypeWarning, deliveryv1.GitPushRefusedReason, "WriteBack", "%s", msg)
-		return ctrl.Result{}, r.setWriteBack(ctx, obj, metav1.ConditionFalse, deliveryv1.GitPushRefusedReason, msg)
-	}
-	if err != nil {
+	var reason, msg string
+	switch {
+	case errors.Is(err, gitops.ErrPushRefused):
+		reason, msg = deliveryv1.GitPushRefusedReason,
+			fmt.Sprintf("%v; give sluice credentials that may push with spec.git.push.secretRef of the DeliveryPolicy", err)
+	case errors.Is(err, gitops.ErrCannotEdit):
+		reason, msg = deliveryv1.GitCannotEditReason, err.Error()
+	case errors.Is(err, gitops.ErrConflict):
+		reason, msg = deliveryv1.GitConflictReason, err.Error()
+	case err != nil:
 		return ctrl.Result{}, err
+	}
+	if reason != "" {
+		// Retrying does not help: the user must change something, and the
+		// Delivery controller reports it as Stalled.
+		r.EventRecorder.Eventf(obj, nil, corev1.EventTypeWarning, reason, "WriteBack", "%s", msg)
+		return ctrl.Result{}, r.setWriteBack(ctx, obj, metav1.ConditionFalse, reason, msg)
 	}
 	if c := conditions.Get(obj, deliveryv1.GitWriteBackCondition); c != nil && c.Status == metav1.ConditionFalse {
 		return ctrl.Result{}, r.setWriteBack(ctx, obj, metav1.ConditionTrue, meta.SucceededReason, "sluice writes to Git again")

@@ -45,6 +45,15 @@ const (
 	// spec.git.push.secretRef can name credentials that may push.
 	GitPushRefusedReason string = "GitPushRefused"
 
+	// GitCannotEditReason: sluice cannot edit the manifests safely, for
+	// example because a patch sets the field it must change; the message
+	// names the line a human must change.
+	GitCannotEditReason string = "GitCannotEdit"
+
+	// GitConflictReason: other writers kept moving the branch and sluice
+	// gave up after its retries.
+	GitConflictReason string = "GitConflict"
+
 	// HandoverReason: traffic is moving between the Deployment's pods and
 	// the Rollout's pods (adoption or opt-out).
 	HandoverReason string = "Handover"
