@@ -123,15 +123,16 @@ type Repositories struct {
 	retries int
 	backoff time.Duration
 
-	mu    sync.Mutex
-	locks map[string]*sync.Mutex
+	mu      sync.Mutex
+	locks   map[string]*sync.Mutex
+	pending map[string][]*waitingWrite
 }
 
 var _ Writer = (*Repositories)(nil)
 
 // NewRepositories keeps working copies under dir.
 func NewRepositories(dir string, opts ...Option) *Repositories {
-	r := &Repositories{dir: dir, timeout: time.Minute, retries: 5, backoff: 200 * time.Millisecond, locks: map[string]*sync.Mutex{}}
+	r := &Repositories{dir: dir, timeout: time.Minute, retries: 5, backoff: 200 * time.Millisecond, locks: map[string]*sync.Mutex{}, pending: map[string][]*waitingWrite{}}
 	for _, o := range opts {
 		o(r)
 	}
@@ -152,11 +153,84 @@ func (r *Repositories) lock(url string) func() {
 
 // Write applies change to the head of its branch and pushes one commit,
 // unless the branch already says what the change wants. A push rejected
-// because the branch moved is retried on the new head with backoff.
+// because the branch moved is retried on the new head with backoff. Writes
+// to the same branch that wait while another is under way are coalesced
+// into one commit and one push.
 func (r *Repositories) Write(ctx context.Context, src Source, change Change) (Result, error) {
+	if change.From == "" {
+		change.From = change.Branch
+	}
+	w := &waitingWrite{change: change, done: make(chan writeOutcome, 1)}
+	key := batchKey(src, change)
+	r.mu.Lock()
+	r.pending[key] = append(r.pending[key], w)
+	r.mu.Unlock()
+
 	unlock := r.lock(src.URL)
 	defer unlock()
 
+	r.mu.Lock()
+	batch := r.pending[key]
+	delete(r.pending, key)
+	r.mu.Unlock()
+	if len(batch) > 0 {
+		res, err := r.write(ctx, src, coalesce(batch))
+		for _, b := range batch {
+			b.done <- writeOutcome{res, err}
+		}
+	}
+	// Either this write's batch, or an earlier writer's that took it.
+	out := <-w.done
+	return out.res, out.err
+}
+
+// waitingWrite is a Write waiting for its repository.
+type waitingWrite struct {
+	change Change
+	done   chan writeOutcome
+}
+
+type writeOutcome struct {
+	res Result
+	err error
+}
+
+// batchKey groups the writes that may share a commit: same repository,
+// branches and credentials.
+func batchKey(src Source, c Change) string {
+	sum := sha256.Sum256(append(append([]byte(src.Credentials.Username+"\x00"+src.Credentials.Password+"\x00"+src.Credentials.BearerToken+"\x00"), src.Credentials.Identity...), c.SigningKey...))
+	return src.URL + "\x00" + c.Branch + "\x00" + c.From + "\x00" + hex.EncodeToString(sum[:8])
+}
+
+// coalesce makes one change of several: every edit on the same tree, every
+// message in the commit.
+func coalesce(batch []*waitingWrite) Change {
+	if len(batch) == 1 {
+		return batch[0].change
+	}
+	first := batch[0].change
+	messages := make([]string, 0, len(batch))
+	for _, b := range batch {
+		messages = append(messages, strings.TrimSpace(b.change.Message))
+	}
+	first.Message = fmt.Sprintf("Record %d changes\n\n%s\n", len(batch), strings.Join(messages, "\n\n---\n\n"))
+	first.Edit = func(root string) (bool, error) {
+		changed := false
+		for _, b := range batch {
+			c, err := b.change.Edit(root)
+			if err != nil {
+				return false, err
+			}
+			changed = changed || c
+		}
+		return changed, nil
+	}
+	return first
+}
+
+// write pushes one change, fetching and editing again on the new head when
+// the push is refused because the branch moved.
+func (r *Repositories) write(ctx context.Context, src Source, change Change) (Result, error) {
 	auth, err := authMethod(src)
 	if err != nil {
 		return Result{}, err
@@ -165,17 +239,12 @@ func (r *Repositories) Write(ctx context.Context, src Source, change Change) (Re
 	if err != nil {
 		return Result{}, err
 	}
-	from := change.From
-	if from == "" {
-		from = change.Branch
-	}
-
 	backoff := r.backoff
 	for attempt := 0; ; attempt++ {
 		if err := r.fetch(ctx, repo, src, auth); err != nil {
 			return Result{}, err
 		}
-		res, err := r.commitAndPush(ctx, repo, src, auth, change, from)
+		res, err := r.commitAndPush(ctx, repo, src, auth, change, change.From)
 		if err == nil || !isNonFastForward(err) {
 			return res, err
 		}

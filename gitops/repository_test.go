@@ -382,3 +382,74 @@ func TestWriteAfterACrashBetweenCommitAndPush(t *testing.T) {
 		t.Fatalf("history:\n%s", log)
 	}
 }
+
+func TestWritesWaitingForTheSameBranchAreCoalesced(t *testing.T) {
+	f := newFixture(t, map[string]string{"README.md": "apps\n"})
+	ctx := context.Background()
+	author := Signature{Name: "sluice", Email: "sluice@example.com"}
+
+	// A first write holds the repository while two more arrive.
+	release, started := make(chan struct{}), make(chan struct{})
+	firstDone := make(chan error, 1)
+	go func() {
+		_, err := f.repos.Write(ctx, f.source(), Change{Branch: "main", Message: "first", Author: author,
+			Edit: func(root string) (bool, error) {
+				close(started)
+				<-release
+				return setFile("first.yaml", "1\n")(root)
+			}})
+		firstDone <- err
+	}()
+	waitPending := func(n int) {
+		t.Helper()
+		deadline := time.Now().Add(10 * time.Second)
+		for {
+			f.repos.mu.Lock()
+			got := 0
+			for _, p := range f.repos.pending {
+				got += len(p)
+			}
+			f.repos.mu.Unlock()
+			if got == n {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%d writes pending, want %d", got, n)
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+	}
+	<-started // the first write holds the repository with its own batch
+
+	results := make(chan Result, 2)
+	for _, name := range []string{"a", "b"} {
+		go func() {
+			res, err := f.repos.Write(ctx, f.source(), Change{Branch: "main", Message: "write " + name, Author: author,
+				Edit: setFile(name+".yaml", name+"\n")})
+			if err != nil {
+				t.Error(err)
+			}
+			results <- res
+		}()
+	}
+	waitPending(2)
+	close(release)
+	if err := <-firstDone; err != nil {
+		t.Fatal(err)
+	}
+	a, b := <-results, <-results
+	if a.Commit != b.Commit || !a.Pushed {
+		t.Fatalf("the waiting writes got %+v and %+v, want one pushed commit", a, b)
+	}
+	clone := f.clone()
+	if n := f.git(clone, "rev-list", "--count", "HEAD"); n != "3" {
+		t.Fatalf("main has %s commits, want 3: initial, first, and one for both waiting writes", n)
+	}
+	if files := f.git(clone, "show", "--name-only", "--format=", "HEAD"); files != "a.yaml\nb.yaml" {
+		t.Fatalf("the coalesced commit changes %q", files)
+	}
+	msg := f.git(clone, "log", "-1", "--format=%B")
+	if !strings.HasPrefix(msg, "Record 2 changes") || !strings.Contains(msg, "write a") || !strings.Contains(msg, "write b") {
+		t.Fatalf("message:\n%s", msg)
+	}
+}
