@@ -42,6 +42,29 @@ func newGitRepo(t *testing.T, name string) *gitRepo {
 	return r
 }
 
+// newGitRepoClone clones an existing repository of the Git server.
+func newGitRepoClone(t *testing.T, name string) *gitRepo {
+	t.Helper()
+	u, err := url.Parse(env.Git.RepositoryURL(name))
+	if err != nil {
+		t.Fatal(err)
+	}
+	u.User = url.UserPassword(env.Git.Username, env.Git.Password)
+	r := &gitRepo{t: t, dir: filepath.Join(t.TempDir(), name)}
+	r.git("", "clone", "--quiet", u.String(), r.dir)
+	return r
+}
+
+// try runs git in the working copy and returns its output and error,
+// without failing the test: for use outside the test's goroutine.
+func (r *gitRepo) try(args ...string) (string, error) {
+	cmd := exec.Command("git", append([]string{"-c", "user.name=Another Writer", "-c", "user.email=other@example.com"}, args...)...)
+	cmd.Dir = r.dir
+	cmd.Env = append(os.Environ(), "GIT_TERMINAL_PROMPT=0")
+	out, err := cmd.CombinedOutput()
+	return strings.TrimSpace(string(out)), err
+}
+
 // git runs git in the working copy (or in dir when given) and returns its
 // output.
 func (r *gitRepo) git(dir string, args ...string) string {

@@ -141,10 +141,12 @@ func TestPromotionThroughGit(t *testing.T) {
 	g.Expect(approval).To(ContainSubstring("Images: web=registry.example/web:v2"))
 	g.Expect(approval).To(ContainSubstring("Sluice-Action: approve\nSluice-Template-Hash: " + candidate + "\nSluice-Step: 2"))
 
-	// The approval is the merge.
+	// The approval is the merge. Meanwhile another writer keeps pushing to
+	// main, so sluice's promotion commit meets a branch that moves.
 	repo.git("", "merge", "--quiet", "--no-ff", "-m", "Merge the approval of web v2", "FETCH_HEAD")
 	merged := time.Now()
 	repo.git("", "push", "--quiet", "origin", "HEAD:main")
+	other := startNoisyWriter(t, "store")
 	g.Eventually(func(g Gomega) {
 		d := getObj(g, delivery.DeepCopy())
 		g.Expect(d.Status.Phase).To(Equal(deliveryv1.PhaseHealthy))
@@ -152,6 +154,14 @@ func TestPromotionThroughGit(t *testing.T) {
 		g.Expect(d.Spec.Promotion.Stable.TemplateHash).To(Equal(candidate))
 	}, 2*time.Minute, 50*time.Millisecond).Should(Succeed())
 	t.Logf("merge pushed → promoted and recorded in Git in %s", time.Since(merged).Round(10*time.Millisecond))
+	theirs := other.stop()
+	g.Expect(theirs).NotTo(BeEmpty())
+	repo.git("", "pull", "--quiet", "origin", "main")
+	for _, c := range theirs {
+		repo.git("", "merge-base", "--is-ancestor", c, "HEAD")
+	}
+	g.Expect(repo.git("", "log", "--format=%s", "--author=sluice", "-1")).To(HavePrefix("Promote store/web: template " + candidate))
+	t.Logf("%d commits of another writer and sluice's promotion all reached main", len(theirs))
 	g.Eventually(func(g Gomega) string {
 		return repo.git("", "ls-remote", "origin", "refs/heads/sluice/promote/*")
 	}, time.Minute, 100*time.Millisecond).Should(BeEmpty())
@@ -198,4 +208,55 @@ func setImage(t *testing.T, repo *gitRepo, from, to string) {
 	if err := os.WriteFile(path, []byte(strings.Replace(string(data), from, to, 1)), 0o644); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// noisyWriter pushes a commit to main every 100 ms from its own clone, as
+// another person or bot would, pulling and retrying when its push is
+// refused.
+type noisyWriter struct {
+	stopCh  chan struct{}
+	done    chan struct{}
+	commits []string
+}
+
+func startNoisyWriter(t *testing.T, name string) *noisyWriter {
+	clone := newGitRepoClone(t, name)
+	w := &noisyWriter{stopCh: make(chan struct{}), done: make(chan struct{})}
+	go func() {
+		defer close(w.done)
+		for i := 0; ; i++ {
+			select {
+			case <-w.stopCh:
+				return
+			case <-time.After(100 * time.Millisecond):
+			}
+			path := filepath.Join(clone.dir, "notes", fmt.Sprintf("%d.txt", i))
+			_ = os.MkdirAll(filepath.Dir(path), 0o755)
+			_ = os.WriteFile(path, []byte("note\n"), 0o644)
+			if _, err := clone.try("add", "-A"); err != nil {
+				continue
+			}
+			if _, err := clone.try("commit", "--quiet", "-m", fmt.Sprintf("Note %d", i)); err != nil {
+				continue
+			}
+			for attempt := 0; attempt < 10; attempt++ {
+				if _, err := clone.try("push", "--quiet", "origin", "HEAD:main"); err == nil {
+					break
+				}
+				_, _ = clone.try("pull", "--quiet", "--rebase", "origin", "main")
+			}
+			if head, err := clone.try("rev-parse", "HEAD"); err == nil {
+				w.commits = append(w.commits, head)
+			}
+		}
+	}()
+	return w
+}
+
+// stop stops writing and returns the commits the writer made, rebased
+// commits by their final id.
+func (w *noisyWriter) stop() []string {
+	close(w.stopCh)
+	<-w.done
+	return w.commits
 }
