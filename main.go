@@ -161,6 +161,7 @@ func run(o runOptions) error {
 	}
 	promotion := &controllers.PromotionReconciler{
 		Client:         mgr.GetClient(),
+		APIReader:      mgr.GetAPIReader(),
 		EventRecorder:  eventRecorder,
 		Git:            repositories,
 		ControllerName: controllerName,

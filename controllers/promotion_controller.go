@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sort"
 	"strings"
 	"text/template"
 	"time"
@@ -44,6 +45,8 @@ type PromotionGit interface {
 // merge approves a manual gate.
 type PromotionReconciler struct {
 	client.Client
+	// APIReader reads AnalysisRuns straight from the API server.
+	APIReader      client.Reader
 	EventRecorder  fluxevents.Recorder
 	Git            PromotionGit
 	ControllerName string
@@ -197,8 +200,9 @@ func (w promotionWrite) run(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		msg := fmt.Sprintf("Approve %s/%s: template %s at step %d\n\nMerge this branch to let the candidate past its manual gate.\nImages: %s\nStable: %s\nWeight: %d%%",
-			obj.Namespace, obj.Name, st.CandidateTemplateHash, step, formatImages(images), st.StableTemplateHash, ptr.Deref(st.CanaryWeight, 0))
+		msg := fmt.Sprintf("Approve %s/%s: template %s at step %d\n\nMerge this branch to let the candidate past its manual gate.\nImages: %s\nStable: %s\nWeight: %d%%\nAnalysis so far: %s",
+			obj.Namespace, obj.Name, st.CandidateTemplateHash, step, formatImages(images), st.StableTemplateHash,
+			ptr.Deref(st.CanaryWeight, 0), w.analysisSoFar(ctx))
 		if err := w.write(ctx, keep, "approve", st.CandidateTemplateHash, &step, msg,
 			w.policy.Git.Commit.MessageTemplates.Approval,
 			gitops.Promotion{Approval: &gitops.ApprovalRecord{TemplateHash: st.CandidateTemplateHash, Step: step, ApprovedAt: now}}); err != nil {
@@ -367,4 +371,34 @@ func gitSettingsFor(ctx context.Context, c client.Client, namespace string, poli
 		s.signingKey, s.passphrase = secret.Data["git.asc"], secret.Data["passphrase"]
 	}
 	return s, nil
+}
+
+// analysisSoFar summarises the AnalysisRuns of the Rollout's current
+// template: each run's phase and its metrics' phases.
+func (w promotionWrite) analysisSoFar(ctx context.Context) string {
+	rollout := &rolloutsv1.Rollout{}
+	if err := w.r.Get(ctx, client.ObjectKeyFromObject(w.obj), rollout); err != nil {
+		return "unknown"
+	}
+	var runs rolloutsv1.AnalysisRunList
+	if err := w.r.APIReader.List(ctx, &runs, client.InNamespace(w.obj.Namespace),
+		client.MatchingLabels{rolloutsv1.DefaultRolloutUniqueLabelKey: rollout.Status.CurrentPodHash}); err != nil {
+		return "unknown"
+	}
+	var parts []string
+	for _, run := range runs.Items {
+		if !metav1.IsControlledBy(&run, rollout) {
+			continue
+		}
+		var metrics []string
+		for _, m := range run.Status.MetricResults {
+			metrics = append(metrics, fmt.Sprintf("%s %s", m.Name, m.Phase))
+		}
+		parts = append(parts, fmt.Sprintf("%s %s (%s)", run.Name, run.Status.Phase, strings.Join(metrics, ", ")))
+	}
+	if len(parts) == 0 {
+		return "none"
+	}
+	sort.Strings(parts)
+	return strings.Join(parts, "; ")
 }

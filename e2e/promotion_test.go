@@ -139,6 +139,7 @@ func TestPromotionThroughGit(t *testing.T) {
 	approval := repo.git("", "log", "-1", "--format=%B", "FETCH_HEAD")
 	g.Expect(approval).To(HavePrefix(fmt.Sprintf("Approve store/web: template %s at step 2", candidate)))
 	g.Expect(approval).To(ContainSubstring("Images: web=registry.example/web:v2"))
+	g.Expect(approval).To(MatchRegexp(`Analysis so far: web-[0-9a-z]+-2-1 Successful \(success-rate Successful\)`))
 	g.Expect(approval).To(ContainSubstring("Sluice-Action: approve\nSluice-Template-Hash: " + candidate + "\nSluice-Step: 2"))
 
 	// The approval is the merge. Meanwhile another writer keeps pushing to
