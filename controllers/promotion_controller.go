@@ -152,9 +152,23 @@ func (w promotionWrite) run(ctx context.Context) error {
 	obj, st := w.obj, w.obj.Status
 	spec := obj.Spec.Promotion
 	now := time.Now().UTC().Format(time.RFC3339)
-	prefix := w.branchName("\x00", "\x00")
-	prefix = prefix[:strings.IndexByte(prefix, 0)]
+
+	// The promotion branch the Delivery needs now, if any.
 	keep := ""
+	gate := ptr.Deref(st.CurrentStep, 0)
+	if st.Phase == deliveryv1.PhaseWaitingForApproval && st.CandidateTemplateHash != "" {
+		if ok, _ := approvalFor(obj, st.CandidateTemplateHash, gate); !ok {
+			keep = w.branchName(fmt.Sprint(gate), st.CandidateTemplateHash)
+		}
+	}
+	// A promotion branch sluice pushed that no longer applies (the
+	// candidate was promoted, superseded or rejected) goes, with any other
+	// of the Delivery's that no longer applies.
+	if pending := st.PendingPromotionBranch; pending != "" && pending != keep {
+		if err := w.pruneBranches(ctx, keep); err != nil {
+			return err
+		}
+	}
 
 	switch {
 	case st.Phase == deliveryv1.PhaseHealthy && st.StableTemplateHash != "" &&
@@ -190,12 +204,8 @@ func (w promotionWrite) run(ctx context.Context) error {
 			return err
 		}
 
-	case st.Phase == deliveryv1.PhaseWaitingForApproval && st.CandidateTemplateHash != "":
-		step := ptr.Deref(st.CurrentStep, 0)
-		if ok, _ := approvalFor(obj, st.CandidateTemplateHash, step); ok {
-			break
-		}
-		keep = w.branchName(fmt.Sprint(step), st.CandidateTemplateHash)
+	case keep != "" && keep != st.PendingPromotionBranch:
+		step := gate
 		images, err := w.rolloutImages(ctx)
 		if err != nil {
 			return err
@@ -210,16 +220,25 @@ func (w promotionWrite) run(ctx context.Context) error {
 		}
 	}
 
-	// Promotion branches that no longer apply go.
+	return nil
+}
+
+// pruneBranches deletes the Delivery's promotion branches other than keep
+// and forgets the pending one.
+func (w promotionWrite) pruneBranches(ctx context.Context, keep string) error {
+	prefix := w.branchName("\x00", "\x00")
+	prefix = prefix[:strings.IndexByte(prefix, 0)]
 	deleted, err := w.r.Git.PruneBranches(ctx, w.git.src, prefix, keep)
 	if err != nil {
 		return err
 	}
 	if len(deleted) > 0 {
-		w.r.EventRecorder.Eventf(obj, nil, corev1.EventTypeNormal, "PromotionBranchDeleted", "WriteBack",
+		w.r.EventRecorder.Eventf(w.obj, nil, corev1.EventTypeNormal, "PromotionBranchDeleted", "WriteBack",
 			"deleted promotion branches that no longer apply: %s", strings.Join(deleted, ", "))
 	}
-	return nil
+	patch := client.MergeFromWithOptions(w.obj.DeepCopy(), client.MergeFromWithOptimisticLock{})
+	w.obj.Status.PendingPromotionBranch = ""
+	return w.r.Status().Patch(ctx, w.obj, patch, client.FieldOwner(w.r.ControllerName))
 }
 
 // branchName renders the policy's promotion branch template.
@@ -288,8 +307,6 @@ func (w promotionWrite) write(ctx context.Context, branch, action, hash string, 
 	obj.Status.LastPushedCommit = res.Commit
 	if action == "approve" {
 		obj.Status.PendingPromotionBranch = branch
-	} else {
-		obj.Status.PendingPromotionBranch = ""
 	}
 	if err := w.r.Status().Patch(ctx, obj, patch, client.FieldOwner(w.r.ControllerName)); err != nil {
 		return err
