@@ -65,6 +65,14 @@ build: ## Build the sluice binary into bin/.
 tools: ## Build the pinned tools and the test control plane into the cache, link them into bin/.
 	hack/tools.sh
 
+IMG ?= ghcr.io/sluice-dev/sluice:latest
+
+.PHONY: release-manifests
+release-manifests: tools ## Render one install YAML (CRDs, RBAC, Deployment) into dist/sluice.yaml; IMG sets the image.
+	mkdir -p dist
+	$(BIN)/kubectl kustomize config/default | sed 's#ghcr.io/sluice-dev/sluice:latest#$(IMG)#' > dist/sluice.yaml
+	@echo "wrote dist/sluice.yaml for $(IMG)"
+
 $(CONTROLLER_GEN):
 	hack/tools.sh controller-gen
 

@@ -8,8 +8,9 @@ import (
 	"testing"
 )
 
-// TestInstallManifestsServerDryRun checks config/default against the real
-// API server: CRDs, RBAC and the manager Deployment must all be accepted.
+// TestInstallManifestsServerDryRun renders the install YAML from
+// config/default and checks it against the real API server: CRDs, RBAC and
+// the manager Deployment must all be accepted.
 func TestInstallManifestsServerDryRun(t *testing.T) {
 	root, err := filepath.Abs("..")
 	if err != nil {
@@ -25,9 +26,22 @@ func TestInstallManifestsServerDryRun(t *testing.T) {
 	if out, err := kubectl("create", "namespace", "sluice-system"); err != nil && !strings.Contains(string(out), "AlreadyExists") {
 		t.Fatalf("creating namespace sluice-system: %v\n%s", err, out)
 	}
-	out, err := kubectl("apply", "--server-side", "--dry-run=server", "-k", filepath.Join(root, "config", "default"))
+	// The one-file install that `make release-manifests` renders.
+	render := exec.Command("make", "-C", root, "release-manifests", "IMG=registry.example/sluice:test")
+	if out, err := render.CombinedOutput(); err != nil {
+		t.Fatalf("make release-manifests: %v\n%s", err, out)
+	}
+	install := filepath.Join(root, "dist", "sluice.yaml")
+	data, err := os.ReadFile(install)
 	if err != nil {
-		t.Fatalf("kubectl apply --server-side --dry-run=server -k config/default: %v\n%s", err, out)
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(data), "image: registry.example/sluice:test") {
+		t.Fatalf("dist/sluice.yaml does not run the image asked for")
+	}
+	out, err := kubectl("apply", "--server-side", "--dry-run=server", "-f", install)
+	if err != nil {
+		t.Fatalf("kubectl apply --server-side --dry-run=server -f dist/sluice.yaml: %v\n%s", err, out)
 	}
 	for _, want := range []string{
 		"namespace/sluice-system serverside-applied",
