@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"fmt"
 	"net/url"
 	"os"
 	"os/exec"
@@ -112,6 +113,14 @@ func (r *gitRepo) commitAndPush(message string) string {
 // Kustomization that applies path and waits for what it applied.
 func fluxSync(t *testing.T, name, repoURL, path string) {
 	t.Helper()
+	fluxSyncWith(t, name, repoURL, path)
+}
+
+// fluxSyncWith is fluxSync with more Kustomizations on the same source:
+// each extra one applies its path once the ones before it are Ready
+// (dependsOn).
+func fluxSyncWith(t *testing.T, name, repoURL, path string, dependents ...string) {
+	t.Helper()
 	g := NewWithT(t)
 	ctx := context.Background()
 	ns := "flux-system"
@@ -129,6 +138,24 @@ func fluxSync(t *testing.T, name, repoURL, path string) {
 			SecretRef: &meta.LocalObjectReference{Name: name + "-auth"},
 		},
 	})).To(Succeed())
+	previous := name
+	for i, p := range dependents {
+		dependent := fmt.Sprintf("%s-after-%d", name, i+1)
+		g.Expect(k8sClient.Create(ctx, &kustomizev1.Kustomization{
+			ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: dependent},
+			Spec: kustomizev1.KustomizationSpec{
+				Interval:      metav1.Duration{Duration: time.Minute},
+				RetryInterval: &metav1.Duration{Duration: 2 * time.Second},
+				Path:          p,
+				Prune:         true,
+				Wait:          true,
+				Timeout:       &metav1.Duration{Duration: 2 * time.Minute},
+				DependsOn:     []kustomizev1.DependencyReference{{Name: previous}},
+				SourceRef:     kustomizev1.CrossNamespaceSourceReference{Kind: sourcev1.GitRepositoryKind, Name: name},
+			},
+		})).To(Succeed())
+		previous = dependent
+	}
 	g.Expect(k8sClient.Create(ctx, &kustomizev1.Kustomization{
 		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name},
 		Spec: kustomizev1.KustomizationSpec{
