@@ -26,6 +26,10 @@ func TestInstallManifestsServerDryRun(t *testing.T) {
 	if out, err := kubectl("create", "namespace", "sluice-system"); err != nil && !strings.Contains(string(out), "AlreadyExists") {
 		t.Fatalf("creating namespace sluice-system: %v\n%s", err, out)
 	}
+	if out, err := kubectl("apply", "--dry-run=server", "-k", filepath.Join(root, "config", "default")); err != nil {
+		t.Fatalf("kubectl apply --dry-run=server -k config/default: %v\n%s", err, out)
+	}
+
 	// The one-file install that `make release-manifests` renders.
 	render := exec.Command("make", "-C", root, "release-manifests", "IMG=registry.example/sluice:test")
 	if out, err := render.CombinedOutput(); err != nil {
