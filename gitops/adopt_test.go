@@ -13,7 +13,7 @@ import (
 var updateGolden = flag.Bool("update", false, "rewrite the golden trees in testdata")
 
 // copyTree copies the folder src into dst.
-func copyTree(t *testing.T, src, dst string) {
+func copyTree(t testing.TB, src, dst string) {
 	t.Helper()
 	err := filepath.WalkDir(src, func(p string, d fs.DirEntry, err error) error {
 		if err != nil {
