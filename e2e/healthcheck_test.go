@@ -27,6 +27,8 @@ import (
 // check when the canary is rejected; a Kustomization that dependsOn it waits.
 func TestFluxHealthChecks(t *testing.T) {
 	g := NewWithT(t)
+	start := time.Now()
+	step := func(what string) { t.Logf("%6.1fs %s", time.Since(start).Seconds(), what) }
 
 	var failing atomic.Bool
 	metric := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
@@ -64,6 +66,8 @@ func TestFluxHealthChecks(t *testing.T) {
 		g.Expect(version(g)).To(Equal("1"))
 	}, 2*time.Minute, 100*time.Millisecond).Should(Succeed())
 
+	step("adopted, stable recorded, both Kustomizations Ready")
+
 	// One commit releases v2 and changes what the dependent applies.
 	repo.git("", "pull", "--quiet", "origin", "main")
 	replaceInFile(t, filepath.Join(repo.dir, "apps/bank/deployment.yaml"), "registry.example/web:v1", "registry.example/web:v2")
@@ -75,6 +79,8 @@ func TestFluxHealthChecks(t *testing.T) {
 		g.Expect(conditions.IsReady(ks(g, "bank"))).To(BeFalse())
 		g.Expect(version(g)).To(Equal("1"))
 	}, 8*time.Second, 200*time.Millisecond).Should(Succeed())
+
+	step("waiting at the gate; the dependent waited")
 
 	// The approval merged: the canary completes, then the dependent applies.
 	var branch string
@@ -91,6 +97,8 @@ func TestFluxHealthChecks(t *testing.T) {
 		g.Expect(version(g)).To(Equal("2"))
 	}, 2*time.Minute, 100*time.Millisecond).Should(Succeed())
 
+	step("promoted; the dependent applied")
+
 	// v3 fails its analysis: the health check fails.
 	failing.Store(true)
 	repo.git("", "pull", "--quiet", "origin", "main")
@@ -102,6 +110,7 @@ func TestFluxHealthChecks(t *testing.T) {
 		g.Expect(conditions.IsFalse(k, meta.ReadyCondition)).To(BeTrue())
 		g.Expect(conditions.GetMessage(k, meta.ReadyCondition)).To(ContainSubstring("Delivery/bank/web"))
 	}, 3*time.Minute, 200*time.Millisecond).Should(Succeed())
+	step("rejected; the health check failed")
 	t.Logf("Kustomization bank: %s", conditions.GetMessage(ks(g, "bank"), meta.ReadyCondition))
 }
 

@@ -415,6 +415,9 @@ func (s *Stack) startKustomizeController(ctx context.Context) error {
 		// A merged approval is a new revision; it must not wait behind the
 		// health check of a canary that waits for that very approval.
 		"--feature-gates=CancelHealthCheckOnNewRevision=true",
+		// A Kustomization whose dependency is not Ready looks again soon,
+		// not after the default 30s.
+		"--requeue-dependency=2s",
 	}, "KUBECONFIG="+s.Kubeconfig, "RUNTIME_NAMESPACE="+FluxNamespace)
 	if err != nil {
 		return err
