@@ -165,7 +165,7 @@ func (r *DeliveryReconciler) reconcile(ctx context.Context, obj *deliveryv1.Deli
 	if err != nil {
 		return err
 	}
-	policy, err := r.resolvePolicy(ctx, obj)
+	policy, err := resolvePolicy(ctx, r.Client, obj)
 	if err != nil {
 		return err
 	}
@@ -324,14 +324,14 @@ func (r *DeliveryReconciler) resolveDeployment(ctx context.Context, obj *deliver
 
 // resolvePolicy returns the policy of the Delivery: its DeliveryPolicy's
 // spec, or the built-in policy of its strategy.
-func (r *DeliveryReconciler) resolvePolicy(ctx context.Context, obj *deliveryv1.Delivery) (*deliveryv1.DeliveryPolicySpec, error) {
+func resolvePolicy(ctx context.Context, c client.Reader, obj *deliveryv1.Delivery) (*deliveryv1.DeliveryPolicySpec, error) {
 	if obj.Spec.PolicyRef == nil {
 		spec := builtinPolicy(obj)
 		return &spec, nil
 	}
 	policy := &deliveryv1.DeliveryPolicy{}
 	key := client.ObjectKey{Namespace: obj.Namespace, Name: obj.Spec.PolicyRef.Name}
-	if err := r.Get(ctx, key, policy); err != nil {
+	if err := c.Get(ctx, key, policy); err != nil {
 		if apierrors.IsNotFound(err) {
 			return nil, stalled(deliveryv1.PolicyNotFoundReason,
 				"spec.policyRef.name: DeliveryPolicy %s not found in namespace %s", key.Name, key.Namespace)

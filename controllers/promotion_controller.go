@@ -77,7 +77,7 @@ func (r *PromotionReconciler) Reconcile(ctx context.Context, req ctrl.Request) (
 	if err != nil || ks == nil {
 		return ctrl.Result{}, err
 	}
-	policy, err := (&DeliveryReconciler{Client: r.Client}).resolvePolicy(ctx, obj)
+	policy, err := resolvePolicy(ctx, r.Client, obj)
 	if err != nil {
 		// The Delivery controller reports a missing or invalid policy.
 		return ctrl.Result{}, nil
