@@ -14,6 +14,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/util/retry"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -198,9 +199,10 @@ func TestDeliveryReconciler_Suspend(t *testing.T) {
 	// Suspend, and in the same change point at a policy that does not
 	// exist: a suspended Delivery must not notice.
 	got := getDelivery(g, delivery)
-	got.Spec.Suspend = true
-	got.Spec.PolicyRef = &meta.LocalObjectReference{Name: "missing"}
-	g.Expect(k8sClient.Update(ctx, got)).To(Succeed())
+	update(g, got, func() {
+		got.Spec.Suspend = true
+		got.Spec.PolicyRef = &meta.LocalObjectReference{Name: "missing"}
+	})
 	suspendedGeneration := got.Generation
 
 	// A reconcile request is handled even while suspended, which shows the
@@ -209,13 +211,14 @@ func TestDeliveryReconciler_Suspend(t *testing.T) {
 	g.Eventually(func(g Gomega) string { return getDelivery(g, delivery).Status.LastHandledReconcileAt }, timeout).
 		Should(Equal("while-suspended"))
 	got = getDelivery(g, delivery)
-	g.Expect(got.Status.Phase).To(Equal(deliveryv1.PhaseHandover))
-	g.Expect(conditions.Has(got, meta.StalledCondition)).To(BeFalse())
-	g.Expect(got.Status.ObservedGeneration).To(BeNumerically("<", suspendedGeneration))
+	update(g, got, func() {
+		g.Expect(got.Status.Phase).To(Equal(deliveryv1.PhaseHandover))
+		g.Expect(conditions.Has(got, meta.StalledCondition)).To(BeFalse())
+		g.Expect(got.Status.ObservedGeneration).To(BeNumerically("<", suspendedGeneration))
 
-	// Resuming reconciles the new spec.
-	got.Spec.Suspend = false
-	g.Expect(k8sClient.Update(ctx, got)).To(Succeed())
+		// Resuming reconciles the new spec.
+		got.Spec.Suspend = false
+	})
 	g.Eventually(func(g Gomega) string {
 		return conditions.GetReason(getDelivery(g, delivery), meta.StalledCondition)
 	}, timeout).Should(Equal(deliveryv1.PolicyNotFoundReason))
@@ -269,4 +272,21 @@ func requestReconcileOf(g Gomega, d *deliveryv1.Delivery, token string) {
 	annotations[meta.ReconcileRequestAnnotation] = token
 	got.SetAnnotations(annotations)
 	g.Expect(k8sClient.Patch(context.Background(), got, patch)).To(Succeed())
+}
+
+// update changes obj with mutate and updates it; when a controller changed
+// the object in between, it gets the latest version and mutates that.
+func update(g Gomega, obj client.Object, mutate func()) {
+	ctx := context.Background()
+	first := true
+	g.Expect(retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		if !first {
+			if err := k8sClient.Get(ctx, client.ObjectKeyFromObject(obj), obj); err != nil {
+				return err
+			}
+		}
+		first = false
+		mutate()
+		return k8sClient.Update(ctx, obj)
+	})).To(Succeed())
 }

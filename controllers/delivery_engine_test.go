@@ -130,8 +130,9 @@ func TestEngine_ReleaseGateAndApproval(t *testing.T) {
 
 	// Flux applies a new image: the Rollout gets the new template.
 	d := getDeployment(g, deployment)
-	d.Spec.Template.Spec.Containers[0].Image = "registry.example/app:v2"
-	g.Expect(k8sClient.Update(ctx, d)).To(Succeed())
+	update(g, d, func() {
+		d.Spec.Template.Spec.Containers[0].Image = "registry.example/app:v2"
+	})
 	candidate := deliveryv1.TemplateHash(&getDeployment(g, deployment).Spec.Template)
 	g.Eventually(func(g Gomega) string {
 		return getRollout(g, delivery).Spec.Template.Spec.Containers[0].Image
@@ -158,8 +159,9 @@ func TestEngine_ReleaseGateAndApproval(t *testing.T) {
 
 	// An approval for another candidate does nothing.
 	got := getDelivery(g, delivery)
-	got.Spec.Promotion.Approvals = []deliveryv1.Approval{{TemplateHash: "0000000000", Step: 1}}
-	g.Expect(k8sClient.Update(ctx, got)).To(Succeed())
+	update(g, got, func() {
+		got.Spec.Promotion.Approvals = []deliveryv1.Approval{{TemplateHash: "0000000000", Step: 1}}
+	})
 	g.Eventually(func(g Gomega) string {
 		return conditions.GetMessage(getDelivery(g, delivery), meta.ReconcilingCondition)
 	}, timeout).Should(ContainSubstring("approves template 0000000000 at step 1, not the candidate " + candidate + " waiting at step 1"))
@@ -168,8 +170,9 @@ func TestEngine_ReleaseGateAndApproval(t *testing.T) {
 	// The approval for the candidate at its gate clears the pause, as the
 	// Argo CLI's promote does.
 	got = getDelivery(g, delivery)
-	got.Spec.Promotion.Approvals = []deliveryv1.Approval{{TemplateHash: candidate, Step: 1}}
-	g.Expect(k8sClient.Update(ctx, got)).To(Succeed())
+	update(g, got, func() {
+		got.Spec.Promotion.Approvals = []deliveryv1.Approval{{TemplateHash: candidate, Step: 1}}
+	})
 	g.Eventually(func(g Gomega) []rolloutsv1.PauseCondition {
 		return getRollout(g, delivery).Status.PauseConditions
 	}, timeout).Should(BeEmpty())
@@ -192,8 +195,9 @@ func TestEngine_AbortAndRecordedRejection(t *testing.T) {
 	stable := getDelivery(g, delivery).Status.StableTemplateHash
 
 	d := getDeployment(g, deployment)
-	d.Spec.Template.Spec.Containers[0].Image = "registry.example/app:bad"
-	g.Expect(k8sClient.Update(ctx, d)).To(Succeed())
+	update(g, d, func() {
+		d.Spec.Template.Spec.Containers[0].Image = "registry.example/app:bad"
+	})
 	candidate := deliveryv1.TemplateHash(&getDeployment(g, deployment).Spec.Template)
 	g.Eventually(func(g Gomega) string {
 		return getRollout(g, delivery).Spec.Template.Spec.Containers[0].Image
@@ -223,12 +227,13 @@ func TestEngine_AbortAndRecordedRejection(t *testing.T) {
 	// Git records the rejection; the rejected template is not released
 	// again, even when the Rollout starts over (a rebuilt cluster).
 	got := getDelivery(g, delivery)
-	got.Spec.Promotion.Rejection = &deliveryv1.Rejection{TemplateHash: candidate, Reason: "error-rate too high"}
-	got.Spec.Promotion.Stable = &deliveryv1.StableRelease{
-		TemplateHash: stable,
-		Images:       []deliveryv1.ContainerImage{{Name: "app", Image: "registry.example/app:v1"}},
-	}
-	g.Expect(k8sClient.Update(ctx, got)).To(Succeed())
+	update(g, got, func() {
+		got.Spec.Promotion.Rejection = &deliveryv1.Rejection{TemplateHash: candidate, Reason: "error-rate too high"}
+		got.Spec.Promotion.Stable = &deliveryv1.StableRelease{
+			TemplateHash: stable,
+			Images:       []deliveryv1.ContainerImage{{Name: "app", Image: "registry.example/app:v1"}},
+		}
+	})
 	g.Expect(k8sClient.Delete(ctx, getRollout(g, delivery))).To(Succeed())
 	g.Eventually(func(g Gomega) {
 		r := getRollout(g, delivery)
@@ -423,8 +428,9 @@ func TestEngine_AutoscaledRollout(t *testing.T) {
 
 	// The HPA scales the Rollout; sluice does not scale it back.
 	r := getRollout(g, delivery)
-	r.Spec.Replicas = ptr.To[int32](7)
-	g.Expect(k8sClient.Update(ctx, r)).To(Succeed())
+	update(g, r, func() {
+		r.Spec.Replicas = ptr.To[int32](7)
+	})
 	requestReconcileOf(g, delivery, "after-scale")
 	g.Eventually(func(g Gomega) string { return getDelivery(g, delivery).Status.LastHandledReconcileAt }, timeout).
 		Should(Equal("after-scale"))

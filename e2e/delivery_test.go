@@ -193,8 +193,9 @@ func TestCanaryLifecycle(t *testing.T) {
 
 	// Release: Flux applies a new image to the Deployment.
 	d := getObj(g, webDeployment(ns, ""))
-	d.Spec.Template.Spec.Containers[0].Image = image + "v2"
-	g.Expect(k8sClient.Update(ctx, d)).To(Succeed())
+	update(g, d, func() {
+		d.Spec.Template.Spec.Containers[0].Image = image + "v2"
+	})
 	candidate := deliveryv1.TemplateHash(&d.Spec.Template)
 
 	g.Eventually(func(g Gomega) {
@@ -210,8 +211,9 @@ func TestCanaryLifecycle(t *testing.T) {
 
 	// An approval for another step does nothing and says so.
 	got := getObj(g, delivery.DeepCopy())
-	got.Spec.Promotion.Approvals = []deliveryv1.Approval{{TemplateHash: candidate, Step: 0}}
-	g.Expect(k8sClient.Update(ctx, got)).To(Succeed())
+	update(g, got, func() {
+		got.Spec.Promotion.Approvals = []deliveryv1.Approval{{TemplateHash: candidate, Step: 0}}
+	})
 	g.Eventually(func(g Gomega) string {
 		return conditions.GetMessage(getObj(g, delivery.DeepCopy()), meta.ReconcilingCondition)
 	}, 30*time.Second, 100*time.Millisecond).Should(ContainSubstring(fmt.Sprintf("approves template %s at step 0, not the candidate", candidate)))
@@ -219,8 +221,9 @@ func TestCanaryLifecycle(t *testing.T) {
 
 	// The approval for the candidate at its gate promotes it.
 	got = getObj(g, delivery.DeepCopy())
-	got.Spec.Promotion.Approvals = []deliveryv1.Approval{{TemplateHash: candidate, Step: 1}}
-	g.Expect(k8sClient.Update(ctx, got)).To(Succeed())
+	update(g, got, func() {
+		got.Spec.Promotion.Approvals = []deliveryv1.Approval{{TemplateHash: candidate, Step: 1}}
+	})
 	g.Eventually(func(g Gomega) {
 		got := getObj(g, delivery.DeepCopy())
 		g.Expect(got.Status.Phase).To(Equal(deliveryv1.PhaseHealthy))
@@ -290,8 +293,9 @@ func TestFailedAnalysisRejects(t *testing.T) {
 	stable := getObj(g, delivery.DeepCopy()).Status.StableTemplateHash
 
 	d := getObj(g, webDeployment(ns, ""))
-	d.Spec.Template.Spec.Containers[0].Image = image + "v2"
-	g.Expect(k8sClient.Update(ctx, d)).To(Succeed())
+	update(g, d, func() {
+		d.Spec.Template.Spec.Containers[0].Image = image + "v2"
+	})
 	candidate := deliveryv1.TemplateHash(&d.Spec.Template)
 
 	g.Eventually(func(g Gomega) {
@@ -460,8 +464,9 @@ func TestBlueGreenApproval(t *testing.T) {
 		time.Minute, 100*time.Millisecond).Should(Equal(deliveryv1.PhaseHealthy))
 
 	d := getObj(g, webDeployment(ns, ""))
-	d.Spec.Template.Spec.Containers[0].Image = image + "v2"
-	g.Expect(k8sClient.Update(ctx, d)).To(Succeed())
+	update(g, d, func() {
+		d.Spec.Template.Spec.Containers[0].Image = image + "v2"
+	})
 	candidate := deliveryv1.TemplateHash(&d.Spec.Template)
 	g.Eventually(func(g Gomega) {
 		got := getObj(g, delivery.DeepCopy())
@@ -470,8 +475,9 @@ func TestBlueGreenApproval(t *testing.T) {
 	}, time.Minute, 100*time.Millisecond).Should(Succeed())
 
 	got := getObj(g, delivery.DeepCopy())
-	got.Spec.Promotion.Approvals = []deliveryv1.Approval{{TemplateHash: candidate, Step: 0}}
-	g.Expect(k8sClient.Update(ctx, got)).To(Succeed())
+	update(g, got, func() {
+		got.Spec.Promotion.Approvals = []deliveryv1.Approval{{TemplateHash: candidate, Step: 0}}
+	})
 	g.Eventually(func(g Gomega) {
 		got := getObj(g, delivery.DeepCopy())
 		g.Expect(got.Status.Phase).To(Equal(deliveryv1.PhaseHealthy))

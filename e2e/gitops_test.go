@@ -17,6 +17,8 @@ import (
 	. "github.com/onsi/gomega"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/util/retry"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 )
 
 // gitRepo is a user's working copy of a repository on the stack's Git
@@ -167,5 +169,22 @@ func fluxSyncWith(t *testing.T, name, repoURL, path string, dependents ...string
 			Timeout:       &metav1.Duration{Duration: 2 * time.Minute},
 			SourceRef:     kustomizev1.CrossNamespaceSourceReference{Kind: sourcev1.GitRepositoryKind, Name: name},
 		},
+	})).To(Succeed())
+}
+
+// update changes obj with mutate and updates it; when a controller changed
+// the object in between, it gets the latest version and mutates that.
+func update(g Gomega, obj client.Object, mutate func()) {
+	ctx := context.Background()
+	first := true
+	g.Expect(retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		if !first {
+			if err := k8sClient.Get(ctx, client.ObjectKeyFromObject(obj), obj); err != nil {
+				return err
+			}
+		}
+		first = false
+		mutate()
+		return k8sClient.Update(ctx, obj)
 	})).To(Succeed())
 }

@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"context"
 	"path/filepath"
 	"testing"
 	"time"
@@ -61,7 +60,6 @@ var rolloutHealthCheckExprs = []kustomize.CustomHealthCheck{{
 // healthy, not Ready while it waits at a pause.
 func TestRawRolloutHealthCheckExprs(t *testing.T) {
 	g := NewWithT(t)
-	ctx := context.Background()
 
 	repo := newGitRepo(t, "raw")
 	repo.write(map[string]string{"apps/raw/rollout.yaml": rawRollout})
@@ -69,8 +67,9 @@ func TestRawRolloutHealthCheckExprs(t *testing.T) {
 	fluxSync(t, "raw", env.Git.RepositoryURL("raw"), "./apps/raw")
 	g.Eventually(func(g Gomega) {
 		ks := getObj(g, &kustomizev1.Kustomization{ObjectMeta: metav1.ObjectMeta{Namespace: "flux-system", Name: "raw"}})
-		ks.Spec.HealthCheckExprs = rolloutHealthCheckExprs
-		g.Expect(k8sClient.Update(ctx, ks)).To(Succeed())
+		update(g, ks, func() {
+			ks.Spec.HealthCheckExprs = rolloutHealthCheckExprs
+		})
 	}, 30*time.Second, 200*time.Millisecond).Should(Succeed())
 
 	ks := func(g Gomega) *kustomizev1.Kustomization {

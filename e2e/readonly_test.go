@@ -80,9 +80,10 @@ func TestReadOnlySourceStalls(t *testing.T) {
 	repo.commitAndPush("Add the ledger")
 	fluxSync(t, "ledger", env.Git.RepositoryURL("ledger"), "./apps/ledger")
 	readOnly := &corev1.Secret{}
-	g.Expect(k8sClient.Get(ctx, client.ObjectKey{Namespace: "flux-system", Name: "ledger-auth"}, readOnly)).To(Succeed())
-	readOnly.Data = map[string][]byte{"username": []byte(env.Git.ReadOnlyUsername), "password": []byte(env.Git.ReadOnlyPassword)}
-	g.Expect(k8sClient.Update(ctx, readOnly)).To(Succeed())
+	update(g, readOnly, func() {
+		g.Expect(k8sClient.Get(ctx, client.ObjectKey{Namespace: "flux-system", Name: "ledger-auth"}, readOnly)).To(Succeed())
+		readOnly.Data = map[string][]byte{"username": []byte(env.Git.ReadOnlyUsername), "password": []byte(env.Git.ReadOnlyPassword)}
+	})
 
 	delivery := &deliveryv1.Delivery{ObjectMeta: metav1.ObjectMeta{Namespace: "ledger", Name: "web"}}
 	g.Eventually(func(g Gomega) {
