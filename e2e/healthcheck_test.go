@@ -75,6 +75,10 @@ func TestFluxHealthChecks(t *testing.T) {
 	repo.commitAndPush("Release web v2 and the config after it")
 	g.Eventually(func(g Gomega) deliveryv1.DeliveryPhase { return getObj(g, delivery.DeepCopy()).Status.Phase },
 		2*time.Minute, 100*time.Millisecond).Should(Equal(deliveryv1.PhaseWaitingForApproval))
+	// kustomize-controller marks the Kustomization as reconciling right
+	// after it applied the Delivery; from then on it stays not Ready.
+	g.Eventually(func(g Gomega) bool { return conditions.IsReady(ks(g, "bank")) },
+		30*time.Second, 100*time.Millisecond).Should(BeFalse())
 	g.Consistently(func(g Gomega) {
 		g.Expect(conditions.IsReady(ks(g, "bank"))).To(BeFalse())
 		g.Expect(version(g)).To(Equal("1"))
@@ -92,7 +96,10 @@ func TestFluxHealthChecks(t *testing.T) {
 	repo.git("", "merge", "--quiet", "--no-ff", "-m", "Approve web v2", "FETCH_HEAD")
 	repo.git("", "push", "--quiet", "origin", "HEAD:main")
 	g.Eventually(func(g Gomega) {
-		g.Expect(getObj(g, delivery.DeepCopy()).Status.Phase).To(Equal(deliveryv1.PhaseHealthy))
+		d := getObj(g, delivery.DeepCopy())
+		g.Expect(d.Status.Phase).To(Equal(deliveryv1.PhaseHealthy))
+		// sluice's promotion commit is in, so the next push starts from it.
+		g.Expect(d.Spec.Promotion.Stable.TemplateHash).To(Equal(d.Status.StableTemplateHash))
 		g.Expect(conditions.IsReady(ks(g, "bank"))).To(BeTrue())
 		g.Expect(version(g)).To(Equal("2"))
 	}, 2*time.Minute, 100*time.Millisecond).Should(Succeed())
