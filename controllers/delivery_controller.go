@@ -80,8 +80,13 @@ func (r *DeliveryReconciler) Reconcile(ctx context.Context, req ctrl.Request) (r
 	start := time.Now()
 	logger := log.FromContext(ctx)
 
+	// NOTE: the status patch is the difference between this object and what
+	// the reconcile makes of it. Read from the cache, the object can lag
+	// behind the Delivery's last status patch, and a field that this
+	// reconcile sets back to its lagging value would then never be written:
+	// read it from the API server instead.
 	obj := &deliveryv1.Delivery{}
-	if err := r.Get(ctx, req.NamespacedName, obj); err != nil {
+	if err := r.APIReader.Get(ctx, req.NamespacedName, obj); err != nil {
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
 
