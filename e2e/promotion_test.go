@@ -6,7 +6,6 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
-	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -198,17 +197,7 @@ func TestPromotionThroughGit(t *testing.T) {
 // setImage replaces an image in the store's Deployment.
 func setImage(t *testing.T, repo *gitRepo, from, to string) {
 	t.Helper()
-	path := filepath.Join(repo.dir, "apps/store/deployment.yaml")
-	data, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !strings.Contains(string(data), from) {
-		t.Fatalf("%s does not run %s:\n%s", path, from, data)
-	}
-	if err := os.WriteFile(path, []byte(strings.Replace(string(data), from, to, 1)), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	replaceInFile(t, filepath.Join(repo.dir, "apps/store/deployment.yaml"), from, to)
 }
 
 // noisyWriter pushes a commit to main every 100 ms from its own clone, as

@@ -46,8 +46,7 @@ func Adopt(root string, a Adoption) (Adopted, bool, error) {
 	var deployment *built
 	for i := range objs {
 		o := &objs[i]
-		if o.id.Kind == a.Deployment.Kind && o.id.Name == a.Deployment.Name &&
-			(o.id.Namespace == "" || a.Deployment.Namespace == "" || o.id.Namespace == a.Deployment.Namespace) {
+		if o.id.matches(a.Deployment) {
 			deployment = o
 			break
 		}

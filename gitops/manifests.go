@@ -36,6 +36,14 @@ func (id ObjectID) String() string {
 	return id.Kind + "/" + id.Namespace + "/" + id.Name
 }
 
+// matches tells whether id names the object other: same kind and name, and
+// the same namespace unless either leaves it to a kustomization (a built
+// namespace may come from a kustomization or Flux's targetNamespace).
+func (id ObjectID) matches(other ObjectID) bool {
+	return id.Kind == other.Kind && id.Name == other.Name &&
+		(id.Namespace == "" || other.Namespace == "" || id.Namespace == other.Namespace)
+}
+
 // built is an object of a build, with the repository file that defines it.
 type built struct {
 	id   ObjectID
@@ -213,6 +221,5 @@ func writeDocuments(path string, docs []*yaml.RNode) error {
 // matches tells whether a document is the object id (a built namespace may
 // come from a kustomization, so an empty namespace in the file matches).
 func matches(doc *yaml.RNode, id ObjectID) bool {
-	return doc.GetKind() == id.Kind && doc.GetName() == id.Name &&
-		(doc.GetNamespace() == "" || id.Namespace == "" || doc.GetNamespace() == id.Namespace)
+	return id.matches(ObjectID{Kind: doc.GetKind(), Namespace: doc.GetNamespace(), Name: doc.GetName()})
 }

@@ -62,9 +62,9 @@ func RecordPromotion(root string, p Promotion) (bool, error) {
 	deliveryFile, deploymentFile := "", ""
 	for _, o := range objs {
 		switch {
-		case o.id.Kind == "Delivery" && o.id.Name == p.Delivery.Name && (o.id.Namespace == "" || p.Delivery.Namespace == "" || o.id.Namespace == p.Delivery.Namespace):
+		case o.id.matches(p.Delivery):
 			deliveryFile = o.file
-		case o.id.Kind == "Deployment" && o.id.Name == p.Deployment.Name && (o.id.Namespace == "" || p.Deployment.Namespace == "" || o.id.Namespace == p.Deployment.Namespace):
+		case o.id.matches(p.Deployment):
 			deploymentFile = o.file
 		}
 	}
@@ -81,7 +81,7 @@ func RecordPromotion(root string, p Promotion) (bool, error) {
 	}
 	var delivery *yaml.RNode
 	for _, d := range docs {
-		if matches(d, ObjectID{Kind: "Delivery", Namespace: p.Delivery.Namespace, Name: p.Delivery.Name}) {
+		if matches(d, p.Delivery) {
 			delivery = d
 		}
 	}

@@ -260,28 +260,6 @@ func (r *Repositories) write(ctx context.Context, src Source, change Change) (Re
 	}
 }
 
-// Head returns the commit at the head of branch, fetching first.
-func (r *Repositories) Head(ctx context.Context, src Source, branch string) (string, error) {
-	unlock := r.lock(src.URL)
-	defer unlock()
-	auth, err := authMethod(src)
-	if err != nil {
-		return "", err
-	}
-	repo, err := r.open(ctx, src, auth)
-	if err != nil {
-		return "", err
-	}
-	if err := r.fetch(ctx, repo, src, auth); err != nil {
-		return "", err
-	}
-	ref, err := repo.Reference(plumbing.NewRemoteReferenceName("origin", branch), true)
-	if err != nil {
-		return "", fmt.Errorf("branch %s: %w", branch, err)
-	}
-	return ref.Hash().String(), nil
-}
-
 func (r *Repositories) commitAndPush(ctx context.Context, repo *git.Repository, src Source,
 	auth transport.AuthMethod, change Change, from string) (Result, error) {
 
