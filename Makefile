@@ -6,6 +6,7 @@ export GOTOOLCHAIN := go1.27.3
 
 BIN := $(CURDIR)/bin
 CONTROLLER_GEN := $(BIN)/controller-gen
+CRD_REF_DOCS := $(BIN)/crd-ref-docs
 # envtest finds etcd and kube-apiserver here.
 export KUBEBUILDER_ASSETS := $(BIN)
 
@@ -39,6 +40,15 @@ manifests: $(CONTROLLER_GEN) ## Generate CRDs and RBAC from the markers.
 	$(CONTROLLER_GEN) crd rbac:roleName=sluice-manager paths=./apis/... paths=./controllers/... \
 		output:crd:artifacts:config=config/crd/bases output:rbac:artifacts:config=config/rbac
 
+.PHONY: api-docs
+api-docs: $(CRD_REF_DOCS) ## Generate the API reference docs/reference.md from the API types.
+	@tmp=$$(mktemp -d) && trap 'rm -rf "$$tmp"' EXIT && \
+	if ! $(CRD_REF_DOCS) --source-path=./apis --config=hack/api-docs/config.yaml \
+		--templates-dir=hack/api-docs/templates --renderer=markdown --max-depth=30 \
+		--log-level=WARN --output-path="$$tmp" >"$$tmp/log" 2>&1 || [ -s "$$tmp/log" ]; then \
+		cat "$$tmp/log" >&2; echo "crd-ref-docs failed or warned; docs/reference.md not written" >&2; exit 1; fi && \
+	cat -s "$$tmp/out.md" > docs/reference.md
+
 .PHONY: fmt
 fmt: ## Format the code.
 	go fmt ./...
@@ -48,11 +58,11 @@ vet: ## Vet the code.
 	go vet ./...
 
 .PHONY: verify
-verify: generate manifests ## Fail when generated files or go.mod are out of date.
+verify: generate manifests api-docs ## Fail when generated files or go.mod are out of date.
 	go mod tidy
-	@if [ -n "$$(git status --porcelain -- apis config go.mod go.sum)" ]; then \
-		echo "generated files are out of date; run 'make generate manifests' and 'go mod tidy':"; \
-		git status --porcelain -- apis config go.mod go.sum; git diff -- apis config go.mod go.sum | head -100; exit 1; fi
+	@if [ -n "$$(git status --porcelain -- apis config go.mod go.sum docs/reference.md)" ]; then \
+		echo "generated files are out of date; run 'make generate manifests api-docs' and 'go mod tidy':"; \
+		git status --porcelain -- apis config go.mod go.sum docs/reference.md; git diff -- apis config go.mod go.sum docs/reference.md | head -100; exit 1; fi
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { echo "gofmt needed:"; gofmt -l $$(git ls-files '*.go'); exit 1; }
 
 ##@ Build
@@ -75,6 +85,9 @@ release-manifests: tools ## Render one install YAML (CRDs, RBAC, Deployment) int
 
 $(CONTROLLER_GEN):
 	hack/tools.sh controller-gen
+
+$(CRD_REF_DOCS):
+	hack/tools.sh crd-ref-docs
 
 ##@ Test
 

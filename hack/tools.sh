@@ -16,6 +16,7 @@ export GOTOOLCHAIN=${GOTOOLCHAIN:-go1.27.3}
 # packages to build | folders of the upstream module to keep (CRDs, stages)
 tools=(
 	"controller-gen|controller-gen|sigs.k8s.io/controller-tools|sigs.k8s.io/controller-tools/cmd/controller-gen|"
+	"crd-ref-docs|crd-ref-docs|github.com/elastic/crd-ref-docs|github.com/elastic/crd-ref-docs|"
 	"etcd|etcd|go.etcd.io/etcd/server/v3|.|"
 	"kubernetes|kubernetes|k8s.io/kubernetes|k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager k8s.io/kubernetes/cmd/kube-scheduler k8s.io/kubernetes/cmd/kubectl|"
 	"kwok|kwok|sigs.k8s.io/kwok|sigs.k8s.io/kwok/cmd/kwok|kustomize/stage"
