@@ -20,6 +20,7 @@ import (
 	rolloutsv1 "github.com/argoproj/argo-rollouts/pkg/apis/rollouts/v1alpha1"
 
 	deliveryv1 "github.com/sluice-dev/sluice/apis/v1alpha1"
+	"github.com/sluice-dev/sluice/gitops"
 )
 
 // ownsReplicas tells whether manager already owns the Deployment's
@@ -69,6 +70,11 @@ func (r *DeliveryReconciler) handOver(ctx context.Context, obj *deliveryv1.Deliv
 	if ptr.Deref(deployment.Spec.Replicas, 1) == 0 {
 		return true, nil
 	}
+	if optingOut(obj, deployment) {
+		// Git gave the Deployment its replicas back and Flux prunes the
+		// Delivery next: the finalizer hands the app back.
+		return true, nil
+	}
 	want := obj.GetReplicas()
 	if !view.observed || view.available < want || (!view.healthy && obj.Status.StableTemplateHash == "") {
 		msg := fmt.Sprintf("the Rollout has %d of %d replicas available; Deployment %s keeps serving until it has all",
@@ -84,6 +90,13 @@ func (r *DeliveryReconciler) handOver(ctx context.Context, obj *deliveryv1.Deliv
 	r.event(obj, corev1.EventTypeNormal, deliveryv1.HandoverReason,
 		fmt.Sprintf("the Rollout serves with %d available replicas; scaled Deployment %s to 0", view.available, deployment.Name))
 	return true, nil
+}
+
+// optingOut tells whether the Deployment of an adopted Delivery lost its
+// strategy annotation: sluice's opt-out commit restores its replicas in Git.
+func optingOut(obj *deliveryv1.Delivery, deployment *appsv1.Deployment) bool {
+	_, annotated := deployment.Annotations[StrategyAnnotation]
+	return !annotated && obj.Annotations[gitops.AdoptedAnnotation] == "true"
 }
 
 // finalize hands the app back to the Deployment: it scales the Deployment up

@@ -41,8 +41,11 @@ const (
 	adoptedReason         = "Adopted"
 	adoptionFailedReason  = "AdoptionFailed"
 	invalidStrategyReason = "InvalidStrategy"
+	optedOutReason        = "OptedOut"
+	optOutFailedReason    = "OptOutFailed"
 )
 
+// +kubebuilder:rbac:groups=delivery.sluice.dev,resources=deliveries,verbs=delete
 // +kubebuilder:rbac:groups=kustomize.toolkit.fluxcd.io,resources=kustomizations,verbs=get;list;watch;patch
 // +kubebuilder:rbac:groups=source.toolkit.fluxcd.io,resources=gitrepositories,verbs=get;patch
 // +kubebuilder:rbac:groups="",resources=secrets,verbs=get
@@ -102,8 +105,8 @@ func (r *KustomizationReconciler) Reconcile(ctx context.Context, req ctrl.Reques
 		return ctrl.Result{}, nil
 	}
 
-	candidates, err := r.candidates(ctx, ks)
-	if err != nil || len(candidates) == 0 {
+	candidates, optOuts, err := r.scan(ctx, ks)
+	if err != nil || len(candidates)+len(optOuts) == 0 {
 		return ctrl.Result{}, err
 	}
 	src, branch, err := resolveSource(ctx, r.Client, ks)
@@ -111,30 +114,41 @@ func (r *KustomizationReconciler) Reconcile(ctx context.Context, req ctrl.Reques
 		for _, d := range candidates {
 			r.warn(d, adoptionFailedReason, fmt.Sprintf("cannot adopt through Kustomization %s/%s: %v", ks.Namespace, ks.Name, err))
 		}
+		for _, dl := range optOuts {
+			r.warn(dl, optOutFailedReason, fmt.Sprintf("cannot hand back through Kustomization %s/%s: %v", ks.Namespace, ks.Name, err))
+		}
 		return ctrl.Result{}, nil
 	}
 
 	var errs []error
+	failed := func(obj client.Object, reason string, err error) {
+		log.Error(err, "writing to Git failed", "object", client.ObjectKeyFromObject(obj))
+		r.warn(obj, reason, err.Error())
+		if errors.Is(err, gitops.ErrPushRefused) {
+			r.warn(obj, deliveryv1.GitPushRefusedReason, "give sluice credentials that may push with spec.git.push.secretRef of the DeliveryPolicy the Deployment names")
+		}
+		if !errors.Is(err, gitops.ErrCannotEdit) && !errors.Is(err, gitops.ErrPushRefused) {
+			errs = append(errs, err)
+		}
+	}
 	for _, d := range candidates {
 		if err := r.adopt(ctx, ks, src, branch, d); err != nil {
-			log.Error(err, "adoption failed", "deployment", client.ObjectKeyFromObject(d))
-			r.warn(d, adoptionFailedReason, err.Error())
-			if errors.Is(err, gitops.ErrPushRefused) {
-				r.warn(d, deliveryv1.GitPushRefusedReason, "give sluice credentials that may push with spec.git.push.secretRef of the DeliveryPolicy the Deployment names")
-			}
-			if !errors.Is(err, gitops.ErrCannotEdit) && !errors.Is(err, gitops.ErrPushRefused) {
-				errs = append(errs, err)
-			}
+			failed(d, adoptionFailedReason, err)
+		}
+	}
+	for _, dl := range optOuts {
+		if err := r.optOut(ctx, ks, src, branch, dl); err != nil {
+			failed(dl, optOutFailedReason, err)
 		}
 	}
 	return ctrl.Result{}, errors.Join(errs...)
 }
 
-// candidates returns the annotated Deployments in the inventory that have
-// no Delivery and whose annotations are valid; invalid ones get a warning
-// event and are left alone.
-func (r *KustomizationReconciler) candidates(ctx context.Context, ks *kustomizev1.Kustomization) ([]*appsv1.Deployment, error) {
-	var out []*appsv1.Deployment
+// scan returns the annotated Deployments in the inventory that have no
+// Delivery and whose annotations are valid (invalid ones get a warning
+// event and are left alone), and the adopted Deliveries whose Deployments
+// lost their strategy annotation.
+func (r *KustomizationReconciler) scan(ctx context.Context, ks *kustomizev1.Kustomization) (candidates []*appsv1.Deployment, optOuts []*deliveryv1.Delivery, err error) {
 	for _, e := range ks.Status.Inventory.Entries {
 		// <namespace>_<name>_<group>_<kind>
 		parts := strings.Split(e.ID, "_")
@@ -146,18 +160,20 @@ func (r *KustomizationReconciler) candidates(ctx context.Context, ks *kustomizev
 			if apierrors.IsNotFound(err) {
 				continue
 			}
-			return nil, err
+			return nil, nil, err
 		}
-		strategy, ok := d.Annotations[StrategyAnnotation]
-		if !ok {
+		delivery := &deliveryv1.Delivery{}
+		err := r.Get(ctx, client.ObjectKeyFromObject(d), delivery)
+		if err != nil && !apierrors.IsNotFound(err) {
+			return nil, nil, err
+		}
+		strategy, annotated := d.Annotations[StrategyAnnotation]
+		switch {
+		case err == nil && !annotated && handingBack(ks, d, delivery):
+			optOuts = append(optOuts, delivery)
 			continue
-		}
-		err := r.Get(ctx, client.ObjectKeyFromObject(d), &deliveryv1.Delivery{})
-		if err == nil {
+		case err == nil || !annotated:
 			continue
-		}
-		if !apierrors.IsNotFound(err) {
-			return nil, err
 		}
 		if strategy != deliveryv1.StrategyCanary && strategy != deliveryv1.StrategyBlueGreen {
 			r.warn(d, invalidStrategyReason, fmt.Sprintf("annotation %s: %q is not a strategy; use canary or blue-green", StrategyAnnotation, strategy))
@@ -170,16 +186,28 @@ func (r *KustomizationReconciler) candidates(ctx context.Context, ks *kustomizev
 					r.warn(d, deliveryv1.PolicyNotFoundReason, fmt.Sprintf("annotation %s: DeliveryPolicy %s not found in namespace %s", PolicyAnnotation, policy, d.Namespace))
 					continue
 				}
-				return nil, err
+				return nil, nil, err
 			}
 			if p.Strategy() != strategy {
 				r.warn(d, deliveryv1.InvalidPolicyReason, fmt.Sprintf("annotation %s is %s but DeliveryPolicy %s describes %s", StrategyAnnotation, strategy, policy, p.Strategy()))
 				continue
 			}
 		}
-		out = append(out, d)
+		candidates = append(candidates, d)
 	}
-	return out, nil
+	return candidates, optOuts, nil
+}
+
+// handingBack tells whether the Delivery is one an adoption wrote for the
+// Deployment, applied by this Kustomization: removing the Deployment's
+// strategy annotation then opts it out. A Delivery a user wrote stays
+// until the user removes it.
+func handingBack(ks *kustomizev1.Kustomization, d *appsv1.Deployment, delivery *deliveryv1.Delivery) bool {
+	return delivery.Annotations[gitops.AdoptedAnnotation] == "true" &&
+		delivery.Spec.DeploymentRef.Name == d.Name &&
+		delivery.DeletionTimestamp.IsZero() &&
+		delivery.Labels[kustomizationNameLabel] == ks.Name &&
+		delivery.Labels[kustomizationNamespaceLabel] == ks.Namespace
 }
 
 // resolveSource resolves the Kustomization's GitRepository, its branch and
@@ -280,6 +308,67 @@ func (r *KustomizationReconciler) adopt(ctx context.Context, ks *kustomizev1.Kus
 	return requestReconcile(ctx, r.Client, ks)
 }
 
+// optOut pushes the commit that hands the Delivery's Deployment back: the
+// Delivery leaves Git and the Deployment gets its replicas again. Flux then
+// scales the Deployment up and prunes the Delivery, whose finalizer keeps
+// the Rollout serving until the Deployment is available.
+func (r *KustomizationReconciler) optOut(ctx context.Context, ks *kustomizev1.Kustomization, src gitops.Source, branch string, obj *deliveryv1.Delivery) error {
+	policy, err := resolvePolicy(ctx, r.Client, obj)
+	if err != nil {
+		// Without its policy the Delivery is written with the built-in
+		// one's settings: the default branch and the source's
+		// credentials.
+		spec := builtinPolicy(obj)
+		policy = &spec
+	}
+	settings, err := gitSettingsFor(ctx, r.Client, obj.Namespace, policy, src, branch)
+	if err != nil {
+		return err
+	}
+	optOut := gitops.OptOut{
+		Path:       ks.Spec.Path,
+		Delivery:   gitops.ObjectID{Kind: deliveryv1.DeliveryKind, Namespace: obj.Namespace, Name: obj.Name},
+		Deployment: gitops.ObjectID{Kind: "Deployment", Namespace: obj.Namespace, Name: obj.Spec.DeploymentRef.Name},
+		Replicas:   obj.GetReplicas(),
+	}
+	res, err := r.Git.Write(ctx, settings.src, gitops.Change{
+		Branch:     settings.branch,
+		Message:    optOutMessage(obj),
+		Author:     settings.author,
+		SigningKey: settings.signingKey,
+		Passphrase: settings.passphrase,
+		Edit:       func(root string) (bool, error) { return gitops.RemoveDelivery(root, optOut) },
+	})
+	if err != nil {
+		return fmt.Errorf("handing Deployment %s/%s back: %w", obj.Namespace, obj.Spec.DeploymentRef.Name, err)
+	}
+	if res.Pushed {
+		r.EventRecorder.Eventf(obj, nil, corev1.EventTypeNormal, optedOutReason, "OptOut",
+			"pushed %s: the Delivery leaves Git and Deployment %s serves with %d replicas again",
+			res.Commit[:12], obj.Spec.DeploymentRef.Name, optOut.Replicas)
+	}
+	if !ks.Spec.Prune {
+		// Flux leaves what leaves Git in the cluster: remove the Delivery
+		// here, its finalizer hands the app back.
+		if err := r.Delete(ctx, obj); client.IgnoreNotFound(err) != nil {
+			return fmt.Errorf("deleting Delivery %s/%s: %w", obj.Namespace, obj.Name, err)
+		}
+	}
+	return requestReconcile(ctx, r.Client, ks)
+}
+
+func optOutMessage(obj *deliveryv1.Delivery) string {
+	return fmt.Sprintf(`Hand Deployment %s/%s back from sluice
+
+Its %s annotation was removed. The Delivery leaves Git and the Deployment
+serves with %d replicas again; sluice keeps the Rollout until the
+Deployment's replicas are available, then removes it.
+
+Sluice-Delivery: %s/%s
+Sluice-Action: opt-out
+`, obj.Namespace, obj.Spec.DeploymentRef.Name, StrategyAnnotation, obj.GetReplicas(), obj.Namespace, obj.Name)
+}
+
 func adoptionMessage(d *appsv1.Deployment, a gitops.Adoption) string {
 	return fmt.Sprintf(`Adopt Deployment %s/%s for %s delivery
 
@@ -314,6 +403,6 @@ func requestReconcile(ctx context.Context, c client.Client, ks *kustomizev1.Kust
 	return nil
 }
 
-func (r *KustomizationReconciler) warn(d *appsv1.Deployment, reason, msg string) {
-	r.EventRecorder.Eventf(d, nil, corev1.EventTypeWarning, reason, "Adopt", "%s", msg)
+func (r *KustomizationReconciler) warn(obj client.Object, reason, msg string) {
+	r.EventRecorder.Eventf(obj, nil, corev1.EventTypeWarning, reason, "Discover", "%s", msg)
 }

@@ -128,13 +128,11 @@ func TestAdoptionThroughGit(t *testing.T) {
 	g.Expect(repo.git("", "show", "--stat", "--format=", "HEAD")).To(And(
 		ContainSubstring("apps/shop/manifests.yaml"), ContainSubstring("apps/shop/web-delivery.yaml")))
 
-	manifests, err := os.ReadFile(filepath.Join(repo.dir, "apps/shop/manifests.yaml"))
-	g.Expect(err).NotTo(HaveOccurred())
-	g.Expect(string(manifests)).To(Equal(strings.Replace(shopManifests, "  replicas: 2 # serving replicas\n", "", 1)))
-	delivery, err := os.ReadFile(filepath.Join(repo.dir, "apps/shop/web-delivery.yaml"))
-	g.Expect(err).NotTo(HaveOccurred())
-	g.Expect(string(delivery)).To(ContainSubstring("  replicas: 2\n"))
-	g.Expect(string(delivery)).To(ContainSubstring("  namespace: shop\n"))
+	manifests := repo.git("", "show", adoption+":apps/shop/manifests.yaml") + "\n"
+	g.Expect(manifests).To(Equal(strings.Replace(shopManifests, "  replicas: 2 # serving replicas\n", "", 1)))
+	delivery := repo.git("", "show", adoption+":apps/shop/web-delivery.yaml") + "\n"
+	g.Expect(delivery).To(ContainSubstring("  replicas: 2\n"))
+	g.Expect(delivery).To(ContainSubstring("  namespace: shop\n"))
 
 	// Flux applies the Delivery, the Rollout takes over, and the
 	// Kustomization's health check passes on sluice's commit.
@@ -174,15 +172,74 @@ func TestAdoptionThroughGit(t *testing.T) {
 		}
 		return msgs
 	}, 30*time.Second, 200*time.Millisecond).Should(ContainElement(`annotation sluice.dev/strategy: "canery" is not a strategy; use canary or blue-green`))
-	// After the adoption, sluice records the first stable template; nothing
-	// else is written.
+	// After the adoption, sluice records the first stable template and
+	// parks the Deployment at zero replicas in Git, so that a rebuilt
+	// cluster does not start it; nothing else is written.
 	g.Eventually(func(g Gomega) string {
 		repo.git("", "pull", "--quiet", "origin", "main")
 		return repo.git("", "log", "--format=%an: %s")
 	}, time.Minute, 200*time.Millisecond).Should(MatchRegexp(
 		`^sluice: Promote shop/web: template [0-9a-f]{10} is stable\nsluice: Adopt Deployment shop/web for canary delivery\nA User: Add the shop$`))
+	g.Expect(readFile(t, repo, "apps/shop/manifests.yaml")).To(Equal(strings.Replace(shopManifests,
+		"  replicas: 2 # serving replicas\n", "  replicas: 0 # sluice: the Rollout serves this app; its replicas are in the Delivery\n", 1)))
+	// Flux applies the parked Deployment; it stays at zero.
+	g.Consistently(func(g Gomega) {
+		dep := getObj(g, &appsv1.Deployment{ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "web"}})
+		g.Expect(dep.Spec.Replicas).To(HaveValue(BeEquivalentTo(0)))
+		g.Expect(dep.Status.Replicas).To(BeEquivalentTo(0))
+	}, 3*time.Second, 100*time.Millisecond).Should(Succeed())
+
+	// The user opts out by removing the annotation; sluice hands the
+	// Deployment back with one commit, and the Rollout serves until the
+	// Deployment has its replicas.
+	replaceInFile(t, filepath.Join(repo.dir, "apps/shop/manifests.yaml"), "  annotations:\n    sluice.dev/strategy: canary\n", "")
+	optOutRequest := repo.commitAndPush("Stop progressive delivery of the shop's web")
+	pushed := time.Now()
+	g.Eventually(func(g Gomega) string {
+		repo.git("", "pull", "--quiet", "origin", "main")
+		return repo.git("", "log", "-1", "--format=%B")
+	}, time.Minute, 200*time.Millisecond).Should(And(
+		HavePrefix("Hand Deployment shop/web back from sluice"),
+		HaveSuffix("Sluice-Delivery: shop/web\nSluice-Action: opt-out")))
+	t.Logf("annotation removed → opt-out commit pushed in %s", time.Since(pushed).Round(10*time.Millisecond))
+	g.Expect(repo.git("", "diff", "--stat", optOutRequest, "HEAD")).To(And(
+		ContainSubstring("apps/shop/manifests.yaml"), ContainSubstring("apps/shop/web-delivery.yaml")))
+	handedBack := strings.Replace(shopManifests, "  annotations:\n    sluice.dev/strategy: canary\n", "", 1)
+	handedBack = strings.Replace(handedBack, "  replicas: 2 # serving replicas\n", "  replicas: 2\n", 1)
+	g.Expect(readFile(t, repo, "apps/shop/manifests.yaml")).To(Equal(handedBack))
+	_, err := os.Stat(filepath.Join(repo.dir, "apps/shop/web-delivery.yaml"))
+	g.Expect(os.IsNotExist(err)).To(BeTrue(), "the Delivery's file is gone")
+
+	g.Eventually(func(g Gomega) {
+		err := k8sClient.Get(ctx, client.ObjectKey{Namespace: "shop", Name: "web"}, &deliveryv1.Delivery{})
+		g.Expect(apierrors.IsNotFound(err)).To(BeTrue(), "the Delivery is pruned")
+		err = k8sClient.Get(ctx, client.ObjectKey{Namespace: "shop", Name: "web"}, &rolloutsv1.Rollout{})
+		g.Expect(apierrors.IsNotFound(err)).To(BeTrue(), "the Rollout is removed")
+		dep := getObj(g, &appsv1.Deployment{ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "web"}})
+		g.Expect(dep.Status.AvailableReplicas).To(BeEquivalentTo(2))
+		ks := getObj(g, &kustomizev1.Kustomization{ObjectMeta: metav1.ObjectMeta{Namespace: "flux-system", Name: "shop"}})
+		g.Expect(conditions.IsReady(ks)).To(BeTrue())
+	}, 2*time.Minute, 100*time.Millisecond).Should(Succeed())
+	t.Logf("annotation removed → handed back (Delivery and Rollout gone, Deployment serving) in %s", time.Since(pushed).Round(10*time.Millisecond))
+	// Nothing more is written, and Flux keeps the Deployment at 2.
+	g.Consistently(func(g Gomega) {
+		dep := getObj(g, &appsv1.Deployment{ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "web"}})
+		g.Expect(dep.Spec.Replicas).To(HaveValue(BeEquivalentTo(2)))
+	}, 2*time.Second, 100*time.Millisecond).Should(Succeed())
+	g.Expect(repo.git("", "log", "--format=%an: %s", "-2")).To(Equal(
+		"sluice: Hand Deployment shop/web back from sluice\nA User: Stop progressive delivery of the shop's web"))
 
 	minAvailable, samples, _ := watch.finish()
 	t.Logf("available replicas never fell below %d in %d samples", minAvailable, samples)
 	g.Expect(minAvailable).To(BeNumerically(">=", 2))
+}
+
+// readFile reads a file of the working copy.
+func readFile(t *testing.T, repo *gitRepo, path string) string {
+	t.Helper()
+	data, err := os.ReadFile(filepath.Join(repo.dir, path))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(data)
 }

@@ -9,6 +9,10 @@ import (
 	"sigs.k8s.io/kustomize/kyaml/yaml"
 )
 
+// AdoptedAnnotation marks a Delivery that an adoption wrote: removing the
+// Deployment's strategy annotation hands that Deployment back.
+const AdoptedAnnotation = "sluice.dev/adopted"
+
 // Adoption is the change that hands one annotated Deployment to sluice.
 type Adoption struct {
 	// Path of the Kustomization in the repository, as in its spec.path.
@@ -56,6 +60,18 @@ func Adopt(root string, a Adoption) (Adopted, bool, error) {
 	}
 	if deployment.file == "" {
 		return Adopted{}, false, fmt.Errorf("%w: kustomize cannot tell which file defines %s (a generator or a remote base?)", ErrCannotEdit, a.Deployment)
+	}
+	// A Delivery for the Deployment in the build is the user's or an
+	// earlier adoption's, and Git's word: Git says adopted already.
+	for _, o := range objs {
+		if o.id.Kind == "Delivery" && o.id.Name == a.Deployment.Name && o.file != "" {
+			replicas, _ := o.obj.Pipe(yaml.Lookup("spec", "replicas"))
+			out := Adopted{DeploymentFile: deployment.file, DeliveryFile: o.file, Replicas: a.LiveReplicas}
+			if replicas != nil {
+				_, _ = fmt.Sscan(replicas.YNode().Value, &out.Replicas)
+			}
+			return out, false, nil
+		}
 	}
 
 	out := Adopted{DeploymentFile: deployment.file, Replicas: a.LiveReplicas}
@@ -236,12 +252,15 @@ func registerResource(root, dir, name string) (bool, error) {
 func deliveryManifest(a Adoption, namespace string, replicas int32) string {
 	var b strings.Builder
 	b.WriteString("# Added by sluice when it adopted the Deployment for progressive delivery.\n")
-	b.WriteString("# sluice records promotions, approvals and rejections here.\n")
+	b.WriteString("# sluice records promotions, approvals and rejections here. Remove the\n")
+	b.WriteString("# Deployment's sluice.dev/strategy annotation to hand it back: sluice then\n")
+	b.WriteString("# removes this file and gives the Deployment its replicas again.\n")
 	b.WriteString("apiVersion: delivery.sluice.dev/v1alpha1\nkind: Delivery\nmetadata:\n")
 	fmt.Fprintf(&b, "  name: %s\n", a.Deployment.Name)
 	if namespace != "" {
 		fmt.Fprintf(&b, "  namespace: %s\n", namespace)
 	}
+	fmt.Fprintf(&b, "  annotations:\n    %s: %q\n", AdoptedAnnotation, "true")
 	fmt.Fprintf(&b, "spec:\n  deploymentRef:\n    name: %s\n  strategy: %s\n", a.Deployment.Name, a.Strategy)
 	if a.Policy != "" {
 		fmt.Fprintf(&b, "  policyRef:\n    name: %s\n", a.Policy)

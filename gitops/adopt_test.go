@@ -93,22 +93,7 @@ func TestAdopt(t *testing.T) {
 				t.Fatalf("Adopt = %+v, %v; want %+v, true", got, changed, tt.want)
 			}
 
-			wantDir := filepath.Join("testdata", "adopt", tt.layout, "out")
-			if *updateGolden {
-				_ = os.RemoveAll(wantDir)
-				copyTree(t, root, wantDir)
-			}
-			gotTree, wantTree := readTree(t, root), readTree(t, wantDir)
-			for path, want := range wantTree {
-				if gotTree[path] != want {
-					t.Errorf("%s differs (run with -update after checking):\n--- got\n%s\n--- want\n%s", path, gotTree[path], want)
-				}
-			}
-			for path := range gotTree {
-				if _, ok := wantTree[path]; !ok {
-					t.Errorf("unexpected file %s", path)
-				}
-			}
+			goldenTree(t, filepath.Join("testdata", "adopt", tt.layout, "out"), root)
 
 			// A second adoption finds nothing to change.
 			if _, changed, err := Adopt(root, tt.adoption); err != nil || changed {
@@ -145,5 +130,76 @@ func TestAdoptStaysInTheRepository(t *testing.T) {
 	}
 	if _, _, err := Adopt(root, Adoption{Path: "escape", Deployment: ObjectID{Kind: "Deployment", Name: "api"}, Strategy: "canary"}); err == nil {
 		t.Fatal("a symlink out of the repository was followed")
+	}
+}
+
+// TestAdoptParkAndOptOut follows a Deployment through Git: adopted, parked
+// at zero replicas by the first stable record, then handed back by an
+// opt-out that removes the Delivery and restores its replicas.
+func TestAdoptParkAndOptOut(t *testing.T) {
+	tests := []struct {
+		layout, path string
+		deployment   ObjectID
+	}{
+		{"plain-folder", "./apps/web", ObjectID{Kind: "Deployment", Namespace: "shop", Name: "web"}},
+		{"listed", "apps/api", ObjectID{Kind: "Deployment", Namespace: "backend", Name: "api"}},
+		{"overlay", "clusters/prod", ObjectID{Kind: "Deployment", Namespace: "ai", Name: "inference"}},
+		{"replicas-field", "apps/queue", ObjectID{Kind: "Deployment", Namespace: "jobs", Name: "worker"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.layout, func(t *testing.T) {
+			root := t.TempDir()
+			copyTree(t, filepath.Join("testdata", "adopt", tt.layout, "in"), root)
+			adopted, _, err := Adopt(root, Adoption{Path: tt.path, Deployment: tt.deployment, Strategy: "canary", LiveReplicas: 1})
+			if err != nil {
+				t.Fatal(err)
+			}
+			delivery := ObjectID{Kind: "Delivery", Namespace: tt.deployment.Namespace, Name: tt.deployment.Name}
+
+			stable := Promotion{Path: tt.path, Delivery: delivery, Deployment: tt.deployment,
+				Stable: &StableRecord{TemplateHash: "aaaaaaaaaa", Revision: "main@sha1:0123", PromotedAt: "2026-11-25T10:05:00Z"}}
+			if changed, err := RecordPromotion(root, stable); err != nil || !changed {
+				t.Fatalf("stable: changed=%v err=%v", changed, err)
+			}
+			if r, ok, err := builtReplicas(root, tt.path, tt.deployment); err != nil || !ok || r != 0 {
+				t.Fatalf("after the stable record the Deployment builds with replicas %d (set %v, err %v), want 0", r, ok, err)
+			}
+			// Once parked, adopting again changes nothing.
+			if _, changed, err := Adopt(root, Adoption{Path: tt.path, Deployment: tt.deployment, Strategy: "canary", LiveReplicas: 0}); err != nil || changed {
+				t.Fatalf("Adopt after parking: changed=%v err=%v; want no change", changed, err)
+			}
+
+			optOut := OptOut{Path: tt.path, Delivery: delivery, Deployment: tt.deployment, Replicas: adopted.Replicas}
+			if changed, err := RemoveDelivery(root, optOut); err != nil || !changed {
+				t.Fatalf("RemoveDelivery: changed=%v err=%v", changed, err)
+			}
+			if changed, err := RemoveDelivery(root, optOut); err != nil || changed {
+				t.Fatalf("RemoveDelivery again: changed=%v err=%v; want no change", changed, err)
+			}
+			if r, ok, err := builtReplicas(root, tt.path, tt.deployment); err != nil || !ok || r != adopted.Replicas {
+				t.Fatalf("after the opt-out the Deployment builds with replicas %d (set %v, err %v), want %d", r, ok, err, adopted.Replicas)
+			}
+			goldenTree(t, filepath.Join("testdata", "optout", tt.layout), root)
+		})
+	}
+}
+
+// goldenTree compares the files below root with the golden tree want.
+func goldenTree(t *testing.T, want, root string) {
+	t.Helper()
+	if *updateGolden {
+		_ = os.RemoveAll(want)
+		copyTree(t, root, want)
+	}
+	gotTree, wantTree := readTree(t, root), readTree(t, want)
+	for path, w := range wantTree {
+		if gotTree[path] != w {
+			t.Errorf("%s differs (run with -update after checking):\n--- got\n%s\n--- want\n%s", path, gotTree[path], w)
+		}
+	}
+	for path := range gotTree {
+		if _, ok := wantTree[path]; !ok {
+			t.Errorf("unexpected file %s", path)
+		}
 	}
 }

@@ -51,7 +51,8 @@ type Promotion struct {
 }
 
 // RecordPromotion edits the repository at root: it records a stable
-// template (and forgets the approvals of earlier candidates), appends an
+// template (forgets the approvals of earlier candidates, and parks the
+// Deployment at zero replicas, as the Rollout serves it), appends an
 // approval, or records a rejection (and, with Revert, restores the
 // Deployment's images). It reports false when Git already says it.
 func RecordPromotion(root string, p Promotion) (bool, error) {
@@ -114,7 +115,8 @@ func RecordPromotion(root string, p Promotion) (bool, error) {
 			}
 		}
 		if same(promotion.Field("stable"), p.Stable.TemplateHash) {
-			return false, nil
+			// Recorded already; the Deployment may still need parking.
+			return parkDeployment(root, p.Path, deploymentFile, p.Deployment)
 		}
 		setString(node, "promotedAt", p.Stable.PromotedAt)
 		if err := promotion.PipeE(yaml.SetField("stable", node)); err != nil {
@@ -165,6 +167,11 @@ func RecordPromotion(root string, p Promotion) (bool, error) {
 	}
 	if err := writeDocuments(file, docs); err != nil {
 		return false, err
+	}
+	if p.Stable != nil {
+		if _, err := parkDeployment(root, p.Path, deploymentFile, p.Deployment); err != nil {
+			return false, err
+		}
 	}
 	if p.Rejection != nil && len(p.Revert) > 0 {
 		if deploymentFile == "" {

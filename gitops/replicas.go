@@ -1,0 +1,230 @@
+package gitops
+
+import (
+	"fmt"
+	"os"
+	"path"
+	"strconv"
+	"strings"
+
+	"sigs.k8s.io/kustomize/kyaml/yaml"
+)
+
+// parkedComment explains, on the Deployment's replicas line, why it is zero.
+const parkedComment = "sluice: the Rollout serves this app; its replicas are in the Delivery"
+
+// setDeploymentReplicas sets spec.replicas of the Deployment's document in
+// the repository file rel (a new line goes first among the spec's fields),
+// with comment as its line comment, or with no comment of sluice's when
+// comment is empty. It reports whether the file changed.
+func setDeploymentReplicas(root, rel string, id ObjectID, replicas int32, comment string) (bool, error) {
+	file, err := securePath(root, rel)
+	if err != nil {
+		return false, err
+	}
+	docs, err := readDocuments(file)
+	if err != nil {
+		return false, err
+	}
+	for _, doc := range docs {
+		if !matches(doc, id) {
+			continue
+		}
+		spec, err := doc.Pipe(yaml.LookupCreate(yaml.MappingNode, "spec"))
+		if err != nil {
+			return false, err
+		}
+		value := strconv.Itoa(int(replicas))
+		if f := spec.Field("replicas"); f != nil {
+			n := f.Value.YNode()
+			line := lineComment(comment, n.LineComment)
+			if n.Value == value && n.LineComment == line {
+				return false, nil
+			}
+			n.Value, n.Tag, n.LineComment = value, yaml.NodeTagInt, line
+		} else {
+			key := yaml.NewScalarRNode("replicas").YNode()
+			val := yaml.NewScalarRNode(value).YNode()
+			val.Tag, val.LineComment = yaml.NodeTagInt, lineComment(comment, "")
+			spec.YNode().Content = append([]*yaml.Node{key, val}, spec.YNode().Content...)
+		}
+		return true, writeDocuments(file, docs)
+	}
+	return false, fmt.Errorf("%w: %s does not define %s itself; set its replicas to %d there", ErrCannotEdit, rel, id, replicas)
+}
+
+// lineComment is the comment for a replicas line: comment when set, else
+// the user's existing comment (sluice's own parked comment goes).
+func lineComment(comment, existing string) string {
+	switch {
+	case comment != "":
+		return "# " + comment
+	case strings.Contains(existing, parkedComment):
+		return ""
+	default:
+		return existing
+	}
+}
+
+// builtReplicas returns the Deployment's spec.replicas as the Kustomization
+// path builds it; ok is false when the build sets none.
+func builtReplicas(root, kpath string, id ObjectID) (replicas int32, ok bool, err error) {
+	objs, err := build(root, kpath)
+	if err != nil {
+		return 0, false, err
+	}
+	for _, o := range objs {
+		if !o.id.matches(id) {
+			continue
+		}
+		n, err := o.obj.Pipe(yaml.Lookup("spec", "replicas"))
+		if err != nil || n == nil {
+			return 0, false, err
+		}
+		v, err := strconv.ParseInt(strings.TrimSpace(n.YNode().Value), 10, 32)
+		return int32(v), err == nil, err
+	}
+	return 0, false, fmt.Errorf("%s is not in the build of %s", id, kpath)
+}
+
+// parkDeployment writes replicas: 0 on the Deployment in Git once the
+// Rollout serves it, so that Flux creates it at zero on a rebuilt cluster
+// instead of at the API default of one.
+func parkDeployment(root, kpath, deploymentFile string, id ObjectID) (bool, error) {
+	if deploymentFile == "" {
+		return false, fmt.Errorf("%w: no file of %s defines %s", ErrCannotEdit, kpath, id)
+	}
+	changed, err := setDeploymentReplicas(root, deploymentFile, id, 0, parkedComment)
+	if err != nil {
+		return false, err
+	}
+	if r, ok, err := builtReplicas(root, kpath, id); err != nil {
+		return false, err
+	} else if !ok || r != 0 {
+		return false, fmt.Errorf("%w: %s still builds with replicas %d after setting 0 in %s; a patch or a kustomization replicas field sets it: make it 0 there",
+			ErrCannotEdit, id, r, deploymentFile)
+	}
+	return changed, nil
+}
+
+// OptOut is the change that hands a Deployment back from sluice when its
+// sluice.dev/strategy annotation was removed in Git.
+type OptOut struct {
+	// Path of the Kustomization in the repository, as in its spec.path.
+	Path string
+	// Delivery and Deployment as the Kustomization builds them.
+	Delivery, Deployment ObjectID
+	// Replicas the Deployment serves with again: the Delivery's.
+	Replicas int32
+}
+
+// RemoveDelivery edits the repository at root for an opt-out: it deletes
+// the Delivery's document (its file, and the file's entry in the folder's
+// kustomization.yaml, when nothing else is in it) and writes the Delivery's
+// replicas back on the Deployment. It reports false when Git already says
+// all of it.
+func RemoveDelivery(root string, o OptOut) (bool, error) {
+	objs, err := build(root, o.Path)
+	if err != nil {
+		return false, err
+	}
+	deliveryFile, deploymentFile := "", ""
+	for _, b := range objs {
+		switch {
+		case b.id.matches(o.Delivery):
+			deliveryFile = b.file
+		case b.id.matches(o.Deployment):
+			deploymentFile = b.file
+		}
+	}
+	if deploymentFile == "" {
+		return false, fmt.Errorf("%w: no file of %s defines %s", ErrCannotEdit, o.Path, o.Deployment)
+	}
+
+	changed := false
+	if deliveryFile != "" {
+		if err := removeDocument(root, deliveryFile, o.Delivery); err != nil {
+			return false, err
+		}
+		changed = true
+	}
+	set, err := setDeploymentReplicas(root, deploymentFile, o.Deployment, o.Replicas, "")
+	if err != nil {
+		return false, err
+	}
+	changed = changed || set
+
+	// Check the result as Flux will build it.
+	after, err := build(root, o.Path)
+	if err != nil {
+		return false, fmt.Errorf("%w: removing the Delivery breaks the build of %s: %v", ErrCannotEdit, o.Path, err)
+	}
+	for _, b := range after {
+		if b.id.matches(o.Delivery) {
+			return false, fmt.Errorf("%w: %s is still in the build of %s once removed from %s; remove it where it is included",
+				ErrCannotEdit, o.Delivery, o.Path, deliveryFile)
+		}
+	}
+	if r, ok, err := builtReplicas(root, o.Path, o.Deployment); err != nil {
+		return false, err
+	} else if !ok || r != o.Replicas {
+		return false, fmt.Errorf("%w: %s builds with replicas %d after setting %d in %s; a patch or a kustomization replicas field sets it: set it to %d there",
+			ErrCannotEdit, o.Deployment, r, o.Replicas, deploymentFile, o.Replicas)
+	}
+	return changed, nil
+}
+
+// removeDocument deletes the object's document from the file rel; a file
+// left empty is deleted and unlisted from its folder's kustomization.yaml.
+func removeDocument(root, rel string, id ObjectID) error {
+	file, err := securePath(root, rel)
+	if err != nil {
+		return err
+	}
+	docs, err := readDocuments(file)
+	if err != nil {
+		return err
+	}
+	kept := docs[:0]
+	for _, doc := range docs {
+		if !matches(doc, id) {
+			kept = append(kept, doc)
+		}
+	}
+	if len(kept) == len(docs) {
+		return fmt.Errorf("%w: %s does not define %s itself (a patch or generator does); remove it there", ErrCannotEdit, rel, id)
+	}
+	if len(kept) > 0 {
+		return writeDocuments(file, kept)
+	}
+	if err := os.Remove(file); err != nil {
+		return err
+	}
+	_, err = unregisterResource(root, path.Dir(rel), path.Base(rel))
+	return err
+}
+
+// unregisterResource removes name from the resources of dir's
+// kustomization, when dir has one that lists it.
+func unregisterResource(root, dir, name string) (bool, error) {
+	kfile, k, err := readKustomization(root, dir)
+	if err != nil || k == nil {
+		return false, err
+	}
+	resources := k.Field("resources")
+	if resources == nil {
+		return false, nil
+	}
+	content := resources.Value.YNode().Content
+	kept := content[:0]
+	for _, e := range content {
+		if strings.TrimPrefix(e.Value, "./") != name {
+			kept = append(kept, e)
+		}
+	}
+	if len(kept) == len(content) {
+		return false, nil
+	}
+	resources.Value.YNode().Content = kept
+	return true, writeDocuments(kfile, []*yaml.RNode{k})
+}
