@@ -125,5 +125,7 @@ down: ## Stop the local stack.
 	$(BIN)/stack down --dir $(STACK_DIR)
 
 .PHONY: demo
-demo: up ## Run sluice on the local stack and show what to try.
-	@hack/demo.sh $(STACK_DIR)
+demo: tools ## Play sluice's whole story through Git on a fresh stack (SLUICE_DEMO_PAUSE=1 pauses, SLUICE_DEMO_KEEP=1 keeps it).
+	go build -o $(BIN)/sluice .
+	go build -o $(BIN)/demo ./e2e/cmd/demo
+	$(BIN)/demo --bin $(BIN) --root $(CURDIR) --sluice $(BIN)/sluice
