@@ -97,6 +97,11 @@ type availability struct {
 // watchAvailability starts polling; check is called with the app's pods at
 // each poll and returns a violation to record, if any.
 func watchAvailability(ns string, check func(pods []corev1.Pod) string) *availability {
+	return watchAvailabilityOn(k8sClient, ns, check)
+}
+
+// watchAvailabilityOn is watchAvailability on the cluster of client c.
+func watchAvailabilityOn(c client.Client, ns string, check func(pods []corev1.Pod) string) *availability {
 	a := &availability{min: 1 << 30, stop: make(chan struct{}), done: make(chan struct{})}
 	go func() {
 		defer close(a.done)
@@ -109,15 +114,15 @@ func watchAvailability(ns string, check func(pods []corev1.Pod) string) *availab
 			}
 			var total int32
 			d := &appsv1.Deployment{}
-			if err := k8sClient.Get(ctx, client.ObjectKey{Namespace: ns, Name: "web"}, d); err == nil {
+			if err := c.Get(ctx, client.ObjectKey{Namespace: ns, Name: "web"}, d); err == nil {
 				total += d.Status.AvailableReplicas
 			}
 			r := &rolloutsv1.Rollout{}
-			if err := k8sClient.Get(ctx, client.ObjectKey{Namespace: ns, Name: "web"}, r); err == nil {
+			if err := c.Get(ctx, client.ObjectKey{Namespace: ns, Name: "web"}, r); err == nil {
 				total += r.Status.AvailableReplicas
 			}
 			var pods corev1.PodList
-			_ = k8sClient.List(ctx, &pods, client.InNamespace(ns), client.MatchingLabels{"app": "web"})
+			_ = c.List(ctx, &pods, client.InNamespace(ns), client.MatchingLabels{"app": "web"})
 			a.mu.Lock()
 			a.samples++
 			if total < a.min {
@@ -353,33 +358,8 @@ func TestStableFirstStart(t *testing.T) {
 	v1Template := applied.Spec.Template.DeepCopy()
 	v1Template.Spec.Containers[0].Image = image + "v1"
 
-	var v1Available sync.Once
-	v1Ready := make(chan struct{})
-	watch := watchAvailability(ns, func(pods []corev1.Pod) string {
-		var readyV1, v2Pods int
-		for _, p := range pods {
-			switch p.Spec.Containers[0].Image {
-			case image + "v1":
-				if podReady(p) {
-					readyV1++
-				}
-			case image + "v2":
-				v2Pods++
-			}
-		}
-		if readyV1 >= replicas {
-			v1Available.Do(func() { close(v1Ready) })
-		}
-		select {
-		case <-v1Ready:
-			return ""
-		default:
-		}
-		if v2Pods > 0 {
-			return fmt.Sprintf("%d v2 pods while only %d v1 pods were ready", v2Pods, readyV1)
-		}
-		return ""
-	})
+	v1Ready, check := stableFirst(image+"v1", image+"v2", replicas)
+	watch := watchAvailability(ns, check)
 
 	delivery := webDelivery(ns, "gate")
 	delivery.Spec.Promotion.Stable = &deliveryv1.StableRelease{
@@ -403,6 +383,39 @@ func TestStableFirstStart(t *testing.T) {
 	case <-v1Ready:
 	default:
 		t.Fatal("v1 was never available")
+	}
+}
+
+// stableFirst returns a check for watchAvailability that records any pod
+// of the candidate image seen before replicas pods of the stable image are
+// ready, and a channel closed once they are.
+func stableFirst(stable, candidate string, replicas int) (<-chan struct{}, func([]corev1.Pod) string) {
+	var once sync.Once
+	ready := make(chan struct{})
+	return ready, func(pods []corev1.Pod) string {
+		var readyStable, candidates int
+		for _, p := range pods {
+			switch p.Spec.Containers[0].Image {
+			case stable:
+				if podReady(p) {
+					readyStable++
+				}
+			case candidate:
+				candidates++
+			}
+		}
+		if readyStable >= replicas {
+			once.Do(func() { close(ready) })
+		}
+		select {
+		case <-ready:
+			return ""
+		default:
+		}
+		if candidates > 0 {
+			return fmt.Sprintf("%d %s pods while only %d %s pods were ready", candidates, candidate, readyStable, stable)
+		}
+		return ""
 	}
 }
 

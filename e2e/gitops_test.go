@@ -123,14 +123,20 @@ func fluxSync(t *testing.T, name, repoURL, path string) {
 // (dependsOn).
 func fluxSyncWith(t *testing.T, name, repoURL, path string, dependents ...string) {
 	t.Helper()
+	fluxSyncOn(t, k8sClient, name, repoURL, path, dependents...)
+}
+
+// fluxSyncOn is fluxSyncWith on the cluster of client c.
+func fluxSyncOn(t *testing.T, c client.Client, name, repoURL, path string, dependents ...string) {
+	t.Helper()
 	g := NewWithT(t)
 	ctx := context.Background()
 	ns := "flux-system"
-	g.Expect(k8sClient.Create(ctx, &corev1.Secret{
+	g.Expect(c.Create(ctx, &corev1.Secret{
 		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name + "-auth"},
 		StringData: map[string]string{"username": env.Git.Username, "password": env.Git.Password},
 	})).To(Succeed())
-	g.Expect(k8sClient.Create(ctx, &sourcev1.GitRepository{
+	g.Expect(c.Create(ctx, &sourcev1.GitRepository{
 		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name},
 		Spec: sourcev1.GitRepositorySpec{
 			URL: repoURL,
@@ -143,7 +149,7 @@ func fluxSyncWith(t *testing.T, name, repoURL, path string, dependents ...string
 	previous := name
 	for i, p := range dependents {
 		dependent := fmt.Sprintf("%s-after-%d", name, i+1)
-		g.Expect(k8sClient.Create(ctx, &kustomizev1.Kustomization{
+		g.Expect(c.Create(ctx, &kustomizev1.Kustomization{
 			ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: dependent},
 			Spec: kustomizev1.KustomizationSpec{
 				Interval:      metav1.Duration{Duration: time.Minute},
@@ -158,7 +164,7 @@ func fluxSyncWith(t *testing.T, name, repoURL, path string, dependents ...string
 		})).To(Succeed())
 		previous = dependent
 	}
-	g.Expect(k8sClient.Create(ctx, &kustomizev1.Kustomization{
+	g.Expect(c.Create(ctx, &kustomizev1.Kustomization{
 		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name},
 		Spec: kustomizev1.KustomizationSpec{
 			Interval:      metav1.Duration{Duration: time.Minute},

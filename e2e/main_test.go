@@ -32,6 +32,9 @@ import (
 var (
 	env       *stack.Stack
 	k8sClient client.Client
+	// stackOptions started env; a test starts another stack with them.
+	stackOptions stack.Options
+	scheme       = runtime.NewScheme()
 )
 
 func TestMain(m *testing.M) {
@@ -65,8 +68,7 @@ func run(m *testing.M) int {
 
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	env, err = stack.Start(ctx, stack.Options{
-		Dir:         dir,
+	stackOptions = stack.Options{
 		BinDir:      bin,
 		CRDDir:      filepath.Join(root, "config", "crd", "bases"),
 		RBACDir:     filepath.Join(root, "config", "rbac"),
@@ -74,7 +76,10 @@ func run(m *testing.M) int {
 		GitUsername: "sluice-e2e",
 		GitPassword: randomString(),
 		Logf:        log.Printf,
-	})
+	}
+	opts := stackOptions
+	opts.Dir = dir
+	env, err = stack.Start(ctx, opts)
 	if err != nil {
 		log.Printf("starting the stack: %v", err)
 		keepLogs(dir)
@@ -85,7 +90,6 @@ func run(m *testing.M) int {
 	// scenario; set before any request reaches the server.
 	env.Git.ReadOnlyUsername, env.Git.ReadOnlyPassword = "reader", randomString()
 
-	scheme := runtime.NewScheme()
 	for _, add := range []func(*runtime.Scheme) error{
 		clientgoscheme.AddToScheme, deliveryv1.AddToScheme, sourcev1.AddToScheme, kustomizev1.AddToScheme, rolloutsv1.AddToScheme,
 	} {

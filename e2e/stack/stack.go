@@ -50,6 +50,10 @@ type Options struct {
 	SluiceArgs []string
 	// GitUsername and GitPassword protect the Git server.
 	GitUsername, GitPassword string
+	// Git, when set, is a running Git server the stack uses instead of
+	// starting its own, and leaves running when it stops: a rebuilt
+	// cluster reads the repositories the old one wrote.
+	Git *GitServer
 	// Logf reports progress; nothing is reported when nil.
 	Logf func(format string, args ...any)
 }
@@ -126,14 +130,14 @@ func Start(ctx context.Context, opts Options) (_ *Stack, retErr error) {
 }
 
 // Stop stops every process the stack started, newest first, and the Git
-// server.
+// server it started.
 func (s *Stack) Stop() {
 	for i := len(s.procs) - 1; i >= 0; i-- {
 		s.procs[i].stop()
 		_ = os.Remove(filepath.Join(s.pidDir(), s.procs[i].name+".pid"))
 	}
 	s.procs = nil
-	if s.Git != nil {
+	if s.Git != nil && s.opts.Git == nil {
 		_ = s.Git.Close()
 	}
 }
@@ -426,6 +430,10 @@ func (s *Stack) startKustomizeController(ctx context.Context) error {
 }
 
 func (s *Stack) startGitServer(_ context.Context) error {
+	if s.opts.Git != nil {
+		s.Git = s.opts.Git
+		return nil
+	}
 	var err error
 	s.Git, err = StartGitServer(filepath.Join(s.Dir, "git"), s.opts.GitUsername, s.opts.GitPassword)
 	return err
