@@ -48,7 +48,7 @@ const (
 // +kubebuilder:rbac:groups=delivery.sluice.dev,resources=deliveries,verbs=delete
 // +kubebuilder:rbac:groups=kustomize.toolkit.fluxcd.io,resources=kustomizations,verbs=get;list;watch;patch
 // +kubebuilder:rbac:groups=source.toolkit.fluxcd.io,resources=gitrepositories,verbs=get;patch
-// +kubebuilder:rbac:groups="",resources=secrets,verbs=get
+// +kubebuilder:rbac:groups="",namespace=flux-system,resources=secrets,verbs=get
 
 // KustomizationReconciler finds annotated Deployments in the inventories of
 // Flux Kustomizations and adopts them with a commit to the Kustomization's
@@ -231,9 +231,9 @@ func resolveSource(ctx context.Context, c client.Client, ks *kustomizev1.Kustomi
 	}
 	src := gitops.Source{URL: repo.Spec.URL, Branch: branch}
 	if repo.Spec.SecretRef != nil {
-		secret := &corev1.Secret{}
-		if err := c.Get(ctx, client.ObjectKey{Namespace: ns, Name: repo.Spec.SecretRef.Name}, secret); err != nil {
-			return gitops.Source{}, "", fmt.Errorf("the GitRepository's secret %s/%s: %w", ns, repo.Spec.SecretRef.Name, err)
+		secret, err := readSecret(ctx, c, ns, repo.Spec.SecretRef.Name, fmt.Sprintf("GitRepository %s/%s's spec.secretRef", ns, ref.Name))
+		if err != nil {
+			return gitops.Source{}, "", err
 		}
 		src.Credentials = credentialsFrom(secret)
 	}

@@ -16,6 +16,7 @@ import (
 	"github.com/fluxcd/pkg/runtime/conditions"
 	fluxevents "github.com/fluxcd/pkg/runtime/events"
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -83,17 +84,18 @@ func (r *PromotionReconciler) Reconcile(ctx context.Context, req ctrl.Request) (
 		return ctrl.Result{}, nil
 	}
 	src, branch, err := resolveSource(ctx, r.Client, ks)
-	if err != nil {
-		return ctrl.Result{}, err
+	var settings gitSettings
+	if err == nil {
+		settings, err = gitSettingsFor(ctx, r.Client, obj.Namespace, policy, src, branch)
 	}
-	settings, err := gitSettingsFor(ctx, r.Client, obj.Namespace, policy, src, branch)
-	if err != nil {
-		return ctrl.Result{}, err
+	if err == nil {
+		w := promotionWrite{r: r, obj: obj, ks: ks, policy: policy, git: settings}
+		err = w.run(ctx)
 	}
-	w := promotionWrite{r: r, obj: obj, ks: ks, policy: policy, git: settings}
-	err = w.run(ctx)
 	var reason, msg string
 	switch {
+	case errors.Is(err, errCredentialsUnavailable):
+		reason, msg = deliveryv1.GitCredentialsUnavailableReason, err.Error()
 	case errors.Is(err, gitops.ErrPushRefused):
 		reason, msg = deliveryv1.GitPushRefusedReason,
 			fmt.Sprintf("%v; give sluice credentials that may push with spec.git.push.secretRef of the DeliveryPolicy", err)
@@ -105,10 +107,16 @@ func (r *PromotionReconciler) Reconcile(ctx context.Context, req ctrl.Request) (
 		return ctrl.Result{}, err
 	}
 	if reason != "" {
-		// Retrying does not help: the user must change something, and the
-		// Delivery controller reports it as Stalled.
+		// Retrying at once does not help: the user must change something,
+		// and the Delivery controller reports it as Stalled. A Secret or
+		// RoleBinding may appear without an event sluice watches, so
+		// missing credentials are looked for again after a while.
 		r.EventRecorder.Eventf(obj, nil, corev1.EventTypeWarning, reason, "WriteBack", "%s", msg)
-		return ctrl.Result{}, r.setWriteBack(ctx, obj, metav1.ConditionFalse, reason, msg)
+		var result ctrl.Result
+		if reason == deliveryv1.GitCredentialsUnavailableReason {
+			result.RequeueAfter = time.Minute
+		}
+		return result, r.setWriteBack(ctx, obj, metav1.ConditionFalse, reason, msg)
 	}
 	if c := conditions.Get(obj, deliveryv1.GitWriteBackCondition); c != nil && c.Status == metav1.ConditionFalse {
 		return ctrl.Result{}, r.setWriteBack(ctx, obj, metav1.ConditionTrue, meta.SucceededReason, "sluice writes to Git again")
@@ -374,20 +382,42 @@ func gitSettingsFor(ctx context.Context, c client.Client, namespace string, poli
 		s.branch = b
 	}
 	if ref := policy.Git.Push.SecretRef; ref != nil {
-		secret := &corev1.Secret{}
-		if err := c.Get(ctx, client.ObjectKey{Namespace: namespace, Name: ref.Name}, secret); err != nil {
-			return s, fmt.Errorf("spec.git.push.secretRef: %w", err)
+		secret, err := readSecret(ctx, c, namespace, ref.Name, "the DeliveryPolicy's spec.git.push.secretRef")
+		if err != nil {
+			return s, err
 		}
 		s.src.Credentials = credentialsFrom(secret)
 	}
 	if key := policy.Git.Commit.SigningKey; key != nil {
-		secret := &corev1.Secret{}
-		if err := c.Get(ctx, client.ObjectKey{Namespace: namespace, Name: key.SecretRef.Name}, secret); err != nil {
-			return s, fmt.Errorf("spec.git.commit.signingKey.secretRef: %w", err)
+		secret, err := readSecret(ctx, c, namespace, key.SecretRef.Name, "the DeliveryPolicy's spec.git.commit.signingKey.secretRef")
+		if err != nil {
+			return s, err
 		}
 		s.signingKey, s.passphrase = secret.Data["git.asc"], secret.Data["passphrase"]
 	}
 	return s, nil
+}
+
+// errCredentialsUnavailable: a Secret sluice needs to write to Git is
+// missing or sluice may not read it; the user must change something.
+var errCredentialsUnavailable = errors.New("Git credentials unavailable")
+
+// readSecret reads a Secret that what names; a missing Secret, or one sluice
+// may not read, is an errCredentialsUnavailable that says what to do.
+func readSecret(ctx context.Context, c client.Reader, namespace, name, what string) (*corev1.Secret, error) {
+	secret := &corev1.Secret{}
+	err := c.Get(ctx, client.ObjectKey{Namespace: namespace, Name: name}, secret)
+	switch {
+	case err == nil:
+		return secret, nil
+	case apierrors.IsNotFound(err):
+		return nil, fmt.Errorf("%w: %s: Secret %s/%s not found", errCredentialsUnavailable, what, namespace, name)
+	case apierrors.IsForbidden(err):
+		return nil, fmt.Errorf("%w: %s: sluice may not read Secret %s/%s; bind the ClusterRole sluice-secret-reader to sluice's ServiceAccount in namespace %s (kubectl -n %s create rolebinding sluice-secret-reader --clusterrole=sluice-secret-reader --serviceaccount=<sluice's namespace>:sluice)",
+			errCredentialsUnavailable, what, namespace, name, namespace, namespace)
+	default:
+		return nil, fmt.Errorf("%s: %w", what, err)
+	}
 }
 
 // analysisSoFar summarises the AnalysisRuns of the Rollout's current

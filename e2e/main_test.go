@@ -71,7 +71,7 @@ func run(m *testing.M) int {
 	stackOptions = stack.Options{
 		BinDir:      bin,
 		CRDDir:      filepath.Join(root, "config", "crd", "bases"),
-		RBACDir:     filepath.Join(root, "config", "rbac"),
+		InstallDir:  filepath.Join(root, "config", "default"),
 		Sluice:      sluice,
 		GitUsername: "sluice-e2e",
 		GitPassword: randomString(),

@@ -9,10 +9,12 @@ import (
 	"github.com/fluxcd/pkg/runtime/conditions"
 	. "github.com/onsi/gomega"
 	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	deliveryv1 "github.com/sluice-dev/sluice/apis/v1alpha1"
+	"github.com/sluice-dev/sluice/e2e/stack"
 )
 
 const ledgerManifests = `apiVersion: v1
@@ -102,6 +104,29 @@ func TestReadOnlySourceStalls(t *testing.T) {
 	})).To(Succeed())
 	repo.write(map[string]string{"apps/ledger/policy.yaml": ledgerPolicy + "  git:\n    push:\n      secretRef:\n        name: ledger-writer\n"})
 	repo.commitAndPush("Let sluice push with its own credentials")
+
+	// sluice may read Secrets only in flux-system until it is allowed in
+	// the app's namespace: the Delivery stalls and says how.
+	g.Eventually(func(g Gomega) {
+		d := getObj(g, delivery.DeepCopy())
+		g.Expect(conditions.GetReason(d, meta.StalledCondition)).To(Equal(deliveryv1.GitCredentialsUnavailableReason))
+		g.Expect(conditions.GetMessage(d, meta.StalledCondition)).To(ContainSubstring(
+			"sluice may not read Secret ledger/ledger-writer; bind the ClusterRole sluice-secret-reader to sluice's ServiceAccount in namespace ledger"))
+	}, 2*time.Minute, 100*time.Millisecond).Should(Succeed())
+	g.Expect(k8sClient.Create(ctx, &rbacv1.RoleBinding{
+		ObjectMeta: metav1.ObjectMeta{Namespace: "ledger", Name: "sluice-secret-reader"},
+		RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: "sluice-secret-reader"},
+		Subjects:   []rbacv1.Subject{{Kind: rbacv1.ServiceAccountKind, Namespace: stack.SluiceNamespace, Name: "sluice"}},
+	})).To(Succeed())
+	// As `flux reconcile` does: ask for a reconcile now rather than at the
+	// next retry.
+	d := getObj(g, delivery.DeepCopy())
+	update(g, d, func() {
+		if d.Annotations == nil {
+			d.Annotations = map[string]string{}
+		}
+		d.Annotations[meta.ReconcileRequestAnnotation] = time.Now().Format(time.RFC3339Nano)
+	})
 
 	g.Eventually(func(g Gomega) {
 		d := getObj(g, delivery.DeepCopy())

@@ -54,6 +54,13 @@ const (
 	// gave up after its retries.
 	GitConflictReason string = "GitConflict"
 
+	// GitCredentialsUnavailableReason: a Secret sluice needs to write to
+	// Git (the GitRepository's secretRef, the policy's
+	// spec.git.push.secretRef or signingKey) does not exist or sluice may
+	// not read it; outside flux-system, bind the ClusterRole
+	// sluice-secret-reader to sluice's ServiceAccount in its namespace.
+	GitCredentialsUnavailableReason string = "GitCredentialsUnavailable"
+
 	// HandoverReason: traffic is moving between the Deployment's pods and
 	// the Rollout's pods (adoption or opt-out).
 	HandoverReason string = "Handover"

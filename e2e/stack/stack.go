@@ -41,9 +41,10 @@ type Options struct {
 	BinDir string
 	// CRDDir holds sluice's own CRDs.
 	CRDDir string
-	// RBACDir holds sluice's generated ClusterRole, role.yaml. sluice runs
-	// as a ServiceAccount bound to exactly that role, not as an admin.
-	RBACDir string
+	// InstallDir is sluice's install kustomization (config/default).
+	// sluice runs as the ServiceAccount with exactly the RBAC it renders,
+	// not as an admin.
+	InstallDir string
 	// Sluice is the sluice binary; sluice is not started when empty.
 	Sluice string
 	// SluiceArgs are extra arguments for sluice.

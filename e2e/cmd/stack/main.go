@@ -142,7 +142,7 @@ func serve(dir, bin, root string) error {
 		Dir:         dir,
 		BinDir:      bin,
 		CRDDir:      filepath.Join(root, "config", "crd", "bases"),
-		RBACDir:     filepath.Join(root, "config", "rbac"),
+		InstallDir:  filepath.Join(root, "config", "default"),
 		Sluice:      filepath.Join(dir, "sluice"),
 		GitUsername: "sluice",
 		GitPassword: hex.EncodeToString(password),
