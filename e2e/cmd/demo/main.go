@@ -147,7 +147,7 @@ func (d *demo) startStack(ctx context.Context) error {
 		Dir:         d.dir,
 		BinDir:      d.opts.bin,
 		CRDDir:      filepath.Join(d.opts.root, "config", "crd", "bases"),
-		RBACDir:     filepath.Join(d.opts.root, "config", "rbac"),
+		InstallDir:  filepath.Join(d.opts.root, "config", "default"),
 		Sluice:      sluice,
 		GitUsername: "dana",
 		GitPassword: randomString(),
