@@ -194,9 +194,9 @@ The stack keeps running (SLUICE_DEMO_KEEP=1). In another terminal:
   kubectl get deliveries,rollouts,deployments -n %s
   git clone "http://$SLUICE_GIT_USERNAME:$SLUICE_GIT_PASSWORD@${SLUICE_GIT_URL#http://}/%s.git"
 
-The user's clone is %s, the logs are in %s.
+Everything is in %s: logs/, kubeconfig, and dana/%s, Dana's clone.
 Press Ctrl-C to stop the stack.
-`, envFile, namespace, repoName, d.user.dir, d.stack.LogDir())
+`, envFile, namespace, repoName, d.dir, repoName)
 	<-ctx.Done()
 }
 

@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"strings"
 	"sync"
+	"time"
 )
 
 // metricServer is the endpoint the canary's web-metric analysis asks: it
@@ -27,7 +28,7 @@ func startMetricServer() (*metricServer, error) {
 	m := &metricServer{URL: "http://" + l.Addr().String()}
 	mux := http.NewServeMux()
 	mux.HandleFunc("/success-rate", m.successRate)
-	m.server = &http.Server{Handler: mux}
+	m.server = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 	go func() { _ = m.server.Serve(l) }()
 	return m, nil
 }

@@ -39,6 +39,7 @@ No app is annotated yet: they run as ordinary Deployments.`,
 		until:   d.firstCommitApplied,
 		timeout: time.Minute,
 		watch:   allApps,
+		show:    d.rememberWorker,
 	}, {
 		name: "annotate web and api",
 		tell: `Dana opts web and api in with two annotations each, sluice.dev/strategy and
@@ -167,6 +168,12 @@ func (d *demo) firstCommitApplied(ctx context.Context) error {
 			return err
 		}
 	}
+	return nil
+}
+
+// rememberWorker notes the plain Deployment's generation as Flux applied
+// it, to check at the end that nothing else changed its spec.
+func (d *demo) rememberWorker(ctx context.Context) error {
 	worker := &appsv1.Deployment{}
 	if _, err := d.kube.get(ctx, "worker", worker); err != nil {
 		return err
@@ -273,6 +280,7 @@ func (d *demo) releaseV2(ctx context.Context) error {
 	return err
 }
 
+// atGates notes each app's candidate as it reaches its gate.
 func (d *demo) atGates(ctx context.Context) error {
 	for _, app := range delivered {
 		dlv, err := d.kube.deliveryIn(ctx, app, deliveryv1.PhaseWaitingForApproval)
@@ -291,6 +299,8 @@ func (d *demo) showMetricAnswers(context.Context) error {
 	return nil
 }
 
+// branchesPushed notes each app's promotion branch once the Git server has
+// it.
 func (d *demo) branchesPushed(ctx context.Context) error {
 	for _, app := range delivered {
 		dlv, err := d.kube.delivery(ctx, app)
