@@ -135,16 +135,16 @@ func (c *clone) commitAndPush(ctx context.Context, message string) (string, erro
 	return c.push(ctx)
 }
 
-// merge merges a branch of the Git server into main and pushes: approving
-// a gate, as merging a pull request would.
-func (c *clone) merge(ctx context.Context, branch, message string) (string, error) {
+// merge merges a branch of the Git server into main with a subject and
+// pushes: approving a gate, as merging a pull request would.
+func (c *clone) merge(ctx context.Context, branch, subject string) (string, error) {
 	if err := c.pull(ctx); err != nil {
 		return "", err
 	}
 	if _, err := c.do(ctx, "fetch", "--quiet", "origin", branch); err != nil {
 		return "", err
 	}
-	if _, err := c.do(ctx, "merge", "--quiet", "--no-ff", "-m", message, "FETCH_HEAD"); err != nil {
+	if _, err := c.do(ctx, "merge", "--quiet", "--no-ff", "-m", subject, "-m", "Merge "+branch+".", "FETCH_HEAD"); err != nil {
 		return "", err
 	}
 	return c.push(ctx)

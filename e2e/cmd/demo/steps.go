@@ -334,7 +334,7 @@ func (d *demo) showApproval(ctx context.Context) error {
 
 func (d *demo) mergeApprovals(ctx context.Context) error {
 	for _, app := range delivered {
-		if _, err := d.user.merge(ctx, d.branch[app], fmt.Sprintf("Approve %s v2\n\nMerge %s.", app, d.branch[app])); err != nil {
+		if _, err := d.user.merge(ctx, d.branch[app], fmt.Sprintf("Approve %s v2", app)); err != nil {
 			return err
 		}
 	}
