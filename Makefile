@@ -92,7 +92,7 @@ $(CRD_REF_DOCS):
 ##@ Test
 
 .PHONY: test
-test: tools vet test-unit test-envtest test-e2e ## Run every tier: unit, envtest and end-to-end.
+test: tools vet test-unit test-envtest test-e2e demo ## Run every tier: unit, envtest, end-to-end, and the demo.
 
 .PHONY: test-unit
 test-unit: ## Unit tests.
