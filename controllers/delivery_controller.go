@@ -142,9 +142,11 @@ func (r *DeliveryReconciler) Reconcile(ctx context.Context, req ctrl.Request) (r
 		if se.Error() != stalledBefore {
 			r.event(obj, corev1.EventTypeWarning, se.reason, se.Error())
 		}
-		// Nothing changes by retrying: the watches bring the Delivery back
-		// when the user fixes what the message names.
-		return ctrl.Result{}, nil
+		// Retrying at once changes nothing: the watches bring the Delivery
+		// back when the user fixes what the message names. Services and
+		// AnalysisTemplates are not watched, so a fix there is seen at the
+		// interval, or at once with a reconcile request.
+		return ctrl.Result{RequeueAfter: jitter.JitteredIntervalDuration(obj.GetRequeueAfter())}, nil
 	case err != nil:
 		conditions.MarkFalse(obj, meta.ReadyCondition, meta.ReconciliationFailedReason, "%s", err.Error())
 		r.event(obj, corev1.EventTypeWarning, meta.ReconciliationFailedReason, err.Error())

@@ -205,8 +205,40 @@ func (r *DeliveryReconciler) checkReferences(ctx context.Context, namespace stri
 			}
 			return fmt.Errorf("checking %s: %w", ref.field, err)
 		}
+		if svc, ok := ref.obj.(*corev1.Service); ok {
+			if err := fluxKeepsSelector(ref.field, svc); err != nil {
+				return err
+			}
+		}
 	}
 	return nil
+}
+
+// Flux's server-side apply policy annotation and the values that keep
+// kustomize-controller from applying an object again once it exists.
+const (
+	fluxSSAAnnotation = "kustomize.toolkit.fluxcd.io/ssa"
+	fluxSSAIfAbsent   = "IfNotPresent"
+	fluxSSAIgnore     = "Ignore"
+)
+
+// fluxKeepsSelector stalls when Flux applies a Service that Argo Rollouts
+// switches. A Service's selector is one atomic field for server-side
+// apply: every apply of a new revision puts Git's selector back without
+// Argo's pod-template-hash, and Argo then takes the next release for a
+// first deploy and switches it without its gate.
+func fluxKeepsSelector(field string, svc *corev1.Service) error {
+	ks := svc.Labels[kustomizationNameLabel]
+	if ks == "" {
+		return nil
+	}
+	switch svc.Annotations[fluxSSAAnnotation] {
+	case fluxSSAIfAbsent, fluxSSAIgnore:
+		return nil
+	}
+	return stalled(deliveryv1.ServiceSelectorConflictReason,
+		"%s: Service %s is applied by Flux Kustomization %s/%s, which puts its selector back on every apply and undoes Argo Rollouts' switch; annotate the Service in Git with %s: %s",
+		field, svc.Name, svc.Labels[kustomizationNamespaceLabel], ks, fluxSSAAnnotation, fluxSSAIfAbsent)
 }
 
 // promote lets the Rollout past the manual gate it waits at, with the same

@@ -15,13 +15,16 @@ import (
 	"github.com/fluxcd/pkg/apis/meta"
 	"github.com/fluxcd/pkg/runtime/conditions"
 	fluxevents "github.com/fluxcd/pkg/runtime/events"
+	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	deliveryv1 "github.com/sluice-dev/sluice/apis/v1alpha1"
 	"github.com/sluice-dev/sluice/gitops"
@@ -54,15 +57,36 @@ type PromotionReconciler struct {
 }
 
 // SetupWithManager reconciles a Delivery whenever it changes, status
-// included, and when its policy (and so its Git settings) changes. It
-// relies on the Delivery controller's index of Deliveries by policy.
+// included, when its policy (and so its Git settings) changes, and when the
+// Kustomization that applies it applies a new revision (which may have lost
+// the Deployment's parking). It relies on the Delivery controller's index of
+// Deliveries by policy.
 func (r *PromotionReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	return ctrl.NewControllerManagedBy(mgr).
 		For(&deliveryv1.Delivery{}).
 		Watches(&deliveryv1.DeliveryPolicy{},
 			handler.EnqueueRequestsFromMapFunc(deliveriesReferring(r.Client, policyIndexKey))).
+		Watches(&kustomizev1.Kustomization{},
+			handler.EnqueueRequestsFromMapFunc(r.deliveriesAppliedBy),
+			builder.WithPredicates(appliedChanged)).
 		Named("promotion").
 		Complete(r)
+}
+
+// deliveriesAppliedBy maps a Kustomization to the Deliveries it applied.
+func (r *PromotionReconciler) deliveriesAppliedBy(ctx context.Context, ks client.Object) []reconcile.Request {
+	var list deliveryv1.DeliveryList
+	if err := r.List(ctx, &list, client.MatchingLabels{
+		kustomizationNameLabel: ks.GetName(), kustomizationNamespaceLabel: ks.GetNamespace(),
+	}); err != nil {
+		ctrl.LoggerFrom(ctx).Error(err, "listing the Deliveries of a Kustomization")
+		return nil
+	}
+	reqs := make([]reconcile.Request, 0, len(list.Items))
+	for _, d := range list.Items {
+		reqs = append(reqs, reconcile.Request{NamespacedName: client.ObjectKeyFromObject(&d)})
+	}
+	return reqs
 }
 
 // Reconcile writes what the Delivery's status says and Git does not yet.
@@ -178,16 +202,29 @@ func (w promotionWrite) run(ctx context.Context) error {
 		}
 	}
 
+	recorded := spec.Stable != nil && spec.Stable.TemplateHash == st.StableTemplateHash
 	switch {
-	case st.Phase == deliveryv1.PhaseHealthy && st.StableTemplateHash != "" &&
-		(spec.Stable == nil || spec.Stable.TemplateHash != st.StableTemplateHash):
+	// NOTE: with the stable template recorded, the write only checks that
+	// Git still parks the Deployment (recorded by an older sluice, or the
+	// zero removed since) and pushes nothing when it does. Git is the only
+	// place to look: Flux does not apply a value the cluster already has,
+	// so the Deployment's managed fields do not say what Git holds.
+	case st.Phase == deliveryv1.PhaseHealthy && st.StableTemplateHash != "" && (!recorded || w.parkable(ctx)):
 		images, err := w.rolloutImages(ctx)
 		if err != nil {
 			return err
 		}
-		if err := w.write(ctx, w.git.branch, "promote", st.StableTemplateHash, nil,
+		action, message, messageTemplate := "promote",
 			fmt.Sprintf("Promote %s/%s: template %s is stable\n\nImages: %s", obj.Namespace, obj.Name, st.StableTemplateHash, formatImages(images)),
-			w.policy.Git.Commit.MessageTemplates.Promotion,
+			w.policy.Git.Commit.MessageTemplates.Promotion
+		if recorded {
+			// Recorded before Git parked Deployments, or the zero was
+			// removed since: only the parking is written.
+			action, messageTemplate = "park", ""
+			message = fmt.Sprintf("Park Deployment %s/%s at zero replicas\n\nThe Rollout serves it, so that a rebuilt cluster creates the Deployment\nat zero rather than at one replica of its template.",
+				obj.Namespace, obj.Spec.DeploymentRef.Name)
+		}
+		if err := w.write(ctx, w.git.branch, action, st.StableTemplateHash, nil, message, messageTemplate,
 			gitops.Promotion{Stable: &gitops.StableRecord{
 				TemplateHash: st.StableTemplateHash, Revision: w.ks.Status.LastAppliedRevision, Images: images, PromotedAt: now,
 			}}); err != nil {
@@ -229,6 +266,19 @@ func (w promotionWrite) run(ctx context.Context) error {
 	}
 
 	return nil
+}
+
+// parkable tells whether the Delivery's Deployment is applied by the same
+// Kustomization, so that Git's Deployment can be parked with the Delivery,
+// and is not being handed back.
+func (w promotionWrite) parkable(ctx context.Context) bool {
+	deployment := &appsv1.Deployment{}
+	if err := w.r.Get(ctx, client.ObjectKey{Namespace: w.obj.Namespace, Name: w.obj.Spec.DeploymentRef.Name}, deployment); err != nil {
+		return false
+	}
+	return deployment.Labels[kustomizationNameLabel] == w.ks.Name &&
+		deployment.Labels[kustomizationNamespaceLabel] == w.ks.Namespace &&
+		!optingOut(w.obj, deployment)
 }
 
 // pruneBranches deletes the Delivery's promotion branches other than keep

@@ -189,6 +189,19 @@ func TestAdoptionThroughGit(t *testing.T) {
 		g.Expect(dep.Status.Replicas).To(BeEquivalentTo(0))
 	}, 3*time.Second, 100*time.Millisecond).Should(Succeed())
 
+	// A repository that lost the zero (or was recorded before sluice
+	// parked Deployments) is parked again.
+	replaceInFile(t, filepath.Join(repo.dir, "apps/shop/manifests.yaml"),
+		"  replicas: 0 # sluice: the Rollout serves this app; its replicas are in the Delivery\n", "")
+	repo.commitAndPush("Drop the Deployment's replicas")
+	g.Eventually(func() string {
+		repo.git("", "pull", "--quiet", "origin", "main")
+		return repo.git("", "log", "-1", "--format=%an: %s")
+	}, time.Minute, 200*time.Millisecond).Should(Equal("sluice: Park Deployment shop/web at zero replicas"))
+	g.Expect(readFile(t, repo, "apps/shop/manifests.yaml")).To(ContainSubstring(
+		"  replicas: 0 # sluice: the Rollout serves this app; its replicas are in the Delivery\n"))
+	g.Expect(getObj(g, &appsv1.Deployment{ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "web"}}).Status.Replicas).To(BeEquivalentTo(0))
+
 	// The user opts out by removing the annotation; sluice hands the
 	// Deployment back with one commit, and the Rollout serves until the
 	// Deployment has its replicas.

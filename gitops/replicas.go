@@ -92,7 +92,9 @@ func builtReplicas(root, kpath string, id ObjectID) (replicas int32, ok bool, er
 // instead of at the API default of one.
 func parkDeployment(root, kpath, deploymentFile string, id ObjectID) (bool, error) {
 	if deploymentFile == "" {
-		return false, fmt.Errorf("%w: no file of %s defines %s", ErrCannotEdit, kpath, id)
+		// Another Kustomization applies the Deployment, or none: there is
+		// nothing of it here to park.
+		return false, nil
 	}
 	changed, err := setDeploymentReplicas(root, deploymentFile, id, 0, parkedComment)
 	if err != nil {
