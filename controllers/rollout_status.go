@@ -70,12 +70,15 @@ func viewRollout(rollout *rolloutsv1.Rollout, policy *deliveryv1.DeliveryPolicyS
 			v.canaryWeight = &w
 		} else {
 			// A replica-based canary runs at the weight of the last
-			// setWeight it passed.
+			// setWeight it passed, and at 100 once past the last step.
 			var w int32
 			for i := int32(0); i < step && int(i) < len(steps); i++ {
 				if steps[i].SetWeight != nil {
 					w = *steps[i].SetWeight
 				}
+			}
+			if int(step) >= len(steps) {
+				w = 100
 			}
 			v.canaryWeight = &w
 		}
