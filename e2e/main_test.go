@@ -15,6 +15,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -51,6 +52,15 @@ func run(m *testing.M) int {
 	if _, err := os.Stat(filepath.Join(bin, "kube-apiserver")); err != nil {
 		log.Printf("the control plane is not built (run 'make tools'): %v", err)
 		return 1
+	}
+	// Components of runs whose test binary was killed still hold ports and
+	// CPU: stop them first.
+	abandoned, err := stack.StopAbandoned(filepath.Join(os.TempDir(), "sluice-e2e-*"))
+	if len(abandoned) > 0 {
+		log.Printf("stopped what abandoned runs left running in %s", strings.Join(abandoned, ", "))
+	}
+	if err != nil {
+		log.Printf("stopping abandoned runs: %v", err)
 	}
 	dir, err := os.MkdirTemp("", "sluice-e2e-")
 	if err != nil {

@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -102,6 +103,11 @@ func Start(ctx context.Context, opts Options) (_ *Stack, retErr error) {
 			return nil, err
 		}
 	}
+	// The components run in their own process groups and outlive a killed
+	// owner; StopAbandoned finds them by this file.
+	if err := os.WriteFile(filepath.Join(s.Dir, ownerFile), []byte(strconv.Itoa(os.Getpid())), 0o644); err != nil {
+		return nil, err
+	}
 	started := time.Now()
 	steps := []struct {
 		name string
@@ -157,6 +163,39 @@ func StopLeftovers(dir string) error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// ownerFile holds the PID of the process that started a stack.
+const ownerFile = "owner.pid"
+
+// StopAbandoned stops the components of the stacks in the folders that
+// match pattern whose owner process is gone (a test binary killed at its
+// timeout, say), and returns those folders. Their logs stay.
+func StopAbandoned(pattern string) ([]string, error) {
+	dirs, err := filepath.Glob(pattern)
+	if err != nil {
+		return nil, err
+	}
+	var stopped []string
+	var errs []error
+	for _, dir := range dirs {
+		data, err := os.ReadFile(filepath.Join(dir, ownerFile))
+		if err != nil {
+			continue
+		}
+		owner, err := strconv.Atoi(strings.TrimSpace(string(data)))
+		if err != nil || !errors.Is(syscall.Kill(owner, 0), syscall.ESRCH) {
+			continue
+		}
+		if pids, _ := filepath.Glob(filepath.Join(dir, "pids", "*.pid")); len(pids) == 0 {
+			continue
+		}
+		if err := StopLeftovers(dir); err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", dir, err))
+		}
+		stopped = append(stopped, dir)
+	}
+	return stopped, errors.Join(errs...)
 }
 
 func (s *Stack) start(name string, args []string, env ...string) (*process, error) {

@@ -7,8 +7,11 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
 )
 
 func readCert(t *testing.T, path string) *x509.Certificate {
@@ -163,5 +166,54 @@ func TestEnvIsShellSourceable(t *testing.T) {
 	want := `/tmp/stack dir/kubeconfig|http://127.0.0.1:1234|/tmp/it's/git|sluice|p"a$s'w`
 	if string(out) != want {
 		t.Fatalf("sourced env = %s, want %s", out, want)
+	}
+}
+
+// TestStopAbandoned stops the components of a stack whose owner is gone,
+// and leaves alone those of a stack whose owner runs.
+func TestStopAbandoned(t *testing.T) {
+	root := t.TempDir()
+	gone := exec.Command("true")
+	if err := gone.Run(); err != nil {
+		t.Fatal(err)
+	}
+	component := func(dir string, owner int) *exec.Cmd {
+		t.Helper()
+		if err := os.MkdirAll(filepath.Join(dir, "pids"), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, ownerFile), []byte(strconv.Itoa(owner)), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		cmd := exec.Command("sleep", "60")
+		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+		if err := os.WriteFile(filepath.Join(dir, "pids", "sleep.pid"), []byte(strconv.Itoa(cmd.Process.Pid)), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return cmd
+	}
+	abandoned := component(filepath.Join(root, "run-abandoned"), gone.Process.Pid)
+	running := component(filepath.Join(root, "run-running"), os.Getpid())
+	exited := make(chan error, 1)
+	go func() { exited <- abandoned.Wait() }()
+
+	stopped, err := StopAbandoned(filepath.Join(root, "run-*"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(stopped) != 1 || stopped[0] != filepath.Join(root, "run-abandoned") {
+		t.Fatalf("stopped %v, want only the abandoned run", stopped)
+	}
+	select {
+	case <-exited:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the abandoned run's component still runs")
+	}
+	if err := syscall.Kill(running.Process.Pid, 0); err != nil {
+		t.Fatalf("the running stack's component was stopped: %v", err)
 	}
 }
