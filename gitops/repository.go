@@ -175,14 +175,30 @@ func (r *Repositories) Write(ctx context.Context, src Source, change Change) (Re
 	r.mu.Unlock()
 	if len(batch) > 0 {
 		res, err := r.write(ctx, src, coalesce(batch))
-		for _, b := range batch {
-			b.done <- writeOutcome{res, err}
+		var editErr *editError
+		if len(batch) > 1 && errors.As(err, &editErr) {
+			// One edit failed: each write goes on its own, so that the
+			// others land and only the failing one reports its error.
+			for _, b := range batch {
+				res, err := r.write(ctx, src, b.change)
+				b.done <- writeOutcome{res, err}
+			}
+		} else {
+			for _, b := range batch {
+				b.done <- writeOutcome{res, err}
+			}
 		}
 	}
 	// Either this write's batch, or an earlier writer's that took it.
 	out := <-w.done
 	return out.res, out.err
 }
+
+// editError is a change's Edit failing, as opposed to Git failing.
+type editError struct{ err error }
+
+func (e *editError) Error() string { return e.err.Error() }
+func (e *editError) Unwrap() error { return e.err }
 
 // waitingWrite is a Write waiting for its repository.
 type waitingWrite struct {
@@ -286,7 +302,7 @@ func (r *Repositories) commitAndPush(ctx context.Context, repo *git.Repository, 
 
 	changed, err := change.Edit(wt.Filesystem.Root())
 	if err != nil {
-		return Result{}, err
+		return Result{}, &editError{err}
 	}
 	if !changed {
 		return Result{Commit: base.Hash().String()}, nil

@@ -7,6 +7,7 @@ import (
 	"crypto/rand"
 	"encoding/pem"
 	"errors"
+	"fmt"
 	"net/url"
 	"os"
 	"os/exec"
@@ -451,5 +452,88 @@ func TestWritesWaitingForTheSameBranchAreCoalesced(t *testing.T) {
 	msg := f.git(clone, "log", "-1", "--format=%B")
 	if !strings.HasPrefix(msg, "Record 2 changes") || !strings.Contains(msg, "write a") || !strings.Contains(msg, "write b") {
 		t.Fatalf("message:\n%s", msg)
+	}
+}
+
+// TestACoalescedWriteWhoseEditFailsDoesNotFailTheOthers: the failing edit
+// gets its error, the other writes of its batch land.
+func TestACoalescedWriteWhoseEditFailsDoesNotFailTheOthers(t *testing.T) {
+	f := newFixture(t, map[string]string{"README.md": "apps\n"})
+	ctx := context.Background()
+	author := Signature{Name: "sluice", Email: "sluice@example.com"}
+
+	release, started := make(chan struct{}), make(chan struct{})
+	firstDone := make(chan error, 1)
+	go func() {
+		_, err := f.repos.Write(ctx, f.source(), Change{Branch: "main", Message: "first", Author: author,
+			Edit: func(root string) (bool, error) {
+				close(started)
+				<-release
+				return setFile("first.yaml", "1\n")(root)
+			}})
+		firstDone <- err
+	}()
+	<-started
+
+	type outcome struct {
+		name string
+		res  Result
+		err  error
+	}
+	outcomes := make(chan outcome, 2)
+	edits := map[string]func(string) (bool, error){
+		"good": setFile("good.yaml", "good\n"),
+		"bad": func(root string) (bool, error) {
+			if _, err := setFile("half.yaml", "half-written\n")(root); err != nil {
+				return false, err
+			}
+			return false, fmt.Errorf("%w: a patch sets the field", ErrCannotEdit)
+		},
+	}
+	for name, edit := range edits {
+		go func() {
+			res, err := f.repos.Write(ctx, f.source(), Change{Branch: "main", Message: "write " + name, Author: author, Edit: edit})
+			outcomes <- outcome{name, res, err}
+		}()
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		f.repos.mu.Lock()
+		n := 0
+		for _, p := range f.repos.pending {
+			n += len(p)
+		}
+		f.repos.mu.Unlock()
+		if n == 2 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d writes pending, want 2", n)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	close(release)
+	if err := <-firstDone; err != nil {
+		t.Fatal(err)
+	}
+	for range 2 {
+		o := <-outcomes
+		switch o.name {
+		case "good":
+			if o.err != nil || !o.res.Pushed {
+				t.Errorf("the good write got %+v, %v; want it pushed", o.res, o.err)
+			}
+		case "bad":
+			if !errors.Is(o.err, ErrCannotEdit) {
+				t.Errorf("the bad write got %v, want ErrCannotEdit", o.err)
+			}
+		}
+	}
+	clone := f.clone()
+	if files := f.git(clone, "show", "--name-only", "--format=%s", "HEAD"); files != "write good\n\ngood.yaml" {
+		t.Fatalf("the last commit is %q, want the good write alone", files)
+	}
+	if _, err := os.Stat(filepath.Join(clone, "half.yaml")); !os.IsNotExist(err) {
+		t.Fatalf("the failing edit's half-written file reached Git: %v", err)
 	}
 }
