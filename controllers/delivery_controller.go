@@ -285,12 +285,17 @@ func (r *DeliveryReconciler) observeRelease(ctx context.Context, obj *deliveryv1
 			return nil
 		}
 		msg := fmt.Sprintf("template %s waits for approval at step %d", view.runningHash, *view.gate)
+		reason := deliveryv1.WaitingForApprovalReason
 		if mismatch != "" {
 			msg += "; " + mismatch
+			reason = deliveryv1.ApprovalMismatchReason
+			if conditions.GetReason(obj, meta.ReadyCondition) != reason {
+				r.event(obj, corev1.EventTypeWarning, reason, msg)
+			}
 		}
 		obj.Status.Phase = deliveryv1.PhaseWaitingForApproval
-		conditions.MarkReconciling(obj, deliveryv1.WaitingForApprovalReason, "%s", msg)
-		conditions.MarkFalse(obj, meta.ReadyCondition, deliveryv1.WaitingForApprovalReason, "%s", msg)
+		conditions.MarkReconciling(obj, reason, "%s", msg)
+		conditions.MarkFalse(obj, meta.ReadyCondition, reason, "%s", msg)
 		return nil
 
 	case !view.healthy || view.runningHash != release.intendedHash:

@@ -162,9 +162,15 @@ func TestEngine_ReleaseGateAndApproval(t *testing.T) {
 	update(g, got, func() {
 		got.Spec.Promotion.Approvals = []deliveryv1.Approval{{TemplateHash: "0000000000", Step: 1}}
 	})
-	g.Eventually(func(g Gomega) string {
-		return conditions.GetMessage(getDelivery(g, delivery), meta.ReconcilingCondition)
-	}, timeout).Should(ContainSubstring("approves template 0000000000 at step 1, not the candidate " + candidate + " waiting at step 1"))
+	g.Eventually(func(g Gomega) {
+		got := getDelivery(g, delivery)
+		g.Expect(conditions.GetReason(got, meta.ReconcilingCondition)).To(Equal(deliveryv1.ApprovalMismatchReason))
+		g.Expect(conditions.GetMessage(got, meta.ReconcilingCondition)).To(ContainSubstring(
+			"approves template 0000000000 at step 1, not the candidate " + candidate + " waiting at step 1"))
+		g.Expect(got.Status.Phase).To(Equal(deliveryv1.PhaseWaitingForApproval))
+	}, timeout).Should(Succeed())
+	g.Eventually(func(g Gomega) []string { return warningEvents(g, delivery) }, timeout).
+		Should(ContainElement(deliveryv1.ApprovalMismatchReason))
 	g.Expect(getRollout(g, delivery).Status.PauseConditions).To(HaveLen(1))
 
 	// The approval for the candidate at its gate clears the pause, as the

@@ -284,10 +284,18 @@ func (r *KustomizationReconciler) adopt(ctx context.Context, ks *kustomizev1.Kus
 		return err
 	}
 
+	hash := deliveryv1.TemplateHash(&d.Spec.Template)
+	message, err := commitMessage("adopt", policy.Git.Commit.MessageTemplates.Adoption, adoptionMessage(d, adoption),
+		map[string]any{"Deployment": d, "Strategy": adoption.Strategy, "Policy": adoption.Policy, "Hash": hash, "Action": "adopt"})
+	if err != nil {
+		return err
+	}
+	message += fmt.Sprintf("\n\nSluice-Delivery: %s/%s\nSluice-Action: adopt\nSluice-Template-Hash: %s\n", d.Namespace, d.Name, hash)
+
 	var adopted gitops.Adopted
 	res, err := r.Git.Write(ctx, settings.src, gitops.Change{
 		Branch:     settings.branch,
-		Message:    adoptionMessage(d, adoption),
+		Message:    message,
 		Author:     settings.author,
 		SigningKey: settings.signingKey,
 		Passphrase: settings.passphrase,
@@ -374,12 +382,8 @@ func adoptionMessage(d *appsv1.Deployment, a gitops.Adoption) string {
 
 sluice runs the Deployment as an Argo Rollout from now on. Its serving
 replicas move to the Delivery, so that Flux and sluice never own the same
-field; promotions, approvals and rejections are recorded in the Delivery.
-
-Sluice-Delivery: %s/%s
-Sluice-Action: adopt
-Sluice-Template-Hash: %s
-`, d.Namespace, d.Name, a.Strategy, d.Namespace, d.Name, deliveryv1.TemplateHash(&d.Spec.Template))
+field; promotions, approvals and rejections are recorded in the Delivery.`,
+		d.Namespace, d.Name, a.Strategy)
 }
 
 // requestReconcile asks Flux to fetch and apply the source now rather than

@@ -325,19 +325,12 @@ func (w promotionWrite) write(ctx context.Context, branch, action, hash string, 
 	p.Delivery = gitops.ObjectID{Kind: deliveryv1.DeliveryKind, Namespace: obj.Namespace, Name: obj.Name}
 	p.Deployment = gitops.ObjectID{Kind: "Deployment", Namespace: obj.Namespace, Name: obj.Spec.DeploymentRef.Name}
 
-	message := defaultMessage
-	if messageTemplate != "" {
-		t, err := template.New(action).Parse(messageTemplate)
-		if err != nil {
-			return fmt.Errorf("the DeliveryPolicy's %s message template: %w", action, err)
-		}
-		var b bytes.Buffer
-		if err := t.Execute(&b, map[string]any{"Delivery": obj, "Hash": hash, "Step": step, "Action": action}); err != nil {
-			return fmt.Errorf("the DeliveryPolicy's %s message template: %w", action, err)
-		}
-		message = b.String()
+	message, err := commitMessage(action, messageTemplate, defaultMessage,
+		map[string]any{"Delivery": obj, "Hash": hash, "Step": step, "Action": action})
+	if err != nil {
+		return err
 	}
-	message = strings.TrimRight(message, "\n") + fmt.Sprintf("\n\nSluice-Delivery: %s/%s\nSluice-Action: %s\nSluice-Template-Hash: %s\n", obj.Namespace, obj.Name, action, hash)
+	message += fmt.Sprintf("\n\nSluice-Delivery: %s/%s\nSluice-Action: %s\nSluice-Template-Hash: %s\n", obj.Namespace, obj.Name, action, hash)
 	if step != nil {
 		message += fmt.Sprintf("Sluice-Step: %d\n", *step)
 	}
@@ -373,6 +366,25 @@ func (w promotionWrite) write(ctx context.Context, branch, action, hash string, 
 		return requestReconcile(ctx, w.r.Client, w.ks)
 	}
 	return nil
+}
+
+// commitMessage renders a policy's message template for action with data,
+// or returns defaultMessage when there is no template; trailing newlines
+// go, for the trailers.
+func commitMessage(action, messageTemplate, defaultMessage string, data map[string]any) (string, error) {
+	message := defaultMessage
+	if messageTemplate != "" {
+		t, err := template.New(action).Option("missingkey=error").Parse(messageTemplate)
+		if err != nil {
+			return "", fmt.Errorf("%w: the DeliveryPolicy's %s message template: %v", gitops.ErrCannotEdit, action, err)
+		}
+		var b bytes.Buffer
+		if err := t.Execute(&b, data); err != nil {
+			return "", fmt.Errorf("%w: the DeliveryPolicy's %s message template: %v", gitops.ErrCannotEdit, action, err)
+		}
+		message = b.String()
+	}
+	return strings.TrimRight(message, "\n"), nil
 }
 
 // rolloutImages returns the images of the Delivery's Rollout's template.

@@ -61,6 +61,9 @@ spec:
       - pause: {} # approved by merging sluice's promotion branch
   git:
     rollback: revert
+    commit:
+      messageTemplates:
+        adoption: "Adopt {{.Deployment.Name}} for {{.Strategy}} delivery, as the store team asked"
 ---
 apiVersion: argoproj.io/v1alpha1
 kind: AnalysisTemplate
@@ -114,6 +117,9 @@ func TestPromotionThroughGit(t *testing.T) {
 	}, 2*time.Minute, 100*time.Millisecond).Should(Succeed())
 	repo.git("", "pull", "--quiet", "origin", "main")
 	g.Expect(repo.git("", "log", "--format=%s")).To(HavePrefix("Promote store/web: template"))
+	// The adoption's message is the policy's template, with the trailers.
+	g.Expect(repo.git("", "log", "--format=%B", "--grep=Sluice-Action: adopt")).To(MatchRegexp(
+		`^Adopt web for canary delivery, as the store team asked\n\nSluice-Delivery: store/web\nSluice-Action: adopt\nSluice-Template-Hash: [0-9a-f]{10}$`))
 
 	// Release v2: the canary passes analysis and waits at the gate; sluice
 	// pushes a promotion branch.

@@ -297,7 +297,9 @@ type SigningKey struct {
 
 // CommitMessageTemplates are the Go templates of sluice's commit messages.
 type CommitMessageTemplates struct {
-	// Adoption is the message of the commit that adds a Delivery.
+	// Adoption is the message of the commit that adds a Delivery; it sees
+	// .Deployment, .Strategy, .Policy, .Hash and .Action. It is the
+	// adoption's when the Deployment names this policy.
 	// +optional
 	Adoption string `json:"adoption,omitempty"`
 
