@@ -380,48 +380,6 @@ func TestEngine_PolicyNamesWhatDoesNotExist(t *testing.T) {
 	}
 }
 
-// TestEngine_ServiceAppliedByFlux: a Service Flux applies must be applied
-// only if absent, or Flux undoes Argo's switch on the next revision.
-func TestEngine_ServiceAppliedByFlux(t *testing.T) {
-	g := NewWithT(t)
-	ctx := context.Background()
-	ns := newNamespace(t)
-	deployment := newDeployment(ns, "web")
-	g.Expect(k8sClient.Create(ctx, deployment)).To(Succeed())
-	service := &corev1.Service{
-		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "web", Labels: map[string]string{
-			kustomizationNameLabel: "apps", kustomizationNamespaceLabel: "flux-system"}},
-		Spec: corev1.ServiceSpec{Selector: map[string]string{"app": "web"}, Ports: []corev1.ServicePort{{Port: 80}}},
-	}
-	g.Expect(k8sClient.Create(ctx, service)).To(Succeed())
-	delivery := newDelivery(ns, "web", deliveryv1.StrategyBlueGreen, "")
-	g.Expect(k8sClient.Create(ctx, delivery)).To(Succeed())
-
-	g.Eventually(func(g Gomega) {
-		got := getDelivery(g, delivery)
-		g.Expect(conditions.GetReason(got, meta.StalledCondition)).To(Equal(deliveryv1.ServiceSelectorConflictReason))
-		g.Expect(conditions.GetMessage(got, meta.StalledCondition)).To(Equal(
-			"spec.blueGreen.activeService: Service web is applied by Flux Kustomization flux-system/apps, which puts its selector back on every apply and undoes Argo Rollouts' switch; annotate the Service in Git with kustomize.toolkit.fluxcd.io/ssa: IfNotPresent"))
-	}, timeout).Should(Succeed())
-	g.Expect(getRollout(g, delivery)).To(BeNil())
-	g.Expect(getDeployment(g, deployment).Spec.Replicas).To(HaveValue(BeEquivalentTo(2)))
-
-	// The fix the message names; the next reconcile (here requested, as
-	// Flux's apply of the annotation would not trigger one) goes on.
-	svc := &corev1.Service{}
-	g.Expect(k8sClient.Get(ctx, client.ObjectKeyFromObject(service), svc)).To(Succeed())
-	svc.Annotations = map[string]string{"kustomize.toolkit.fluxcd.io/ssa": "IfNotPresent"}
-	g.Expect(k8sClient.Update(ctx, svc)).To(Succeed())
-	got := getDelivery(g, delivery)
-	got.Annotations = map[string]string{meta.ReconcileRequestAnnotation: "now"}
-	g.Expect(k8sClient.Update(ctx, got)).To(Succeed())
-	g.Eventually(func(g Gomega) {
-		got := getDelivery(g, delivery)
-		g.Expect(conditions.Has(got, meta.StalledCondition)).To(BeFalse())
-		g.Expect(getRollout(g, delivery)).NotTo(BeNil())
-	}, timeout).Should(Succeed())
-}
-
 func TestEngine_HandBack(t *testing.T) {
 	g := NewWithT(t)
 	ctx := context.Background()

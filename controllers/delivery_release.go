@@ -205,40 +205,28 @@ func (r *DeliveryReconciler) checkReferences(ctx context.Context, namespace stri
 			}
 			return fmt.Errorf("checking %s: %w", ref.field, err)
 		}
-		if svc, ok := ref.obj.(*corev1.Service); ok {
-			if err := fluxKeepsSelector(ref.field, svc); err != nil {
-				return err
-			}
-		}
 	}
 	return nil
 }
 
-// Flux's server-side apply policy annotation and the values that keep
-// kustomize-controller from applying an object again once it exists.
-const (
-	fluxSSAAnnotation = "kustomize.toolkit.fluxcd.io/ssa"
-	fluxSSAIfAbsent   = "IfNotPresent"
-	fluxSSAIgnore     = "Ignore"
-)
-
-// fluxKeepsSelector stalls when Flux applies a Service that Argo Rollouts
-// switches. A Service's selector is one atomic field for server-side
-// apply: every apply of a new revision puts Git's selector back without
-// Argo's pod-template-hash, and Argo then takes the next release for a
-// first deploy and switches it without its gate.
-func fluxKeepsSelector(field string, svc *corev1.Service) error {
-	ks := svc.Labels[kustomizationNameLabel]
-	if ks == "" {
-		return nil
+// switchedServices are the Services whose selectors Argo Rollouts switches
+// for the policy.
+func switchedServices(policy *deliveryv1.DeliveryPolicySpec) []string {
+	var out []string
+	add := func(names ...string) {
+		for _, n := range names {
+			if n != "" {
+				out = append(out, n)
+			}
+		}
 	}
-	switch svc.Annotations[fluxSSAAnnotation] {
-	case fluxSSAIfAbsent, fluxSSAIgnore:
-		return nil
+	if c := policy.Canary; c != nil && c.TrafficRouting != nil && c.TrafficRouting.GatewayAPI != nil {
+		add(c.TrafficRouting.GatewayAPI.StableService, c.TrafficRouting.GatewayAPI.CanaryService)
 	}
-	return stalled(deliveryv1.ServiceSelectorConflictReason,
-		"%s: Service %s is applied by Flux Kustomization %s/%s, which puts its selector back on every apply and undoes Argo Rollouts' switch; annotate the Service in Git with %s: %s",
-		field, svc.Name, svc.Labels[kustomizationNamespaceLabel], ks, fluxSSAAnnotation, fluxSSAIfAbsent)
+	if bg := policy.BlueGreen; bg != nil {
+		add(bg.ActiveService, bg.PreviewService)
+	}
+	return out
 }
 
 // promote lets the Rollout past the manual gate it waits at, with the same

@@ -271,7 +271,8 @@ func (r *KustomizationReconciler) adopt(ctx context.Context, ks *kustomizev1.Kus
 	}
 	// The adoption is written with the Git settings of the policy the
 	// Deployment names, or of the strategy's built-in policy.
-	policy := builtinPolicy(&deliveryv1.Delivery{Spec: deliveryv1.DeliverySpec{Strategy: adoption.Strategy}})
+	policy := builtinPolicy(&deliveryv1.Delivery{Spec: deliveryv1.DeliverySpec{
+		Strategy: adoption.Strategy, DeploymentRef: meta.LocalObjectReference{Name: d.Name}}})
 	if adoption.Policy != "" {
 		p := &deliveryv1.DeliveryPolicy{}
 		if err := r.Get(ctx, client.ObjectKey{Namespace: d.Namespace, Name: adoption.Policy}, p); err != nil {
@@ -283,6 +284,7 @@ func (r *KustomizationReconciler) adopt(ctx context.Context, ks *kustomizev1.Kus
 	if err != nil {
 		return err
 	}
+	adoption.Services = switchedServices(&policy)
 
 	hash := deliveryv1.TemplateHash(&d.Spec.Template)
 	message, err := commitMessage("adopt", policy.Git.Commit.MessageTemplates.Adoption, adoptionMessage(d, adoption),
@@ -378,12 +380,21 @@ Sluice-Action: opt-out
 }
 
 func adoptionMessage(d *appsv1.Deployment, a gitops.Adoption) string {
-	return fmt.Sprintf(`Adopt Deployment %s/%s for %s delivery
+	msg := fmt.Sprintf(`Adopt Deployment %s/%s for %s delivery
 
 sluice runs the Deployment as an Argo Rollout from now on. Its serving
 replicas move to the Delivery, so that Flux and sluice never own the same
 field; promotions, approvals and rejections are recorded in the Delivery.`,
 		d.Namespace, d.Name, a.Strategy)
+	if len(a.Services) > 0 {
+		msg += fmt.Sprintf(`
+
+Argo Rollouts switches the selector of Service %s: where this
+Kustomization applies it, it is annotated %s: %s,
+so that Flux creates it and no longer puts its selector back.`,
+			strings.Join(a.Services, ", "), gitops.FluxSSAAnnotation, gitops.FluxSSAIfAbsent)
+	}
+	return msg
 }
 
 // requestReconcile asks Flux to fetch and apply the source now rather than

@@ -217,15 +217,15 @@ func (w promotionWrite) run(ctx context.Context) error {
 		action, message, messageTemplate := "promote",
 			fmt.Sprintf("Promote %s/%s: template %s is stable\n\nImages: %s", obj.Namespace, obj.Name, st.StableTemplateHash, formatImages(images)),
 			w.policy.Git.Commit.MessageTemplates.Promotion
+		services := switchedServices(w.policy)
 		if recorded {
-			// Recorded before Git parked Deployments, or the zero was
-			// removed since: only the parking is written.
+			// Recorded before Git parked Deployments, or Git lost it
+			// since: only the parking is written, if any is missing.
 			action, messageTemplate = "park", ""
-			message = fmt.Sprintf("Park Deployment %s/%s at zero replicas\n\nThe Rollout serves it, so that a rebuilt cluster creates the Deployment\nat zero rather than at one replica of its template.",
-				obj.Namespace, obj.Spec.DeploymentRef.Name)
+			message = parkMessage(obj, services)
 		}
 		if err := w.write(ctx, w.git.branch, action, st.StableTemplateHash, nil, message, messageTemplate,
-			gitops.Promotion{Stable: &gitops.StableRecord{
+			gitops.Promotion{Services: services, Stable: &gitops.StableRecord{
 				TemplateHash: st.StableTemplateHash, Revision: w.ks.Status.LastAppliedRevision, Images: images, PromotedAt: now,
 			}}); err != nil {
 			return err
@@ -266,6 +266,19 @@ func (w promotionWrite) run(ctx context.Context) error {
 	}
 
 	return nil
+}
+
+func parkMessage(obj *deliveryv1.Delivery, services []string) string {
+	msg := fmt.Sprintf(`Park Deployment %s/%s for sluice
+
+The Rollout serves it. Git holds the Deployment at zero replicas, so that a
+rebuilt cluster creates it at zero rather than at one replica of its
+template.`, obj.Namespace, obj.Spec.DeploymentRef.Name)
+	if len(services) > 0 {
+		msg += fmt.Sprintf(` The Services Argo Rollouts switches (%s) are applied by
+Flux only when absent, so that Flux does not put their selectors back.`, strings.Join(services, ", "))
+	}
+	return msg
 }
 
 // parkable tells whether the Delivery's Deployment is applied by the same

@@ -197,7 +197,7 @@ func TestAdoptionThroughGit(t *testing.T) {
 	g.Eventually(func() string {
 		repo.git("", "pull", "--quiet", "origin", "main")
 		return repo.git("", "log", "-1", "--format=%an: %s")
-	}, time.Minute, 200*time.Millisecond).Should(Equal("sluice: Park Deployment shop/web at zero replicas"))
+	}, time.Minute, 200*time.Millisecond).Should(Equal("sluice: Park Deployment shop/web for sluice"))
 	g.Expect(readFile(t, repo, "apps/shop/manifests.yaml")).To(ContainSubstring(
 		"  replicas: 0 # sluice: the Rollout serves this app; its replicas are in the Delivery\n"))
 	g.Expect(getObj(g, &appsv1.Deployment{ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "web"}}).Status.Replicas).To(BeEquivalentTo(0))

@@ -25,7 +25,19 @@ type Adoption struct {
 	// LiveReplicas is what the Deployment runs now, for when Git sets no
 	// replicas.
 	LiveReplicas int32
+	// Services are the names of the Services Argo Rollouts switches for
+	// the Deployment's policy. Those the Kustomization applies get Flux's
+	// ssa: IfNotPresent annotation, so that Flux does not put back the
+	// selectors Argo sets.
+	Services []string
 }
+
+// Flux's server-side apply policy annotation, and the value with which
+// kustomize-controller creates an object and then leaves it alone.
+const (
+	FluxSSAAnnotation = "kustomize.toolkit.fluxcd.io/ssa"
+	FluxSSAIfAbsent   = "IfNotPresent"
+)
 
 // Adopted says what Adopt changed.
 type Adopted struct {
@@ -33,6 +45,8 @@ type Adopted struct {
 	DeploymentFile, DeliveryFile string
 	// Replicas moved from the Deployment to the Delivery.
 	Replicas int32
+	// Services that the adoption annotated for Flux, by file.
+	Services []string
 }
 
 // Adopt edits the repository at root for an adoption: it adds a Delivery
@@ -125,6 +139,15 @@ func Adopt(root string, a Adoption) (Adopted, bool, error) {
 	}
 	changed = changed || registered
 
+	services, annotated, err := markSwitchedServices(root, objs, a.Deployment.Namespace, a.Services)
+	if err != nil {
+		return Adopted{}, false, err
+	}
+	changed = changed || annotated
+	for _, s := range services {
+		out.Services = append(out.Services, s.file)
+	}
+
 	// Check the result as Flux will build it: the Deployment without
 	// replicas and the Delivery in the build.
 	after, err := build(root, a.Path)
@@ -142,6 +165,9 @@ func Adopt(root string, a Adoption) (Adopted, bool, error) {
 		if o.id.Kind == "Delivery" && o.id.Name == a.Deployment.Name {
 			delivered = true
 		}
+	}
+	if err := checkSwitchedServices(after, services); err != nil {
+		return Adopted{}, false, err
 	}
 	if !delivered {
 		return Adopted{}, false, fmt.Errorf("%w: %s is not in the build of %s; add it to the kustomization that includes %s",
@@ -288,4 +314,75 @@ func readKustomization(root, dir string) (file string, k *yaml.RNode, err error)
 		return "", nil, fmt.Errorf("%w: %s holds %d documents, not one kustomization", ErrCannotEdit, relTo(root, file), len(docs))
 	}
 	return file, docs[0], nil
+}
+
+// markSwitchedServices gives the Services named in names, in namespace,
+// that the build objs holds Flux's ssa: IfNotPresent in their files: Argo
+// Rollouts switches their selectors, which Flux would otherwise put back.
+// It returns the Services it found and whether a file changed.
+func markSwitchedServices(root string, objs []built, namespace string, names []string) ([]built, bool, error) {
+	var found []built
+	changed := false
+	for _, name := range names {
+		want := ObjectID{Kind: "Service", Namespace: namespace, Name: name}
+		for _, o := range objs {
+			if !o.id.matches(want) || o.file == "" {
+				continue
+			}
+			annotated, err := annotate(root, o.file, o.id, FluxSSAAnnotation, FluxSSAIfAbsent)
+			if err != nil {
+				return nil, false, err
+			}
+			changed = changed || annotated
+			found = append(found, o)
+		}
+	}
+	return found, changed, nil
+}
+
+// checkSwitchedServices fails when a marked Service does not build with
+// Flux's ssa: IfNotPresent (a patch or generator sets its annotations).
+func checkSwitchedServices(after []built, services []built) error {
+	for _, s := range services {
+		for _, o := range after {
+			if o.id == s.id {
+				if v := o.obj.GetAnnotations()[FluxSSAAnnotation]; v != FluxSSAIfAbsent && v != "Ignore" {
+					return fmt.Errorf("%w: %s does not build with %s: %s; set it where the Service's annotations come from",
+						ErrCannotEdit, o.id, FluxSSAAnnotation, FluxSSAIfAbsent)
+				}
+			}
+		}
+	}
+	return nil
+}
+
+// annotate sets an annotation on the object's document in the file rel,
+// unless the document says IfNotPresent or Ignore already for Flux's.
+func annotate(root, rel string, id ObjectID, key, value string) (bool, error) {
+	file, err := securePath(root, rel)
+	if err != nil {
+		return false, err
+	}
+	docs, err := readDocuments(file)
+	if err != nil {
+		return false, err
+	}
+	for _, doc := range docs {
+		if !matches(doc, id) {
+			continue
+		}
+		switch doc.GetAnnotations()[key] {
+		case value, "Ignore":
+			return false, nil
+		}
+		annotations, err := doc.Pipe(yaml.LookupCreate(yaml.MappingNode, "metadata", "annotations"))
+		if err != nil {
+			return false, err
+		}
+		if err := annotations.PipeE(yaml.SetField(key, yaml.NewStringRNode(value))); err != nil {
+			return false, err
+		}
+		return true, writeDocuments(file, docs)
+	}
+	return false, fmt.Errorf("%w: %s does not define %s itself; annotate it %s: %s where it is defined", ErrCannotEdit, rel, id, key, value)
 }

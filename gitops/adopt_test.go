@@ -6,6 +6,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 )
@@ -65,9 +66,13 @@ func TestAdopt(t *testing.T) {
 			want:     Adopted{DeploymentFile: "apps/web/web.yaml", DeliveryFile: "apps/web/web-delivery.yaml", Replicas: 3},
 		},
 		{
-			layout:   "listed",
-			adoption: Adoption{Path: "apps/api", Deployment: ObjectID{Kind: "Deployment", Namespace: "backend", Name: "api"}, Strategy: "blue-green", Policy: "frontend", LiveReplicas: 1},
-			want:     Adopted{DeploymentFile: "apps/api/deployment.yaml", DeliveryFile: "apps/api/api-delivery.yaml", Replicas: 2},
+			layout: "listed",
+			// The active Service is in the build and gets Flux's
+			// IfNotPresent; the preview Service is applied elsewhere.
+			adoption: Adoption{Path: "apps/api", Deployment: ObjectID{Kind: "Deployment", Namespace: "backend", Name: "api"}, Strategy: "blue-green", Policy: "frontend", LiveReplicas: 1,
+				Services: []string{"api", "api-preview"}},
+			want: Adopted{DeploymentFile: "apps/api/deployment.yaml", DeliveryFile: "apps/api/api-delivery.yaml", Replicas: 2,
+				Services: []string{"apps/api/service.yaml"}},
 		},
 		{
 			layout:   "overlay",
@@ -89,7 +94,7 @@ func TestAdopt(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if !changed || got != tt.want {
+			if !changed || !reflect.DeepEqual(got, tt.want) {
 				t.Fatalf("Adopt = %+v, %v; want %+v, true", got, changed, tt.want)
 			}
 
@@ -156,7 +161,9 @@ func TestAdoptParkAndOptOut(t *testing.T) {
 			}
 			delivery := ObjectID{Kind: "Delivery", Namespace: tt.deployment.Namespace, Name: tt.deployment.Name}
 
-			stable := Promotion{Path: tt.path, Delivery: delivery, Deployment: tt.deployment,
+			// The Service named like the Deployment, where there is one,
+			// is switched by Argo Rollouts and marked for Flux.
+			stable := Promotion{Path: tt.path, Delivery: delivery, Deployment: tt.deployment, Services: []string{tt.deployment.Name},
 				Stable: &StableRecord{TemplateHash: "aaaaaaaaaa", Revision: "main@sha1:0123", PromotedAt: "2026-11-25T10:05:00Z"}}
 			if changed, err := RecordPromotion(root, stable); err != nil || !changed {
 				t.Fatalf("stable: changed=%v err=%v", changed, err)

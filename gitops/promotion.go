@@ -46,8 +46,11 @@ type Promotion struct {
 	// Revert, with a Rejection, sets the Deployment's containers back to
 	// these images in Git.
 	Revert []ContainerImage
-	// Deployment is the Delivery's Deployment, for Revert.
+	// Deployment is the Delivery's Deployment, for Revert and parking.
 	Deployment ObjectID
+	// Services are those Argo Rollouts switches, marked for Flux with a
+	// Stable record.
+	Services []string
 }
 
 // RecordPromotion edits the repository at root: it records a stable
@@ -115,8 +118,8 @@ func RecordPromotion(root string, p Promotion) (bool, error) {
 			}
 		}
 		if same(promotion.Field("stable"), p.Stable.TemplateHash) {
-			// Recorded already; the Deployment may still need parking.
-			return parkDeployment(root, p.Path, deploymentFile, p.Deployment)
+			// Recorded already; Git may still need to park.
+			return keepParked(root, p.Path, objs, deploymentFile, p.Deployment, p.Services)
 		}
 		setString(node, "promotedAt", p.Stable.PromotedAt)
 		if err := promotion.PipeE(yaml.SetField("stable", node)); err != nil {
@@ -169,7 +172,7 @@ func RecordPromotion(root string, p Promotion) (bool, error) {
 		return false, err
 	}
 	if p.Stable != nil {
-		if _, err := parkDeployment(root, p.Path, deploymentFile, p.Deployment); err != nil {
+		if _, err := keepParked(root, p.Path, objs, deploymentFile, p.Deployment, p.Services); err != nil {
 			return false, err
 		}
 	}

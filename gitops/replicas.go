@@ -73,6 +73,12 @@ func builtReplicas(root, kpath string, id ObjectID) (replicas int32, ok bool, er
 	if err != nil {
 		return 0, false, err
 	}
+	return replicasIn(objs, kpath, id)
+}
+
+// replicasIn returns the Deployment's spec.replicas in the build objs of
+// the Kustomization path kpath; ok is false when the build sets none.
+func replicasIn(objs []built, kpath string, id ObjectID) (replicas int32, ok bool, err error) {
 	for _, o := range objs {
 		if !o.id.matches(id) {
 			continue
@@ -87,26 +93,43 @@ func builtReplicas(root, kpath string, id ObjectID) (replicas int32, ok bool, er
 	return 0, false, fmt.Errorf("%s is not in the build of %s", id, kpath)
 }
 
-// parkDeployment writes replicas: 0 on the Deployment in Git once the
-// Rollout serves it, so that Flux creates it at zero on a rebuilt cluster
-// instead of at the API default of one.
-func parkDeployment(root, kpath, deploymentFile string, id ObjectID) (bool, error) {
-	if deploymentFile == "" {
-		// Another Kustomization applies the Deployment, or none: there is
-		// nothing of it here to park.
-		return false, nil
+// keepParked makes Git say what sluice needs while the Rollout serves: the
+// Deployment at replicas: 0, so that Flux creates it at zero on a rebuilt
+// cluster rather than at the API default of one, and the Services Argo
+// Rollouts switches marked for Flux, so that Flux does not put their
+// selectors back. objs is the build of kpath before the edit; a Deployment
+// that another Kustomization applies (deploymentFile empty) is left alone.
+func keepParked(root, kpath string, objs []built, deploymentFile string, id ObjectID, services []string) (bool, error) {
+	changed := false
+	if deploymentFile != "" {
+		set, err := setDeploymentReplicas(root, deploymentFile, id, 0, parkedComment)
+		if err != nil {
+			return false, err
+		}
+		changed = set
 	}
-	changed, err := setDeploymentReplicas(root, deploymentFile, id, 0, parkedComment)
+	marked, annotated, err := markSwitchedServices(root, objs, id.Namespace, services)
 	if err != nil {
 		return false, err
 	}
-	if r, ok, err := builtReplicas(root, kpath, id); err != nil {
-		return false, err
-	} else if !ok || r != 0 {
-		return false, fmt.Errorf("%w: %s still builds with replicas %d after setting 0 in %s; a patch or a kustomization replicas field sets it: make it 0 there",
-			ErrCannotEdit, id, r, deploymentFile)
+	changed = changed || annotated
+	if deploymentFile == "" && len(marked) == 0 {
+		return false, nil
 	}
-	return changed, nil
+
+	after, err := build(root, kpath)
+	if err != nil {
+		return false, fmt.Errorf("%w: parking breaks the build of %s: %v", ErrCannotEdit, kpath, err)
+	}
+	if deploymentFile != "" {
+		if r, ok, err := replicasIn(after, kpath, id); err != nil {
+			return false, err
+		} else if !ok || r != 0 {
+			return false, fmt.Errorf("%w: %s still builds with replicas %d after setting 0 in %s; a patch or a kustomization replicas field sets it: make it 0 there",
+				ErrCannotEdit, id, r, deploymentFile)
+		}
+	}
+	return changed, checkSwitchedServices(after, marked)
 }
 
 // OptOut is the change that hands a Deployment back from sluice when its

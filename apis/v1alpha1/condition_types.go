@@ -40,12 +40,6 @@ const (
 	// names a Service or AnalysisTemplate that does not exist.
 	InvalidPolicyReason string = "InvalidPolicy"
 
-	// ServiceSelectorConflictReason: a Service the policy names is applied
-	// by Flux without kustomize.toolkit.fluxcd.io/ssa: IfNotPresent, so
-	// Flux would put back the selector Argo Rollouts switches, and a
-	// release would pass its gate unapproved.
-	ServiceSelectorConflictReason string = "ServiceSelectorConflict"
-
 	// GitPushRefusedReason: the Git server refused sluice's push, for
 	// example because the source's credentials may only read; the policy's
 	// spec.git.push.secretRef can name credentials that may push.

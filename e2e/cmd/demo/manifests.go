@@ -129,16 +129,11 @@ spec:
         - name: api
           image: registry.example/api:v1
 ---
-# Argo Rollouts points the Services at the blue or the green pods by adding
-# to their selector, which Kubernetes treats as one field: Flux creates the
-# Services and then leaves them alone, or each apply would undo the switch.
 apiVersion: v1
 kind: Service
 metadata:
   name: api
   namespace: demo
-  annotations:
-    kustomize.toolkit.fluxcd.io/ssa: IfNotPresent
 spec:
   selector:
     app: api
@@ -150,8 +145,6 @@ kind: Service
 metadata:
   name: api-preview
   namespace: demo
-  annotations:
-    kustomize.toolkit.fluxcd.io/ssa: IfNotPresent
 spec:
   selector:
     app: api

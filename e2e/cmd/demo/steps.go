@@ -44,7 +44,10 @@ No app is annotated yet: they run as ordinary Deployments.`,
 		name: "annotate web and api",
 		tell: `Dana opts web and api in with two annotations each, sluice.dev/strategy and
 sluice.dev/policy, and pushes. sluice sees the annotated Deployments in the
-Kustomization's inventory and answers with an adoption commit per app.`,
+Kustomization's inventory and answers with an adoption commit per app. api's
+commit also marks the Services Argo Rollouts switches with Flux's
+kustomize.toolkit.fluxcd.io/ssa: IfNotPresent, so that Flux creates them and
+does not put their selectors back.`,
 		act:     d.annotate,
 		expect:  "sluice has pushed an adoption commit (Sluice-Action: adopt) for web and for api",
 		until:   d.adopted,
