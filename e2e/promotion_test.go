@@ -6,6 +6,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -61,9 +62,6 @@ spec:
       - pause: {} # approved by merging sluice's promotion branch
   git:
     rollback: revert
-    commit:
-      messageTemplates:
-        adoption: "Adopt {{.Deployment.Name}} for {{.Strategy}} delivery, as the store team asked"
 ---
 apiVersion: argoproj.io/v1alpha1
 kind: AnalysisTemplate
@@ -101,7 +99,9 @@ func TestPromotionThroughGit(t *testing.T) {
 	repo := newGitRepo(t, "store")
 	repo.write(map[string]string{
 		"apps/store/deployment.yaml": storeDeployment,
-		"apps/store/policy.yaml":     fmt.Sprintf(storePolicy, metric.URL),
+		// The adoption's message comes from the policy.
+		"apps/store/policy.yaml": strings.Replace(fmt.Sprintf(storePolicy, metric.URL), "    rollback: revert\n",
+			"    rollback: revert\n    commit:\n      messageTemplates:\n        adoption: \"Adopt {{.Deployment.Name}} for {{.Strategy}} delivery, as the store team asked\"\n", 1),
 	})
 	repo.commitAndPush("Add the store")
 	fluxSync(t, "store", env.Git.RepositoryURL("store"), "./apps/store")
