@@ -1,8 +1,6 @@
 package controllers
 
 import (
-	"flag"
-	"os"
 	"path/filepath"
 	"testing"
 
@@ -14,30 +12,8 @@ import (
 	"sigs.k8s.io/yaml"
 
 	deliveryv1 "github.com/sluice-dev/sluice/apis/v1alpha1"
+	"github.com/sluice-dev/sluice/internal/golden"
 )
-
-var updateGolden = flag.Bool("update", false, "rewrite the golden files in testdata")
-
-// golden compares got with testdata/name, or rewrites it with -update.
-func golden(t *testing.T, name string, got []byte) {
-	t.Helper()
-	path := filepath.Join("testdata", name)
-	if *updateGolden {
-		if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(path, got, 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-	want, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatalf("reading golden file (run the test with -update to create it): %v", err)
-	}
-	if string(got) != string(want) {
-		t.Errorf("%s differs from what was rendered (run with -update after checking the change):\n--- got\n%s\n--- want\n%s", path, got, want)
-	}
-}
 
 func renderFixture() (*deliveryv1.Delivery, *appsv1.Deployment) {
 	delivery := &deliveryv1.Delivery{
@@ -132,7 +108,7 @@ func TestRenderRollout(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			golden(t, filepath.Join("render", tt.name+".yaml"), first)
+			golden.File(t, filepath.Join("testdata", "render", tt.name+".yaml"), first)
 
 			// Rendering again, from copies, gives the same bytes.
 			again, err := yaml.Marshal(renderRollout(delivery.DeepCopy(), deployment.DeepCopy(), policy.DeepCopy(), deployment.Spec.Template.DeepCopy(), deliveryv1.TemplateHash(&deployment.Spec.Template)))

@@ -2,16 +2,15 @@ package gitops
 
 import (
 	"errors"
-	"flag"
 	"io/fs"
 	"os"
 	"path/filepath"
 	"reflect"
 	"strings"
 	"testing"
-)
 
-var updateGolden = flag.Bool("update", false, "rewrite the golden trees in testdata")
+	"github.com/sluice-dev/sluice/internal/golden"
+)
 
 // copyTree copies the folder src into dst.
 func copyTree(t testing.TB, src, dst string) {
@@ -33,25 +32,6 @@ func copyTree(t testing.TB, src, dst string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-}
-
-// readTree returns every file below root, by slash path.
-func readTree(t *testing.T, root string) map[string]string {
-	t.Helper()
-	out := map[string]string{}
-	err := filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
-		if err != nil || d.IsDir() {
-			return err
-		}
-		data, err := os.ReadFile(p)
-		rel, _ := filepath.Rel(root, p)
-		out[filepath.ToSlash(rel)] = string(data)
-		return err
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return out
 }
 
 func TestAdopt(t *testing.T) {
@@ -98,7 +78,7 @@ func TestAdopt(t *testing.T) {
 				t.Fatalf("Adopt = %+v, %v; want %+v, true", got, changed, tt.want)
 			}
 
-			goldenTree(t, filepath.Join("testdata", "adopt", tt.layout, "out"), root)
+			golden.Tree(t, filepath.Join("testdata", "adopt", tt.layout, "out"), root)
 
 			// A second adoption finds nothing to change.
 			if _, changed, err := Adopt(root, tt.adoption); err != nil || changed {
@@ -186,27 +166,7 @@ func TestAdoptParkAndOptOut(t *testing.T) {
 			if r, ok, err := builtReplicas(root, tt.path, tt.deployment); err != nil || !ok || r != adopted.Replicas {
 				t.Fatalf("after the opt-out the Deployment builds with replicas %d (set %v, err %v), want %d", r, ok, err, adopted.Replicas)
 			}
-			goldenTree(t, filepath.Join("testdata", "optout", tt.layout), root)
+			golden.Tree(t, filepath.Join("testdata", "optout", tt.layout), root)
 		})
-	}
-}
-
-// goldenTree compares the files below root with the golden tree want.
-func goldenTree(t *testing.T, want, root string) {
-	t.Helper()
-	if *updateGolden {
-		_ = os.RemoveAll(want)
-		copyTree(t, root, want)
-	}
-	gotTree, wantTree := readTree(t, root), readTree(t, want)
-	for path, w := range wantTree {
-		if gotTree[path] != w {
-			t.Errorf("%s differs (run with -update after checking):\n--- got\n%s\n--- want\n%s", path, gotTree[path], w)
-		}
-	}
-	for path := range gotTree {
-		if _, ok := wantTree[path]; !ok {
-			t.Errorf("unexpected file %s", path)
-		}
 	}
 }

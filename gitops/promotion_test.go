@@ -4,6 +4,8 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+
+	"github.com/sluice-dev/sluice/internal/golden"
 )
 
 const deliveryFile = `# Added by sluice.
@@ -76,26 +78,7 @@ func TestRecordPromotion(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			goldenFile(t, filepath.Join("testdata", "promotion", step.name, f), got)
+			golden.File(t, filepath.Join("testdata", "promotion", step.name, f), got)
 		}
-	}
-}
-
-func goldenFile(t *testing.T, path string, got []byte) {
-	t.Helper()
-	if *updateGolden {
-		if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(path, got, 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-	want, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatalf("%v (run with -update to create it)", err)
-	}
-	if string(got) != string(want) {
-		t.Errorf("%s differs (run with -update after checking):\n--- got\n%s\n--- want\n%s", path, got, want)
 	}
 }
