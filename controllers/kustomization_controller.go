@@ -111,8 +111,8 @@ func (r *KustomizationReconciler) Reconcile(ctx context.Context, req ctrl.Reques
 	}
 	src, branch, err := resolveSource(ctx, r.Client, ks)
 	if err != nil {
-		for _, d := range candidates {
-			r.warn(d, adoptionFailedReason, fmt.Sprintf("cannot adopt through Kustomization %s/%s: %v", ks.Namespace, ks.Name, err))
+		for _, c := range candidates {
+			r.warn(c.deployment, adoptionFailedReason, fmt.Sprintf("cannot adopt through Kustomization %s/%s: %v", ks.Namespace, ks.Name, err))
 		}
 		for _, dl := range optOuts {
 			r.warn(dl, optOutFailedReason, fmt.Sprintf("cannot hand back through Kustomization %s/%s: %v", ks.Namespace, ks.Name, err))
@@ -131,9 +131,9 @@ func (r *KustomizationReconciler) Reconcile(ctx context.Context, req ctrl.Reques
 			errs = append(errs, err)
 		}
 	}
-	for _, d := range candidates {
-		if err := r.adopt(ctx, ks, src, branch, d); err != nil {
-			failed(d, adoptionFailedReason, err)
+	for _, c := range candidates {
+		if err := r.adopt(ctx, ks, src, branch, c); err != nil {
+			failed(c.deployment, adoptionFailedReason, err)
 		}
 	}
 	for _, dl := range optOuts {
@@ -148,7 +148,7 @@ func (r *KustomizationReconciler) Reconcile(ctx context.Context, req ctrl.Reques
 // Delivery and whose annotations are valid (invalid ones get a warning
 // event and are left alone), and the adopted Deliveries whose Deployments
 // lost their strategy annotation.
-func (r *KustomizationReconciler) scan(ctx context.Context, ks *kustomizev1.Kustomization) (candidates []*appsv1.Deployment, optOuts []*deliveryv1.Delivery, err error) {
+func (r *KustomizationReconciler) scan(ctx context.Context, ks *kustomizev1.Kustomization) (candidates []candidate, optOuts []*deliveryv1.Delivery, err error) {
 	for _, e := range ks.Status.Inventory.Entries {
 		// <namespace>_<name>_<group>_<kind>
 		parts := strings.Split(e.ID, "_")
@@ -179,6 +179,10 @@ func (r *KustomizationReconciler) scan(ctx context.Context, ks *kustomizev1.Kust
 			r.warn(d, invalidStrategyReason, fmt.Sprintf("annotation %s: %q is not a strategy; use canary or blue-green", StrategyAnnotation, strategy))
 			continue
 		}
+		// The adoption is written with the Git settings of the policy the
+		// Deployment names, or of the strategy's built-in policy.
+		c := candidate{deployment: d, policy: builtinPolicy(&deliveryv1.Delivery{Spec: deliveryv1.DeliverySpec{
+			Strategy: strategy, DeploymentRef: meta.LocalObjectReference{Name: d.Name}}})}
 		if policy := d.Annotations[PolicyAnnotation]; policy != "" {
 			p := &deliveryv1.DeliveryPolicy{}
 			if err := r.Get(ctx, client.ObjectKey{Namespace: d.Namespace, Name: policy}, p); err != nil {
@@ -192,8 +196,9 @@ func (r *KustomizationReconciler) scan(ctx context.Context, ks *kustomizev1.Kust
 				r.warn(d, deliveryv1.InvalidPolicyReason, fmt.Sprintf("annotation %s is %s but DeliveryPolicy %s describes %s", StrategyAnnotation, strategy, policy, p.Strategy()))
 				continue
 			}
+			c.policy = p.Spec
 		}
-		candidates = append(candidates, d)
+		candidates = append(candidates, c)
 	}
 	return candidates, optOuts, nil
 }
@@ -254,7 +259,14 @@ func credentialsFrom(s *corev1.Secret) gitops.Credentials {
 
 // adopt pushes the adoption commit for one Deployment and asks Flux to
 // apply it now.
-func (r *KustomizationReconciler) adopt(ctx context.Context, ks *kustomizev1.Kustomization, src gitops.Source, branch string, d *appsv1.Deployment) error {
+// candidate is an annotated Deployment to adopt, with the policy it names.
+type candidate struct {
+	deployment *appsv1.Deployment
+	policy     deliveryv1.DeliveryPolicySpec
+}
+
+func (r *KustomizationReconciler) adopt(ctx context.Context, ks *kustomizev1.Kustomization, src gitops.Source, branch string, c candidate) error {
+	d, policy := c.deployment, c.policy
 	// NOTE: the commit moves replicas out of the Deployment. Flux applies
 	// with force, so a field no manager owns would fall back to 1: sluice
 	// must co-own spec.replicas before the commit lands.
@@ -268,17 +280,6 @@ func (r *KustomizationReconciler) adopt(ctx context.Context, ks *kustomizev1.Kus
 		Strategy:     d.Annotations[StrategyAnnotation],
 		Policy:       d.Annotations[PolicyAnnotation],
 		LiveReplicas: ptr.Deref(d.Spec.Replicas, 1),
-	}
-	// The adoption is written with the Git settings of the policy the
-	// Deployment names, or of the strategy's built-in policy.
-	policy := builtinPolicy(&deliveryv1.Delivery{Spec: deliveryv1.DeliverySpec{
-		Strategy: adoption.Strategy, DeploymentRef: meta.LocalObjectReference{Name: d.Name}}})
-	if adoption.Policy != "" {
-		p := &deliveryv1.DeliveryPolicy{}
-		if err := r.Get(ctx, client.ObjectKey{Namespace: d.Namespace, Name: adoption.Policy}, p); err != nil {
-			return err
-		}
-		policy = p.Spec
 	}
 	settings, err := gitSettingsFor(ctx, r.Client, d.Namespace, &policy, src, branch)
 	if err != nil {
