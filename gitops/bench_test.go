@@ -20,7 +20,7 @@ func BenchmarkLocate(b *testing.B) {
 }
 
 // BenchmarkAdoptUnchanged measures an adoption that finds Git already
-// adopted: what every write pays to decide there is nothing to commit.
+// adopted (the Delivery is in the build): one build.
 func BenchmarkAdoptUnchanged(b *testing.B) {
 	root := b.TempDir()
 	copyTree(b, filepath.Join("testdata", "adopt", "listed", "out"), root)
@@ -29,6 +29,29 @@ func BenchmarkAdoptUnchanged(b *testing.B) {
 	for b.Loop() {
 		if _, changed, err := Adopt(root, a); err != nil || changed {
 			b.Fatalf("Adopt: changed=%v err=%v", changed, err)
+		}
+	}
+}
+
+// BenchmarkParkUnchanged measures what a Healthy Delivery's promotion
+// reconcile pays in Git when Git already records its stable template and
+// parks it (the check at every revision its Kustomization applies): one
+// build, and the reads of the Delivery's and the Deployment's files.
+func BenchmarkParkUnchanged(b *testing.B) {
+	root := b.TempDir()
+	copyTree(b, filepath.Join("testdata", "adopt", "listed", "out"), root)
+	p := Promotion{Path: "apps/api",
+		Delivery:   ObjectID{Kind: "Delivery", Namespace: "backend", Name: "api"},
+		Deployment: ObjectID{Kind: "Deployment", Namespace: "backend", Name: "api"},
+		Services:   []string{"api"},
+		Stable:     &StableRecord{TemplateHash: "aaaaaaaaaa", Revision: "main@sha1:0123", PromotedAt: "2026-11-25T10:05:00Z"}}
+	if changed, err := RecordPromotion(root, p); err != nil || !changed {
+		b.Fatalf("first record: changed=%v err=%v", changed, err)
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		if changed, err := RecordPromotion(root, p); err != nil || changed {
+			b.Fatalf("RecordPromotion: changed=%v err=%v", changed, err)
 		}
 	}
 }

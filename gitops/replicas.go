@@ -117,9 +117,13 @@ func keepParked(root, kpath string, objs []built, deploymentFile string, id Obje
 		return false, nil
 	}
 
-	after, err := build(root, kpath)
-	if err != nil {
-		return false, fmt.Errorf("%w: parking breaks the build of %s: %v", ErrCannotEdit, kpath, err)
+	// Check what Flux will build; when nothing changed, that is objs.
+	after := objs
+	if changed {
+		var err error
+		if after, err = build(root, kpath); err != nil {
+			return false, fmt.Errorf("%w: parking breaks the build of %s: %v", ErrCannotEdit, kpath, err)
+		}
 	}
 	if deploymentFile != "" {
 		if r, ok, err := replicasIn(after, kpath, id); err != nil {
