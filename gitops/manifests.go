@@ -139,6 +139,17 @@ func build(root, path string) ([]built, error) {
 	return out, nil
 }
 
+// fileOf returns the repository file that defines id in the build objs, or
+// "" when id is not in it or kustomize cannot tell.
+func fileOf(objs []built, id ObjectID) string {
+	for _, o := range objs {
+		if o.id.matches(id) {
+			return o.file
+		}
+	}
+	return ""
+}
+
 func fromResource(root, dir string, res *resource.Resource) (built, error) {
 	origin, err := res.GetOrigin()
 	if err != nil {

@@ -63,15 +63,7 @@ func RecordPromotion(root string, p Promotion) (bool, error) {
 	if err != nil {
 		return false, err
 	}
-	deliveryFile, deploymentFile := "", ""
-	for _, o := range objs {
-		switch {
-		case o.id.matches(p.Delivery):
-			deliveryFile = o.file
-		case o.id.matches(p.Deployment):
-			deploymentFile = o.file
-		}
-	}
+	deliveryFile, deploymentFile := fileOf(objs, p.Delivery), fileOf(objs, p.Deployment)
 	if deliveryFile == "" {
 		return false, fmt.Errorf("%w: no file of %s defines %s", ErrCannotEdit, p.Path, p.Delivery)
 	}

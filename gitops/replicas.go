@@ -157,15 +157,7 @@ func RemoveDelivery(root string, o OptOut) (bool, error) {
 	if err != nil {
 		return false, err
 	}
-	deliveryFile, deploymentFile := "", ""
-	for _, b := range objs {
-		switch {
-		case b.id.matches(o.Delivery):
-			deliveryFile = b.file
-		case b.id.matches(o.Deployment):
-			deploymentFile = b.file
-		}
-	}
+	deliveryFile, deploymentFile := fileOf(objs, o.Delivery), fileOf(objs, o.Deployment)
 	if deploymentFile == "" {
 		return false, fmt.Errorf("%w: no file of %s defines %s", ErrCannotEdit, o.Path, o.Deployment)
 	}

@@ -401,25 +401,6 @@ func TestWritesWaitingForTheSameBranchAreCoalesced(t *testing.T) {
 			}})
 		firstDone <- err
 	}()
-	waitPending := func(n int) {
-		t.Helper()
-		deadline := time.Now().Add(10 * time.Second)
-		for {
-			f.repos.mu.Lock()
-			got := 0
-			for _, p := range f.repos.pending {
-				got += len(p)
-			}
-			f.repos.mu.Unlock()
-			if got == n {
-				return
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("%d writes pending, want %d", got, n)
-			}
-			time.Sleep(5 * time.Millisecond)
-		}
-	}
 	<-started // the first write holds the repository with its own batch
 
 	results := make(chan Result, 2)
@@ -433,7 +414,7 @@ func TestWritesWaitingForTheSameBranchAreCoalesced(t *testing.T) {
 			results <- res
 		}()
 	}
-	waitPending(2)
+	waitPending(t, f.repos, 2)
 	close(release)
 	if err := <-firstDone; err != nil {
 		t.Fatal(err)
@@ -496,22 +477,7 @@ func TestACoalescedWriteWhoseEditFailsDoesNotFailTheOthers(t *testing.T) {
 			outcomes <- outcome{name, res, err}
 		}()
 	}
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		f.repos.mu.Lock()
-		n := 0
-		for _, p := range f.repos.pending {
-			n += len(p)
-		}
-		f.repos.mu.Unlock()
-		if n == 2 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%d writes pending, want 2", n)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	waitPending(t, f.repos, 2)
 	close(release)
 	if err := <-firstDone; err != nil {
 		t.Fatal(err)
@@ -535,5 +501,26 @@ func TestACoalescedWriteWhoseEditFailsDoesNotFailTheOthers(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(clone, "half.yaml")); !os.IsNotExist(err) {
 		t.Fatalf("the failing edit's half-written file reached Git: %v", err)
+	}
+}
+
+// waitPending waits until n writes wait for a repository of repos.
+func waitPending(t *testing.T, repos *Repositories, n int) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		repos.mu.Lock()
+		got := 0
+		for _, p := range repos.pending {
+			got += len(p)
+		}
+		repos.mu.Unlock()
+		if got == n {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d writes pending, want %d", got, n)
+		}
+		time.Sleep(5 * time.Millisecond)
 	}
 }
