@@ -19,7 +19,9 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/event"
+	"sigs.k8s.io/controller-runtime/pkg/handler"
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	fluxevents "github.com/fluxcd/pkg/runtime/events"
 
@@ -62,13 +64,40 @@ type KustomizationReconciler struct {
 	ControllerName string
 }
 
-// SetupWithManager watches Kustomizations; only a new applied revision or a
-// changed inventory causes work.
+// SetupWithManager watches Kustomizations, where only a new applied
+// revision or a changed inventory causes work, and the strategy annotation
+// of the Deployments they apply: with wait: true, Flux records a revision as
+// applied only once its health checks pass, and a stalled Delivery's would
+// not, so the annotation's removal must be seen on the Deployment.
 func (r *KustomizationReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	return ctrl.NewControllerManagedBy(mgr).
 		For(&kustomizev1.Kustomization{}, builder.WithPredicates(appliedChanged)).
+		Watches(&appsv1.Deployment{}, handler.EnqueueRequestsFromMapFunc(kustomizationOf),
+			builder.WithPredicates(strategyChanged)).
 		Named("kustomization-discovery").
 		Complete(r)
+}
+
+// kustomizationOf maps an object Flux applied to its Kustomization.
+func kustomizationOf(_ context.Context, obj client.Object) []reconcile.Request {
+	name, ns := obj.GetLabels()[kustomizationNameLabel], obj.GetLabels()[kustomizationNamespaceLabel]
+	if name == "" || ns == "" {
+		return nil
+	}
+	return []reconcile.Request{{NamespacedName: types.NamespacedName{Namespace: ns, Name: name}}}
+}
+
+// strategyChanged passes the Deployment updates that add, change or remove
+// the strategy annotation.
+var strategyChanged = predicate.Funcs{
+	CreateFunc:  func(event.CreateEvent) bool { return false },
+	DeleteFunc:  func(event.DeleteEvent) bool { return false },
+	GenericFunc: func(event.GenericEvent) bool { return false },
+	UpdateFunc: func(e event.UpdateEvent) bool {
+		o, okOld := e.ObjectOld.GetAnnotations()[StrategyAnnotation]
+		n, okNew := e.ObjectNew.GetAnnotations()[StrategyAnnotation]
+		return okOld != okNew || o != n
+	},
 }
 
 var appliedChanged = predicate.Funcs{
@@ -116,6 +145,11 @@ func (r *KustomizationReconciler) Reconcile(ctx context.Context, req ctrl.Reques
 		}
 		for _, dl := range optOuts {
 			r.warn(dl, optOutFailedReason, fmt.Sprintf("cannot hand back through Kustomization %s/%s: %v", ks.Namespace, ks.Name, err))
+		}
+		// A Secret or RoleBinding may appear without an event sluice
+		// watches.
+		if errors.Is(err, errCredentialsUnavailable) {
+			return ctrl.Result{RequeueAfter: time.Minute}, nil
 		}
 		return ctrl.Result{}, nil
 	}
@@ -341,6 +375,7 @@ func (r *KustomizationReconciler) optOut(ctx context.Context, ks *kustomizev1.Ku
 		Delivery:   gitops.ObjectID{Kind: deliveryv1.DeliveryKind, Namespace: obj.Namespace, Name: obj.Name},
 		Deployment: gitops.ObjectID{Kind: "Deployment", Namespace: obj.Namespace, Name: obj.Spec.DeploymentRef.Name},
 		Replicas:   obj.GetReplicas(),
+		Services:   switchedServices(policy),
 	}
 	res, err := r.Git.Write(ctx, settings.src, gitops.Change{
 		Branch:     settings.branch,
@@ -358,14 +393,31 @@ func (r *KustomizationReconciler) optOut(ctx context.Context, ks *kustomizev1.Ku
 			"pushed %s: the Delivery leaves Git and Deployment %s serves with %d replicas again",
 			res.Commit[:12], obj.Spec.DeploymentRef.Name, optOut.Replicas)
 	}
-	if !ks.Spec.Prune {
-		// Flux leaves what leaves Git in the cluster: remove the Delivery
-		// here, its finalizer hands the app back.
+	if !ks.Spec.Prune && !inInventory(ks, obj) {
+		// Flux applied the opt-out commit and leaves what left Git in the
+		// cluster: remove the Delivery here, its finalizer hands the app
+		// back. Before Flux applied it, Flux would bring the Delivery back
+		// at the old revision.
 		if err := r.Delete(ctx, obj); client.IgnoreNotFound(err) != nil {
 			return fmt.Errorf("deleting Delivery %s/%s: %w", obj.Namespace, obj.Name, err)
 		}
+		return nil
 	}
 	return requestReconcile(ctx, r.Client, ks)
+}
+
+// inInventory tells whether the Kustomization's last apply included obj.
+func inInventory(ks *kustomizev1.Kustomization, obj *deliveryv1.Delivery) bool {
+	if ks.Status.Inventory == nil {
+		return false
+	}
+	id := strings.Join([]string{obj.Namespace, obj.Name, deliveryv1.GroupVersion.Group, deliveryv1.DeliveryKind}, "_")
+	for _, e := range ks.Status.Inventory.Entries {
+		if e.ID == id {
+			return true
+		}
+	}
+	return false
 }
 
 func optOutMessage(obj *deliveryv1.Delivery) string {

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"sort"
 	"strings"
+	"sync"
 	"text/template"
 	"time"
 
@@ -54,6 +55,11 @@ type PromotionReconciler struct {
 	EventRecorder  fluxevents.Recorder
 	Git            PromotionGit
 	ControllerName string
+
+	// parked remembers, by Delivery, the Kustomization revision and
+	// Delivery generation at which Git was last found parking it, so that
+	// the check reads Git once per revision rather than at every reconcile.
+	parked sync.Map
 }
 
 // SetupWithManager reconciles a Delivery whenever it changes, status
@@ -93,6 +99,9 @@ func (r *PromotionReconciler) deliveriesAppliedBy(ctx context.Context, ks client
 func (r *PromotionReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
 	obj := &deliveryv1.Delivery{}
 	if err := r.Get(ctx, req.NamespacedName, obj); err != nil {
+		if apierrors.IsNotFound(err) {
+			r.parked.Delete(req.NamespacedName)
+		}
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
 	if !obj.DeletionTimestamp.IsZero() || obj.Spec.Suspend || obj.Status.ObservedGeneration == 0 && obj.Status.Phase == "" {
@@ -209,7 +218,7 @@ func (w promotionWrite) run(ctx context.Context) error {
 	// zero removed since) and pushes nothing when it does. Git is the only
 	// place to look: Flux does not apply a value the cluster already has,
 	// so the Deployment's managed fields do not say what Git holds.
-	case st.Phase == deliveryv1.PhaseHealthy && st.StableTemplateHash != "" && (!recorded || w.parkable(ctx)):
+	case st.Phase == deliveryv1.PhaseHealthy && st.StableTemplateHash != "" && (!recorded || w.parkCheckDue(ctx)):
 		images, err := w.rolloutImages(ctx)
 		if err != nil {
 			return err
@@ -225,10 +234,13 @@ func (w promotionWrite) run(ctx context.Context) error {
 			message = parkMessage(obj, services)
 		}
 		if err := w.write(ctx, w.git.branch, action, st.StableTemplateHash, nil, message, messageTemplate,
-			gitops.Promotion{Services: services, Stable: &gitops.StableRecord{
+			gitops.Promotion{Services: services, ParkOnly: recorded, Stable: &gitops.StableRecord{
 				TemplateHash: st.StableTemplateHash, Revision: w.ks.Status.LastAppliedRevision, Images: images, PromotedAt: now,
 			}}); err != nil {
 			return err
+		}
+		if recorded {
+			w.r.parked.Store(client.ObjectKeyFromObject(obj), w.parkKey())
 		}
 
 	case st.Phase == deliveryv1.PhaseRejected && st.CandidateTemplateHash != "" &&
@@ -279,6 +291,22 @@ template.`, obj.Namespace, obj.Spec.DeploymentRef.Name)
 Flux only when absent, so that Flux does not put their selectors back.`, strings.Join(services, ", "))
 	}
 	return msg
+}
+
+// parkKey is what a park check found parked: the Kustomization's applied
+// revision and the Delivery's generation.
+func (w promotionWrite) parkKey() string {
+	return fmt.Sprintf("%s@%d", w.ks.Status.LastAppliedRevision, w.obj.Generation)
+}
+
+// parkCheckDue tells whether Git must be read to see that it still parks
+// the Delivery's Deployment: not since the last check found it parked at
+// the same revision and generation, and only for a Deployment it can park.
+func (w promotionWrite) parkCheckDue(ctx context.Context) bool {
+	if last, ok := w.r.parked.Load(client.ObjectKeyFromObject(w.obj)); ok && last == w.parkKey() {
+		return false
+	}
+	return w.parkable(ctx)
 }
 
 // parkable tells whether the Delivery's Deployment is applied by the same

@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"context"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
@@ -11,12 +12,15 @@ import (
 	"testing"
 	"time"
 
+	rolloutsv1 "github.com/argoproj/argo-rollouts/pkg/apis/rollouts/v1alpha1"
 	kustomizev1 "github.com/fluxcd/kustomize-controller/api/v1"
 	"github.com/fluxcd/pkg/apis/meta"
 	"github.com/fluxcd/pkg/runtime/conditions"
 	. "github.com/onsi/gomega"
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	deliveryv1 "github.com/sluice-dev/sluice/apis/v1alpha1"
 )
@@ -119,6 +123,24 @@ func TestFluxHealthChecks(t *testing.T) {
 	}, 3*time.Minute, 200*time.Millisecond).Should(Succeed())
 	step("rejected; the health check failed")
 	t.Logf("Kustomization bank: %s", conditions.GetMessage(ks(g, "bank"), meta.ReadyCondition))
+
+	// The user opts out while the health check fails: Flux does not record
+	// the annotation's removal as applied, and sluice sees it on the
+	// Deployment. The hand-back makes the Kustomization Ready again.
+	repo.git("", "pull", "--quiet", "origin", "main")
+	replaceInFile(t, filepath.Join(repo.dir, "apps/bank/deployment.yaml"),
+		"  annotations:\n    sluice.dev/strategy: canary\n    sluice.dev/policy: gated\n", "")
+	repo.commitAndPush("Stop progressive delivery of web")
+	g.Eventually(func(g Gomega) {
+		err := k8sClient.Get(context.Background(), client.ObjectKeyFromObject(delivery), &deliveryv1.Delivery{})
+		g.Expect(apierrors.IsNotFound(err)).To(BeTrue(), "the Delivery is pruned")
+		err = k8sClient.Get(context.Background(), client.ObjectKeyFromObject(delivery), &rolloutsv1.Rollout{})
+		g.Expect(apierrors.IsNotFound(err)).To(BeTrue(), "the Rollout is removed")
+		g.Expect(conditions.IsReady(ks(g, "bank"))).To(BeTrue())
+	}, 2*time.Minute, 200*time.Millisecond).Should(Succeed())
+	repo.git("", "pull", "--quiet", "origin", "main")
+	g.Expect(repo.git("", "log", "-1", "--format=%s", "--author=sluice")).To(Equal("Hand Deployment bank/web back from sluice"))
+	step("opted out while failing; handed back and Ready")
 }
 
 func replaceInFile(t *testing.T, path, from, to string) {

@@ -96,9 +96,18 @@ func TestRebuildFromGit(t *testing.T) {
 	g.Expect(readFile(t, repo, "apps/vault/manifests.yaml")).To(And(
 		ContainSubstring("image: "+v2), ContainSubstring("replicas: 0 # sluice:")))
 
-	// The first cluster is gone: it applies nothing more.
+	// The first cluster is gone: it applies and writes nothing more. Its
+	// promotion branch goes too, so that the branch the new cluster needs
+	// is its own.
+	branch := fmt.Sprintf("sluice/promote/vault/web/1-%s", candidate)
+	g.Eventually(func() string {
+		return repo.git("", "ls-remote", "origin", "refs/heads/"+branch)
+	}, time.Minute, 100*time.Millisecond).ShouldNot(BeEmpty())
 	ks := getObj(g, &kustomizev1.Kustomization{ObjectMeta: metav1.ObjectMeta{Namespace: "flux-system", Name: "vault"}})
 	update(g, ks, func() { ks.Spec.Suspend = true })
+	old := getObj(g, delivery.DeepCopy())
+	update(g, old, func() { old.Spec.Suspend = true })
+	repo.git("", "push", "--quiet", "origin", "--delete", branch)
 
 	// A new control plane with its own etcd, on the same Git server.
 	dir, err := os.MkdirTemp("", "sluice-e2e-rebuilt-")
@@ -155,8 +164,7 @@ func TestRebuildFromGit(t *testing.T) {
 	}
 
 	// The user approves on the new cluster as on the old one: by merging
-	// the promotion branch.
-	branch := fmt.Sprintf("sluice/promote/vault/web/1-%s", candidate)
+	// the promotion branch, which the new cluster's sluice pushed.
 	g.Eventually(func() string {
 		return repo.git("", "ls-remote", "origin", "refs/heads/"+branch)
 	}, time.Minute, 100*time.Millisecond).ShouldNot(BeEmpty())

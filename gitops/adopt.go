@@ -88,10 +88,13 @@ func Adopt(root string, a Adoption) (Adopted, bool, error) {
 		}
 	}
 
-	out := Adopted{DeploymentFile: deployment.file, Replicas: a.LiveReplicas}
+	// The serving replicas are Git's, unless Git parks the Deployment at
+	// zero (an earlier adoption whose Delivery left Git): then what runs,
+	// and never a Delivery at zero.
+	out := Adopted{DeploymentFile: deployment.file, Replicas: max(a.LiveReplicas, 1)}
 	if n, err := deployment.obj.Pipe(yaml.Lookup("spec", "replicas")); err == nil && n != nil {
 		var r int32
-		if _, err := fmt.Sscan(n.YNode().Value, &r); err == nil {
+		if _, err := fmt.Sscan(n.YNode().Value, &r); err == nil && r > 0 {
 			out.Replicas = r
 		}
 	}
@@ -385,4 +388,36 @@ func annotate(root, rel string, id ObjectID, key, value string) (bool, error) {
 		return true, writeDocuments(file, docs)
 	}
 	return false, fmt.Errorf("%w: %s does not define %s itself; annotate it %s: %s where it is defined", ErrCannotEdit, rel, id, key, value)
+}
+
+// removeAnnotation removes an annotation with the given value from the
+// object's document in the file rel.
+func removeAnnotation(root, rel string, id ObjectID, key, value string) (bool, error) {
+	file, err := securePath(root, rel)
+	if err != nil {
+		return false, err
+	}
+	docs, err := readDocuments(file)
+	if err != nil {
+		return false, err
+	}
+	for _, doc := range docs {
+		if !matches(doc, id) || doc.GetAnnotations()[key] != value {
+			continue
+		}
+		annotations, err := doc.Pipe(yaml.Lookup("metadata", "annotations"))
+		if err != nil {
+			return false, err
+		}
+		if err := annotations.PipeE(yaml.Clear(key)); err != nil {
+			return false, err
+		}
+		if len(annotations.Content()) == 0 {
+			if err := doc.PipeE(yaml.Lookup("metadata"), yaml.Clear("annotations")); err != nil {
+				return false, err
+			}
+		}
+		return true, writeDocuments(file, docs)
+	}
+	return false, nil
 }

@@ -156,7 +156,7 @@ func TestAdoptParkAndOptOut(t *testing.T) {
 				t.Fatalf("Adopt after parking: changed=%v err=%v; want no change", changed, err)
 			}
 
-			optOut := OptOut{Path: tt.path, Delivery: delivery, Deployment: tt.deployment, Replicas: adopted.Replicas}
+			optOut := OptOut{Path: tt.path, Delivery: delivery, Deployment: tt.deployment, Replicas: adopted.Replicas, Services: []string{tt.deployment.Name}}
 			if changed, err := RemoveDelivery(root, optOut); err != nil || !changed {
 				t.Fatalf("RemoveDelivery: changed=%v err=%v", changed, err)
 			}
@@ -169,4 +169,87 @@ func TestAdoptParkAndOptOut(t *testing.T) {
 			golden.Tree(t, filepath.Join("testdata", "optout", tt.layout), root)
 		})
 	}
+}
+
+// TestAdoptAfterParkingTakesWhatRuns: a Delivery removed from Git by hand
+// leaves the Deployment parked at zero; adopting it again takes the
+// replicas that run, never zero.
+func TestAdoptAfterParkingTakesWhatRuns(t *testing.T) {
+	root := t.TempDir()
+	copyTree(t, filepath.Join("testdata", "adopt", "plain-folder", "in"), root)
+	deployment := ObjectID{Kind: "Deployment", Namespace: "shop", Name: "web"}
+	a := Adoption{Path: "apps/web", Deployment: deployment, Strategy: "canary", LiveReplicas: 3}
+	if _, _, err := Adopt(root, a); err != nil {
+		t.Fatal(err)
+	}
+	p := Promotion{Path: "apps/web", Delivery: ObjectID{Kind: "Delivery", Namespace: "shop", Name: "web"}, Deployment: deployment,
+		Stable: &StableRecord{TemplateHash: "aaaaaaaaaa"}}
+	if _, err := RecordPromotion(root, p); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Remove(filepath.Join(root, "apps/web/web-delivery.yaml")); err != nil {
+		t.Fatal(err)
+	}
+	for live, want := range map[int32]int32{3: 3, 0: 1} {
+		a.LiveReplicas = live
+		got, changed, err := Adopt(root, a)
+		if err != nil || !changed || got.Replicas != want {
+			t.Errorf("with %d live replicas: Adopt = %+v, %v, %v; want %d replicas", live, got, changed, err, want)
+		}
+		_ = os.Remove(filepath.Join(root, "apps/web/web-delivery.yaml"))
+	}
+}
+
+// TestRecordPromotionWhenParkingIsRefused: a patch that sets the
+// Deployment's replicas does not stop the stable record, nothing of the
+// parking is written, and the park check says which file to change.
+func TestRecordPromotionWhenParkingIsRefused(t *testing.T) {
+	root := promotionFixture(t)
+	writeFile(t, filepath.Join(root, "apps/web/kustomization.yaml"), `resources:
+  - deployment.yaml
+  - web-delivery.yaml
+patches:
+  - target: {kind: Deployment, name: web}
+    patch: |
+      - op: add
+        path: /spec/replicas
+        value: 6
+`)
+	p := Promotion{Path: "apps/web",
+		Delivery:   ObjectID{Kind: "Delivery", Namespace: "shop", Name: "web"},
+		Deployment: ObjectID{Kind: "Deployment", Namespace: "shop", Name: "web"},
+		Stable:     &StableRecord{TemplateHash: "bbbbbbbbbb", PromotedAt: "2026-11-25T10:05:00Z"}}
+	if changed, err := RecordPromotion(root, p); err != nil || !changed {
+		t.Fatalf("RecordPromotion = %v, %v; want the stable record written", changed, err)
+	}
+	if got := readFile(t, filepath.Join(root, "apps/web/deployment.yaml")); got != deploymentFile {
+		t.Errorf("the refused parking was written:\n%s", got)
+	}
+	if got := readFile(t, filepath.Join(root, "apps/web/web-delivery.yaml")); !strings.Contains(got, "templateHash: bbbbbbbbbb") {
+		t.Errorf("the stable record is missing:\n%s", got)
+	}
+	p.ParkOnly = true
+	_, err := RecordPromotion(root, p)
+	if !errors.Is(err, ErrCannotEdit) || !strings.Contains(err.Error(), "apps/web/deployment.yaml") {
+		t.Errorf("the park check = %v; want ErrCannotEdit naming the file", err)
+	}
+	if got := readFile(t, filepath.Join(root, "apps/web/deployment.yaml")); got != deploymentFile {
+		t.Errorf("the refused parking was written:\n%s", got)
+	}
+
+	// A park check for a stable template Git no longer records does
+	// nothing.
+	p.Stable.TemplateHash = "cccccccccc"
+	if changed, err := RecordPromotion(root, p); err != nil || changed {
+		t.Errorf("park check of another template = %v, %v; want no change", changed, err)
+	}
+}
+
+func readFile(t *testing.T, path string) string {
+	t.Helper()
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(data)
 }

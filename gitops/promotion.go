@@ -1,6 +1,7 @@
 package gitops
 
 import (
+	"errors"
 	"fmt"
 	"path/filepath"
 
@@ -51,6 +52,10 @@ type Promotion struct {
 	// Services are those Argo Rollouts switches, marked for Flux with a
 	// Stable record.
 	Services []string
+	// ParkOnly, with Stable, only checks that Git parks the Deployment
+	// and marks the Services: it never writes the stable record, and
+	// does nothing when Git records another stable template.
+	ParkOnly bool
 }
 
 // RecordPromotion edits the repository at root: it records a stable
@@ -113,6 +118,11 @@ func RecordPromotion(root string, p Promotion) (bool, error) {
 			// Recorded already; Git may still need to park.
 			return keepParked(root, p.Path, objs, deploymentFile, p.Deployment, p.Services)
 		}
+		if p.ParkOnly {
+			// Git moved on to another stable template: not this
+			// Delivery's to park from what it saw.
+			return false, nil
+		}
 		setString(node, "promotedAt", p.Stable.PromotedAt)
 		if err := promotion.PipeE(yaml.SetField("stable", node)); err != nil {
 			return false, err
@@ -164,7 +174,10 @@ func RecordPromotion(root string, p Promotion) (bool, error) {
 		return false, err
 	}
 	if p.Stable != nil {
-		if _, err := keepParked(root, p.Path, objs, deploymentFile, p.Deployment, p.Services); err != nil {
+		// The record does not wait for the parking: when sluice cannot
+		// park, keepParked leaves the files as they were, and the park
+		// check that follows the record reports why.
+		if _, err := keepParked(root, p.Path, objs, deploymentFile, p.Deployment, p.Services); err != nil && !errors.Is(err, ErrCannotEdit) {
 			return false, err
 		}
 	}

@@ -99,7 +99,28 @@ func replicasIn(objs []built, kpath string, id ObjectID) (replicas int32, ok boo
 // Rollouts switches marked for Flux, so that Flux does not put their
 // selectors back. objs is the build of kpath before the edit; a Deployment
 // that another Kustomization applies (deploymentFile empty) is left alone.
-func keepParked(root, kpath string, objs []built, deploymentFile string, id ObjectID, services []string) (bool, error) {
+func keepParked(root, kpath string, objs []built, deploymentFile string, id ObjectID, services []string) (_ bool, retErr error) {
+	// What cannot be parked is not half-written: the files go back as they
+	// were.
+	var touched []string
+	if deploymentFile != "" {
+		touched = append(touched, deploymentFile)
+	}
+	for _, o := range objs {
+		if o.id.Kind == "Service" && o.file != "" {
+			touched = append(touched, o.file)
+		}
+	}
+	restore, err := snapshot(root, touched)
+	if err != nil {
+		return false, err
+	}
+	defer func() {
+		if retErr != nil {
+			restore()
+		}
+	}()
+
 	changed := false
 	if deploymentFile != "" {
 		set, err := setDeploymentReplicas(root, deploymentFile, id, 0, parkedComment)
@@ -145,6 +166,9 @@ type OptOut struct {
 	Delivery, Deployment ObjectID
 	// Replicas the Deployment serves with again: the Delivery's.
 	Replicas int32
+	// Services Argo Rollouts switched: their Flux ssa: IfNotPresent goes,
+	// so that Flux applies them from Git again.
+	Services []string
 }
 
 // RemoveDelivery edits the repository at root for an opt-out: it deletes
@@ -174,6 +198,16 @@ func RemoveDelivery(root string, o OptOut) (bool, error) {
 		return false, err
 	}
 	changed = changed || set
+	for _, name := range o.Services {
+		svc := ObjectID{Kind: "Service", Namespace: o.Deployment.Namespace, Name: name}
+		if file := fileOf(objs, svc); file != "" {
+			removed, err := removeAnnotation(root, file, svc, FluxSSAAnnotation, FluxSSAIfAbsent)
+			if err != nil {
+				return false, err
+			}
+			changed = changed || removed
+		}
+	}
 
 	// Check the result as Flux will build it.
 	after, err := build(root, o.Path)
@@ -248,4 +282,26 @@ func unregisterResource(root, dir, name string) (bool, error) {
 	}
 	resources.Value.YNode().Content = kept
 	return true, writeDocuments(kfile, []*yaml.RNode{k})
+}
+
+// snapshot keeps the contents of the repository files rel and returns a
+// function that writes them back.
+func snapshot(root string, rel []string) (func(), error) {
+	saved := map[string][]byte{}
+	for _, r := range rel {
+		file, err := securePath(root, r)
+		if err != nil {
+			return nil, err
+		}
+		data, err := os.ReadFile(file)
+		if err != nil {
+			return nil, err
+		}
+		saved[file] = data
+	}
+	return func() {
+		for file, data := range saved {
+			_ = os.WriteFile(file, data, 0o644)
+		}
+	}, nil
 }

@@ -190,7 +190,7 @@ func TestStopAbandoned(t *testing.T) {
 		if err := cmd.Start(); err != nil {
 			t.Fatal(err)
 		}
-		t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+		t.Cleanup(func() { _ = cmd.Process.Kill() })
 		if err := os.WriteFile(filepath.Join(dir, "pids", "sleep.pid"), []byte(strconv.Itoa(cmd.Process.Pid)), 0o644); err != nil {
 			t.Fatal(err)
 		}
@@ -198,8 +198,9 @@ func TestStopAbandoned(t *testing.T) {
 	}
 	abandoned := component(filepath.Join(root, "run-abandoned"), gone.Process.Pid)
 	running := component(filepath.Join(root, "run-running"), os.Getpid())
-	exited := make(chan error, 1)
+	exited, runningExited := make(chan error, 1), make(chan error, 1)
 	go func() { exited <- abandoned.Wait() }()
+	go func() { runningExited <- running.Wait() }()
 
 	stopped, err := StopAbandoned(filepath.Join(root, "run-*"))
 	if err != nil {
@@ -213,7 +214,9 @@ func TestStopAbandoned(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("the abandoned run's component still runs")
 	}
-	if err := syscall.Kill(running.Process.Pid, 0); err != nil {
+	select {
+	case err := <-runningExited:
 		t.Fatalf("the running stack's component was stopped: %v", err)
+	case <-time.After(500 * time.Millisecond):
 	}
 }
