@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"syscall"
 	"time"
 )
@@ -47,7 +48,10 @@ func startProcess(name, bin string, args, env []string, logDir, pidDir string) (
 		logFile.Close()
 		close(p.done)
 	}()
-	if err := os.WriteFile(filepath.Join(pidDir, name+".pid"), []byte(strconv.Itoa(cmd.Process.Pid)), 0o644); err != nil {
+	// The start time tells a later run whether the PID still names this
+	// process, and not another one that reused it.
+	record := strconv.Itoa(cmd.Process.Pid) + " " + startTime(cmd.Process.Pid)
+	if err := os.WriteFile(filepath.Join(pidDir, name+".pid"), []byte(record), 0o644); err != nil {
 		p.stop()
 		return nil, err
 	}
@@ -77,15 +81,23 @@ func (p *process) stop() {
 	}
 }
 
-// stopPID stops a process group left by an earlier run, by its PID file.
+// stopPID stops a process group left by an earlier run, by its PID file;
+// a PID that another process has taken since is left alone.
 func stopPID(pidFile string) error {
 	data, err := os.ReadFile(pidFile)
 	if err != nil {
 		return err
 	}
-	pid, err := strconv.Atoi(string(data))
+	fields := strings.Fields(string(data))
+	if len(fields) == 0 {
+		return fmt.Errorf("%s is empty", pidFile)
+	}
+	pid, err := strconv.Atoi(fields[0])
 	if err != nil {
 		return fmt.Errorf("%s: %w", pidFile, err)
+	}
+	if len(fields) > 1 && fields[1] != "" && startTime(pid) != fields[1] {
+		return os.Remove(pidFile)
 	}
 	if err := syscall.Kill(-pid, syscall.SIGTERM); err != nil && !errors.Is(err, syscall.ESRCH) {
 		return err
@@ -155,4 +167,23 @@ func httpOK(url string) func(context.Context) error {
 		}
 		return nil
 	}
+}
+
+// startTime returns the start time of process pid in clock ticks since
+// boot (field 22 of /proc/<pid>/stat), or "" when it cannot be read.
+func startTime(pid int) string {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return ""
+	}
+	// The command name, field 2, may hold spaces; it ends at the last ')'.
+	rest := string(data)
+	if i := strings.LastIndexByte(rest, ')'); i >= 0 {
+		rest = rest[i+1:]
+	}
+	fields := strings.Fields(rest)
+	if len(fields) < 20 {
+		return ""
+	}
+	return fields[19]
 }

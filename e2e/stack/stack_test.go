@@ -191,7 +191,7 @@ func TestStopAbandoned(t *testing.T) {
 			t.Fatal(err)
 		}
 		t.Cleanup(func() { _ = cmd.Process.Kill() })
-		if err := os.WriteFile(filepath.Join(dir, "pids", "sleep.pid"), []byte(strconv.Itoa(cmd.Process.Pid)), 0o644); err != nil {
+		if err := os.WriteFile(filepath.Join(dir, "pids", "sleep.pid"), []byte(strconv.Itoa(cmd.Process.Pid)+" "+startTime(cmd.Process.Pid)), 0o644); err != nil {
 			t.Fatal(err)
 		}
 		return cmd
@@ -202,12 +202,22 @@ func TestStopAbandoned(t *testing.T) {
 	go func() { exited <- abandoned.Wait() }()
 	go func() { runningExited <- running.Wait() }()
 
+	// A PID file whose process is gone and whose PID another process took
+	// since: the start time differs, and that process is left alone.
+	reused := filepath.Join(root, "run-reused")
+	other := component(reused, gone.Process.Pid)
+	otherExited := make(chan error, 1)
+	go func() { otherExited <- other.Wait() }()
+	if err := os.WriteFile(filepath.Join(reused, "pids", "sleep.pid"), []byte(strconv.Itoa(other.Process.Pid)+" 1"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+
 	stopped, err := StopAbandoned(filepath.Join(root, "run-*"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(stopped) != 1 || stopped[0] != filepath.Join(root, "run-abandoned") {
-		t.Fatalf("stopped %v, want only the abandoned run", stopped)
+	if len(stopped) != 2 || stopped[0] != filepath.Join(root, "run-abandoned") || stopped[1] != reused {
+		t.Fatalf("stopped %v, want the abandoned runs", stopped)
 	}
 	select {
 	case <-exited:
@@ -217,6 +227,8 @@ func TestStopAbandoned(t *testing.T) {
 	select {
 	case err := <-runningExited:
 		t.Fatalf("the running stack's component was stopped: %v", err)
+	case err := <-otherExited:
+		t.Fatalf("a process that took a recorded PID was stopped: %v", err)
 	case <-time.After(500 * time.Millisecond):
 	}
 }
