@@ -216,6 +216,10 @@ func RemoveDelivery(root string, o OptOut) (bool, error) {
 	}
 	for _, b := range after {
 		if b.id.matches(o.Delivery) {
+			if deliveryFile == "" {
+				return false, fmt.Errorf("%w: kustomize cannot tell which file defines %s (a generator or a remote base?); remove it there",
+					ErrCannotEdit, o.Delivery)
+			}
 			return false, fmt.Errorf("%w: %s is still in the build of %s once removed from %s; remove it where it is included",
 				ErrCannotEdit, o.Delivery, o.Path, deliveryFile)
 		}
