@@ -16,30 +16,7 @@ import (
 	"github.com/sluice-dev/sluice/e2e/stack"
 )
 
-const deploymentV1 = `apiVersion: v1
-kind: Namespace
-metadata:
-  name: smoke
----
-apiVersion: apps/v1
-kind: Deployment
-metadata:
-  name: web
-  namespace: smoke
-spec:
-  replicas: 2
-  selector:
-    matchLabels:
-      app: web
-  template:
-    metadata:
-      labels:
-        app: web
-    spec:
-      containers:
-        - name: web
-          image: registry.example/web:v1
-`
+var deploymentV1 = webApp("smoke", 2, "registry.example/web:v1")
 
 // TestFluxAppliesDeploymentFromGit pushes a Deployment to the Git server and
 // waits until Flux has applied it and its pods run Ready on the kwok node.

@@ -18,32 +18,7 @@ import (
 	deliveryv1 "github.com/sluice-dev/sluice/apis/v1alpha1"
 )
 
-const tillManifests = `apiVersion: v1
-kind: Namespace
-metadata:
-  name: till
----
-apiVersion: apps/v1
-kind: Deployment
-metadata:
-  name: web
-  namespace: till
-  annotations:
-    sluice.dev/strategy: canary
-spec:
-  replicas: 2
-  selector:
-    matchLabels:
-      app: web
-  template:
-    metadata:
-      labels:
-        app: web
-    spec:
-      containers:
-        - name: web
-          image: registry.example/till:v1
-`
+var tillManifests = webApp("till", 2, "registry.example/till:v1", "sluice.dev/strategy: canary")
 
 // TestOptOutWithoutPrune opts out through a Kustomization that does not
 // prune: sluice removes the Delivery itself once Flux has applied the

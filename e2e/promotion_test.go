@@ -19,33 +19,7 @@ import (
 	deliveryv1 "github.com/sluice-dev/sluice/apis/v1alpha1"
 )
 
-const storeDeployment = `apiVersion: v1
-kind: Namespace
-metadata:
-  name: store
----
-apiVersion: apps/v1
-kind: Deployment
-metadata:
-  name: web
-  namespace: store
-  annotations:
-    sluice.dev/strategy: canary
-    sluice.dev/policy: gated
-spec:
-  replicas: 2
-  selector:
-    matchLabels:
-      app: web
-  template:
-    metadata:
-      labels:
-        app: web
-    spec:
-      containers:
-        - name: web
-          image: registry.example/web:v1
-`
+var storeDeployment = webApp("store", 2, "registry.example/web:v1", "sluice.dev/strategy: canary", "sluice.dev/policy: gated")
 
 const storePolicy = `apiVersion: delivery.sluice.dev/v1alpha1
 kind: DeliveryPolicy

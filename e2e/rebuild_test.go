@@ -18,33 +18,7 @@ import (
 	"github.com/sluice-dev/sluice/e2e/stack"
 )
 
-const vaultManifests = `apiVersion: v1
-kind: Namespace
-metadata:
-  name: vault
----
-apiVersion: apps/v1
-kind: Deployment
-metadata:
-  name: web
-  namespace: vault
-  annotations:
-    sluice.dev/strategy: canary
-    sluice.dev/policy: gated
-spec:
-  replicas: 2
-  selector:
-    matchLabels:
-      app: web
-  template:
-    metadata:
-      labels:
-        app: web
-    spec:
-      containers:
-        - name: web
-          image: registry.example/web:v1
----
+var vaultManifests = webApp("vault", 2, "registry.example/web:v1", "sluice.dev/strategy: canary", "sluice.dev/policy: gated") + `---
 apiVersion: delivery.sluice.dev/v1alpha1
 kind: DeliveryPolicy
 metadata:
