@@ -224,7 +224,7 @@ func RemoveDelivery(root string, o OptOut) (bool, error) {
 				ErrCannotEdit, o.Delivery, o.Path, deliveryFile)
 		}
 	}
-	if r, ok, err := builtReplicas(root, o.Path, o.Deployment); err != nil {
+	if r, ok, err := replicasIn(after, o.Path, o.Deployment); err != nil {
 		return false, err
 	} else if !ok || r != o.Replicas {
 		return false, fmt.Errorf("%w: %s builds with replicas %d after setting %d in %s; a patch or a kustomization replicas field sets it: set it to %d there",
