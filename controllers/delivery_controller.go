@@ -34,7 +34,7 @@ import (
 // +kubebuilder:rbac:groups=delivery.sluice.dev,resources=deliveries/finalizers,verbs=update
 // +kubebuilder:rbac:groups=delivery.sluice.dev,resources=deliverypolicies,verbs=get;list;watch
 // +kubebuilder:rbac:groups=apps,resources=deployments,verbs=get;list;watch;patch
-// +kubebuilder:rbac:groups="",resources=services,verbs=get
+// +kubebuilder:rbac:groups="",resources=services,verbs=get;patch
 // +kubebuilder:rbac:groups=autoscaling,resources=horizontalpodautoscalers,verbs=list
 // +kubebuilder:rbac:groups=argoproj.io,resources=rollouts,verbs=get;list;watch;create;update;patch;delete
 // +kubebuilder:rbac:groups=argoproj.io,resources=rollouts/status,verbs=get;patch

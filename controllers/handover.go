@@ -11,6 +11,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	appsv1ac "k8s.io/client-go/applyconfigurations/apps/v1"
 	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -131,6 +132,9 @@ func (r *DeliveryReconciler) finalize(ctx context.Context, obj *deliveryv1.Deliv
 
 	rollout := &rolloutsv1.Rollout{}
 	if err := r.Get(ctx, client.ObjectKeyFromObject(obj), rollout); err == nil && metav1.IsControlledBy(rollout, obj) {
+		if err := r.releaseServices(ctx, rollout); err != nil {
+			return ctrl.Result{}, err
+		}
 		if err := r.Delete(ctx, rollout); client.IgnoreNotFound(err) != nil {
 			return ctrl.Result{}, fmt.Errorf("deleting Rollout: %w", err)
 		}
@@ -144,6 +148,44 @@ func (r *DeliveryReconciler) finalize(ctx context.Context, obj *deliveryv1.Deliv
 	recordPhase(obj, true)
 	controllerutil.RemoveFinalizer(obj, deliveryv1.DeliveryFinalizer)
 	return ctrl.Result{}, nil
+}
+
+// releaseServicesPatch takes Argo Rollouts' pod-template hash out of a
+// Service's selector, as Argo does once no Rollout references the Service.
+var releaseServicesPatch = client.RawPatch(types.MergePatchType, []byte(`{"metadata":{"annotations":{"`+
+	rolloutsv1.ManagedByRolloutsKey+`":null}},"spec":{"selector":{"`+rolloutsv1.DefaultRolloutUniqueLabelKey+`":null}}}`))
+
+// releaseServices points the Services the Rollout switches at every pod of
+// the app again, the Deployment's included, before the Rollout goes: Argo
+// would do it only after the Rollout is deleted, while its pods terminate,
+// and the Services would briefly select fewer pods than the app has.
+func (r *DeliveryReconciler) releaseServices(ctx context.Context, rollout *rolloutsv1.Rollout) error {
+	var names []string
+	if bg := rollout.Spec.Strategy.BlueGreen; bg != nil {
+		names = append(names, bg.ActiveService, bg.PreviewService)
+	}
+	if c := rollout.Spec.Strategy.Canary; c != nil {
+		names = append(names, c.StableService, c.CanaryService)
+	}
+	for _, name := range names {
+		if name == "" {
+			continue
+		}
+		svc := &corev1.Service{}
+		if err := r.APIReader.Get(ctx, client.ObjectKey{Namespace: rollout.Namespace, Name: name}, svc); err != nil {
+			if apierrors.IsNotFound(err) {
+				continue
+			}
+			return err
+		}
+		if _, switched := svc.Spec.Selector[rolloutsv1.DefaultRolloutUniqueLabelKey]; !switched {
+			continue
+		}
+		if err := r.Patch(ctx, svc, releaseServicesPatch, client.FieldOwner(r.ControllerName)); err != nil {
+			return fmt.Errorf("releasing Service %s from the Rollout: %w", name, err)
+		}
+	}
+	return nil
 }
 
 // deploymentAvailable tells whether the Deployment's controller has seen its

@@ -499,4 +499,35 @@ func TestBlueGreenApproval(t *testing.T) {
 		r := getObj(g, &rolloutsv1.Rollout{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "web"}})
 		g.Expect(svc.Spec.Selector).To(HaveKeyWithValue(rolloutsv1.DefaultRolloutUniqueLabelKey, r.Status.CurrentPodHash))
 	}, time.Minute, 100*time.Millisecond).Should(Succeed())
+
+	// Hand-back: the active Service never selects fewer ready pods than the
+	// app has, while the Deployment comes up and the Rollout goes.
+	g.Expect(k8sClient.Delete(ctx, getObj(g, delivery.DeepCopy()))).To(Succeed())
+	minReady, samples, quiet := replicas+1, 0, time.Time{}
+	for deadline := time.Now().Add(time.Minute); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		svc := getObj(g, &corev1.Service{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "web"}})
+		var pods corev1.PodList
+		g.Expect(k8sClient.List(ctx, &pods, client.InNamespace(ns), client.MatchingLabels(svc.Spec.Selector))).To(Succeed())
+		ready := 0
+		for _, p := range pods.Items {
+			if podReady(p) && p.DeletionTimestamp == nil {
+				ready++
+			}
+		}
+		samples++
+		minReady = min(minReady, ready)
+		err := k8sClient.Get(ctx, client.ObjectKeyFromObject(delivery), &rolloutsv1.Rollout{})
+		switch {
+		case !apierrors.IsNotFound(err):
+		case quiet.IsZero():
+			quiet = time.Now().Add(2 * time.Second)
+		case time.Now().After(quiet):
+			deadline = time.Now()
+		}
+	}
+	g.Expect(quiet).NotTo(BeZero(), "the Rollout was never removed")
+	t.Logf("hand-back: at least %d ready pods behind the active Service in %d samples", minReady, samples)
+	g.Expect(minReady).To(BeNumerically(">=", replicas))
+	svc := getObj(g, &corev1.Service{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "web"}})
+	g.Expect(svc.Spec.Selector).To(Equal(map[string]string{"app": "web"}))
 }
