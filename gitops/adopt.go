@@ -362,18 +362,7 @@ func checkSwitchedServices(after []built, services []built) error {
 // annotate sets an annotation on the object's document in the file rel,
 // unless the document says IfNotPresent or Ignore already for Flux's.
 func annotate(root, rel string, id ObjectID, key, value string) (bool, error) {
-	file, err := securePath(root, rel)
-	if err != nil {
-		return false, err
-	}
-	docs, err := readDocuments(file)
-	if err != nil {
-		return false, err
-	}
-	for _, doc := range docs {
-		if !matches(doc, id) {
-			continue
-		}
+	changed, found, err := editDocument(root, rel, id, func(doc *yaml.RNode) (bool, error) {
 		switch doc.GetAnnotations()[key] {
 		case value, "Ignore":
 			return false, nil
@@ -382,28 +371,20 @@ func annotate(root, rel string, id ObjectID, key, value string) (bool, error) {
 		if err != nil {
 			return false, err
 		}
-		if err := annotations.PipeE(yaml.SetField(key, yaml.NewStringRNode(value))); err != nil {
-			return false, err
-		}
-		return true, writeDocuments(file, docs)
+		return true, annotations.PipeE(yaml.SetField(key, yaml.NewStringRNode(value)))
+	})
+	if err == nil && !found {
+		err = fmt.Errorf("%w: %s does not define %s itself; annotate it %s: %s where it is defined", ErrCannotEdit, rel, id, key, value)
 	}
-	return false, fmt.Errorf("%w: %s does not define %s itself; annotate it %s: %s where it is defined", ErrCannotEdit, rel, id, key, value)
+	return changed, err
 }
 
 // removeAnnotation removes an annotation with the given value from the
 // object's document in the file rel.
 func removeAnnotation(root, rel string, id ObjectID, key, value string) (bool, error) {
-	file, err := securePath(root, rel)
-	if err != nil {
-		return false, err
-	}
-	docs, err := readDocuments(file)
-	if err != nil {
-		return false, err
-	}
-	for _, doc := range docs {
-		if !matches(doc, id) || doc.GetAnnotations()[key] != value {
-			continue
+	changed, _, err := editDocument(root, rel, id, func(doc *yaml.RNode) (bool, error) {
+		if doc.GetAnnotations()[key] != value {
+			return false, nil
 		}
 		annotations, err := doc.Pipe(yaml.Lookup("metadata", "annotations"))
 		if err != nil {
@@ -413,11 +394,9 @@ func removeAnnotation(root, rel string, id ObjectID, key, value string) (bool, e
 			return false, err
 		}
 		if len(annotations.Content()) == 0 {
-			if err := doc.PipeE(yaml.Lookup("metadata"), yaml.Clear("annotations")); err != nil {
-				return false, err
-			}
+			return true, doc.PipeE(yaml.Lookup("metadata"), yaml.Clear("annotations"))
 		}
-		return true, writeDocuments(file, docs)
-	}
-	return false, nil
+		return true, nil
+	})
+	return changed, err
 }

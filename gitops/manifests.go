@@ -229,6 +229,31 @@ func writeDocuments(path string, docs []*yaml.RNode) error {
 	return os.WriteFile(path, buf.Bytes(), 0o644)
 }
 
+// editDocument runs edit on the document of the object id in the
+// repository file rel and writes the file when edit reports a change; found
+// is false when no document of the file is the object.
+func editDocument(root, rel string, id ObjectID, edit func(doc *yaml.RNode) (bool, error)) (changed, found bool, err error) {
+	file, err := securePath(root, rel)
+	if err != nil {
+		return false, false, err
+	}
+	docs, err := readDocuments(file)
+	if err != nil {
+		return false, false, err
+	}
+	for _, doc := range docs {
+		if !matches(doc, id) {
+			continue
+		}
+		changed, err := edit(doc)
+		if err != nil || !changed {
+			return false, true, err
+		}
+		return true, true, writeDocuments(file, docs)
+	}
+	return false, false, nil
+}
+
 // matches tells whether a document is the object id (a built namespace may
 // come from a kustomization, so an empty namespace in the file matches).
 func matches(doc *yaml.RNode, id ObjectID) bool {

@@ -18,23 +18,12 @@ const parkedComment = "sluice: the Rollout serves this app; its replicas are in 
 // with comment as its line comment, or with no comment of sluice's when
 // comment is empty. It reports whether the file changed.
 func setDeploymentReplicas(root, rel string, id ObjectID, replicas int32, comment string) (bool, error) {
-	file, err := securePath(root, rel)
-	if err != nil {
-		return false, err
-	}
-	docs, err := readDocuments(file)
-	if err != nil {
-		return false, err
-	}
-	for _, doc := range docs {
-		if !matches(doc, id) {
-			continue
-		}
+	value := strconv.Itoa(int(replicas))
+	changed, found, err := editDocument(root, rel, id, func(doc *yaml.RNode) (bool, error) {
 		spec, err := doc.Pipe(yaml.LookupCreate(yaml.MappingNode, "spec"))
 		if err != nil {
 			return false, err
 		}
-		value := strconv.Itoa(int(replicas))
 		if f := spec.Field("replicas"); f != nil {
 			n := f.Value.YNode()
 			line := lineComment(comment, n.LineComment)
@@ -42,15 +31,18 @@ func setDeploymentReplicas(root, rel string, id ObjectID, replicas int32, commen
 				return false, nil
 			}
 			n.Value, n.Tag, n.LineComment = value, yaml.NodeTagInt, line
-		} else {
-			key := yaml.NewScalarRNode("replicas").YNode()
-			val := yaml.NewScalarRNode(value).YNode()
-			val.Tag, val.LineComment = yaml.NodeTagInt, lineComment(comment, "")
-			spec.YNode().Content = append([]*yaml.Node{key, val}, spec.YNode().Content...)
+			return true, nil
 		}
-		return true, writeDocuments(file, docs)
+		key := yaml.NewScalarRNode("replicas").YNode()
+		val := yaml.NewScalarRNode(value).YNode()
+		val.Tag, val.LineComment = yaml.NodeTagInt, lineComment(comment, "")
+		spec.YNode().Content = append([]*yaml.Node{key, val}, spec.YNode().Content...)
+		return true, nil
+	})
+	if err == nil && !found {
+		err = fmt.Errorf("%w: %s does not define %s itself; set its replicas to %d there", ErrCannotEdit, rel, id, replicas)
 	}
-	return false, fmt.Errorf("%w: %s does not define %s itself; set its replicas to %d there", ErrCannotEdit, rel, id, replicas)
+	return changed, err
 }
 
 // lineComment is the comment for a replicas line: comment when set, else

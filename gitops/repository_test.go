@@ -390,18 +390,7 @@ func TestWritesWaitingForTheSameBranchAreCoalesced(t *testing.T) {
 	author := Signature{Name: "sluice", Email: "sluice@example.com"}
 
 	// A first write holds the repository while two more arrive.
-	release, started := make(chan struct{}), make(chan struct{})
-	firstDone := make(chan error, 1)
-	go func() {
-		_, err := f.repos.Write(ctx, f.source(), Change{Branch: "main", Message: "first", Author: author,
-			Edit: func(root string) (bool, error) {
-				close(started)
-				<-release
-				return setFile("first.yaml", "1\n")(root)
-			}})
-		firstDone <- err
-	}()
-	<-started // the first write holds the repository with its own batch
+	release, firstDone := holdRepository(t, f)
 
 	results := make(chan Result, 2)
 	for _, name := range []string{"a", "b"} {
@@ -443,18 +432,7 @@ func TestACoalescedWriteWhoseEditFailsDoesNotFailTheOthers(t *testing.T) {
 	ctx := context.Background()
 	author := Signature{Name: "sluice", Email: "sluice@example.com"}
 
-	release, started := make(chan struct{}), make(chan struct{})
-	firstDone := make(chan error, 1)
-	go func() {
-		_, err := f.repos.Write(ctx, f.source(), Change{Branch: "main", Message: "first", Author: author,
-			Edit: func(root string) (bool, error) {
-				close(started)
-				<-release
-				return setFile("first.yaml", "1\n")(root)
-			}})
-		firstDone <- err
-	}()
-	<-started
+	release, firstDone := holdRepository(t, f)
 
 	type outcome struct {
 		name string
@@ -523,4 +501,23 @@ func waitPending(t *testing.T, repos *Repositories, n int) {
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
+}
+
+// holdRepository starts a write that holds f's repository until release is
+// closed, and returns once it holds it; firstDone gets the write's error.
+func holdRepository(t *testing.T, f *fixture) (release chan struct{}, firstDone <-chan error) {
+	t.Helper()
+	release, started, done := make(chan struct{}), make(chan struct{}), make(chan error, 1)
+	go func() {
+		_, err := f.repos.Write(context.Background(), f.source(), Change{Branch: "main", Message: "first",
+			Author: Signature{Name: "sluice", Email: "sluice@example.com"},
+			Edit: func(root string) (bool, error) {
+				close(started)
+				<-release
+				return setFile("first.yaml", "1\n")(root)
+			}})
+		done <- err
+	}()
+	<-started
+	return release, done
 }
