@@ -441,4 +441,13 @@ func TestEngine_AutoscaledRollout(t *testing.T) {
 	g.Eventually(func(g Gomega) string { return getDelivery(g, delivery).Status.LastHandledReconcileAt }, timeout).
 		Should(Equal("after-scale"))
 	g.Expect(getRollout(g, delivery).Spec.Replicas).To(HaveValue(BeEquivalentTo(7)))
+
+	// Handed back, the Deployment takes what the app serves with, not the
+	// Delivery's 2.
+	g.Expect(k8sClient.Delete(ctx, getDelivery(g, delivery))).To(Succeed())
+	g.Eventually(func(g Gomega) *int32 {
+		return getDeployment(g, &appsv1.Deployment{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "web"}}).Spec.Replicas
+	}, timeout).Should(HaveValue(BeEquivalentTo(7)))
+	g.Eventually(func(g Gomega) string { return conditions.GetMessage(getDelivery(g, delivery), meta.ReadyCondition) }, timeout).
+		Should(ContainSubstring("of 7 replicas available"))
 }

@@ -104,15 +104,22 @@ func optingOut(obj *deliveryv1.Delivery, deployment *appsv1.Deployment) bool {
 // to the Delivery's replicas, waits until they are available, and only then
 // removes the Rollout and the finalizer.
 func (r *DeliveryReconciler) finalize(ctx context.Context, obj *deliveryv1.Delivery) (ctrl.Result, error) {
+	rollout := &rolloutsv1.Rollout{}
+	err := r.Get(ctx, client.ObjectKeyFromObject(obj), rollout)
+	owned := err == nil && metav1.IsControlledBy(rollout, obj)
+	if client.IgnoreNotFound(err) != nil {
+		return ctrl.Result{}, err
+	}
+
 	deployment := &appsv1.Deployment{}
-	err := r.Get(ctx, client.ObjectKey{Namespace: obj.Namespace, Name: obj.Spec.DeploymentRef.Name}, deployment)
+	err = r.Get(ctx, client.ObjectKey{Namespace: obj.Namespace, Name: obj.Spec.DeploymentRef.Name}, deployment)
 	switch {
 	case apierrors.IsNotFound(err):
 		// Nothing to hand back to.
 	case err != nil:
 		return ctrl.Result{}, err
 	default:
-		want := obj.GetReplicas()
+		want := servingReplicas(obj, rollout, owned)
 		if ptr.Deref(deployment.Spec.Replicas, 1) < want {
 			if err := scaleDeployment(ctx, r.Client, r.ControllerName, deployment, want); err != nil {
 				return ctrl.Result{}, err
@@ -130,16 +137,13 @@ func (r *DeliveryReconciler) finalize(ctx context.Context, obj *deliveryv1.Deliv
 		}
 	}
 
-	rollout := &rolloutsv1.Rollout{}
-	if err := r.Get(ctx, client.ObjectKeyFromObject(obj), rollout); err == nil && metav1.IsControlledBy(rollout, obj) {
+	if owned {
 		if err := r.releaseServices(ctx, rollout); err != nil {
 			return ctrl.Result{}, err
 		}
 		if err := r.Delete(ctx, rollout); client.IgnoreNotFound(err) != nil {
 			return ctrl.Result{}, fmt.Errorf("deleting Rollout: %w", err)
 		}
-	} else if client.IgnoreNotFound(err) != nil {
-		return ctrl.Result{}, err
 	}
 	if deployment.Name != "" {
 		r.event(obj, corev1.EventTypeNormal, deliveryv1.HandoverReason,
@@ -148,6 +152,17 @@ func (r *DeliveryReconciler) finalize(ctx context.Context, obj *deliveryv1.Deliv
 	recordPhase(obj, true)
 	controllerutil.RemoveFinalizer(obj, deliveryv1.DeliveryFinalizer)
 	return ctrl.Result{}, nil
+}
+
+// servingReplicas is what the app serves with: the Delivery's replicas, or
+// more when an autoscaler scaled the Rollout up (owned says the Rollout is
+// the Delivery's). The Deployment takes that many back.
+func servingReplicas(obj *deliveryv1.Delivery, rollout *rolloutsv1.Rollout, owned bool) int32 {
+	want := obj.GetReplicas()
+	if owned {
+		want = max(want, ptr.Deref(rollout.Spec.Replicas, 0))
+	}
+	return want
 }
 
 // releaseServicesPatch takes Argo Rollouts' pod-template hash out of a

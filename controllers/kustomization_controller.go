@@ -7,12 +7,14 @@ import (
 	"strings"
 	"time"
 
+	rolloutsv1 "github.com/argoproj/argo-rollouts/pkg/apis/rollouts/v1alpha1"
 	kustomizev1 "github.com/fluxcd/kustomize-controller/api/v1"
 	"github.com/fluxcd/pkg/apis/meta"
 	sourcev1 "github.com/fluxcd/source-controller/api/v1"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -370,16 +372,21 @@ func (r *KustomizationReconciler) optOut(ctx context.Context, ks *kustomizev1.Ku
 	if err != nil {
 		return err
 	}
+	rollout := &rolloutsv1.Rollout{}
+	err = r.Get(ctx, client.ObjectKeyFromObject(obj), rollout)
+	if client.IgnoreNotFound(err) != nil {
+		return err
+	}
 	optOut := gitops.OptOut{
 		Path:       ks.Spec.Path,
 		Delivery:   gitops.ObjectID{Kind: deliveryv1.DeliveryKind, Namespace: obj.Namespace, Name: obj.Name},
 		Deployment: gitops.ObjectID{Kind: "Deployment", Namespace: obj.Namespace, Name: obj.Spec.DeploymentRef.Name},
-		Replicas:   obj.GetReplicas(),
+		Replicas:   servingReplicas(obj, rollout, err == nil && metav1.IsControlledBy(rollout, obj)),
 		Services:   switchedServices(policy),
 	}
 	res, err := r.Git.Write(ctx, settings.src, gitops.Change{
 		Branch:     settings.branch,
-		Message:    optOutMessage(obj),
+		Message:    optOutMessage(obj, optOut.Replicas),
 		Author:     settings.author,
 		SigningKey: settings.signingKey,
 		Passphrase: settings.passphrase,
@@ -420,7 +427,7 @@ func inInventory(ks *kustomizev1.Kustomization, obj *deliveryv1.Delivery) bool {
 	return false
 }
 
-func optOutMessage(obj *deliveryv1.Delivery) string {
+func optOutMessage(obj *deliveryv1.Delivery, replicas int32) string {
 	return fmt.Sprintf(`Hand Deployment %s/%s back from sluice
 
 Its %s annotation was removed. The Delivery leaves Git and the Deployment
@@ -429,7 +436,7 @@ Deployment's replicas are available, then removes it.
 
 Sluice-Delivery: %s/%s
 Sluice-Action: opt-out
-`, obj.Namespace, obj.Spec.DeploymentRef.Name, StrategyAnnotation, obj.GetReplicas(), obj.Namespace, obj.Name)
+`, obj.Namespace, obj.Spec.DeploymentRef.Name, StrategyAnnotation, replicas, obj.Namespace, obj.Name)
 }
 
 func adoptionMessage(d *appsv1.Deployment, a gitops.Adoption) string {
