@@ -104,7 +104,7 @@ func Adopt(root string, a Adoption) (Adopted, bool, error) {
 	if err != nil {
 		return Adopted{}, false, err
 	}
-	removed, err := removeReplicasFromFile(file, a.Deployment)
+	removed, err := removeReplicasFromFile(root, deployment.file, a.Deployment)
 	if err != nil {
 		return Adopted{}, false, fmt.Errorf("%s: %w", deployment.file, err)
 	}
@@ -179,26 +179,20 @@ func Adopt(root string, a Adoption) (Adopted, bool, error) {
 	return out, changed, nil
 }
 
-// removeReplicasFromFile clears spec.replicas of the Deployment's document.
-func removeReplicasFromFile(file string, id ObjectID) (bool, error) {
-	docs, err := readDocuments(file)
-	if err != nil {
-		return false, err
-	}
-	for _, doc := range docs {
-		if !matches(doc, id) {
-			continue
-		}
+// removeReplicasFromFile clears spec.replicas of the Deployment's document
+// in the repository file rel.
+func removeReplicasFromFile(root, rel string, id ObjectID) (bool, error) {
+	changed, found, err := editDocument(root, rel, id, func(doc *yaml.RNode) (bool, error) {
 		spec, err := doc.Pipe(yaml.Lookup("spec"))
 		if err != nil || spec == nil || spec.Field("replicas") == nil {
 			return false, err
 		}
-		if err := spec.PipeE(yaml.Clear("replicas")); err != nil {
-			return false, err
-		}
-		return true, writeDocuments(file, docs)
+		return true, spec.PipeE(yaml.Clear("replicas"))
+	})
+	if err == nil && !found {
+		err = fmt.Errorf("no document defines %s", id)
 	}
-	return false, fmt.Errorf("no document defines %s", id)
+	return changed, err
 }
 
 // removeReplicasEntry removes the entry for name from the replicas field of

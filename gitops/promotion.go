@@ -194,18 +194,7 @@ func RecordPromotion(root string, p Promotion) (bool, error) {
 
 // revertImages sets the images of the Deployment's containers in its file.
 func revertImages(root, rel string, id ObjectID, images []ContainerImage) error {
-	file, err := securePath(root, rel)
-	if err != nil {
-		return err
-	}
-	docs, err := readDocuments(file)
-	if err != nil {
-		return err
-	}
-	for _, doc := range docs {
-		if !matches(doc, id) {
-			continue
-		}
+	_, found, err := editDocument(root, rel, id, func(doc *yaml.RNode) (bool, error) {
 		for _, list := range []string{"initContainers", "containers"} {
 			containers, err := doc.Pipe(yaml.Lookup("spec", "template", "spec", list))
 			if err != nil || containers == nil {
@@ -216,15 +205,18 @@ func revertImages(root, rel string, id ObjectID, images []ContainerImage) error 
 				for _, img := range images {
 					if fieldValue(c, "name") == img.Name {
 						if err := c.PipeE(yaml.SetField("image", yaml.NewStringRNode(img.Image))); err != nil {
-							return err
+							return false, err
 						}
 					}
 				}
 			}
 		}
-		return writeDocuments(file, docs)
+		return true, nil
+	})
+	if err == nil && !found {
+		err = fmt.Errorf("%w: %s does not define %s itself; restore its images by hand", ErrCannotEdit, filepath.ToSlash(rel), id)
 	}
-	return fmt.Errorf("%w: %s does not define %s itself; restore its images by hand", ErrCannotEdit, filepath.ToSlash(rel), id)
+	return err
 }
 
 func setString(node *yaml.RNode, field, value string) {
