@@ -329,7 +329,7 @@ func (r *KustomizationReconciler) adopt(ctx context.Context, ks *kustomizev1.Kus
 	if err != nil {
 		return err
 	}
-	message += fmt.Sprintf("\n\nSluice-Delivery: %s/%s\nSluice-Action: adopt\nSluice-Template-Hash: %s\n", d.Namespace, d.Name, hash)
+	message += trailers(client.ObjectKeyFromObject(d), "adopt", hash, nil)
 
 	var adopted gitops.Adopted
 	res, err := r.Git.Write(ctx, settings.src, gitops.Change{
@@ -432,11 +432,9 @@ func optOutMessage(obj *deliveryv1.Delivery, replicas int32) string {
 
 Its %s annotation was removed. The Delivery leaves Git and the Deployment
 serves with %d replicas again; sluice keeps the Rollout until the
-Deployment's replicas are available, then removes it.
-
-Sluice-Delivery: %s/%s
-Sluice-Action: opt-out
-`, obj.Namespace, obj.Spec.DeploymentRef.Name, StrategyAnnotation, replicas, obj.Namespace, obj.Name)
+Deployment's replicas are available, then removes it.`,
+		obj.Namespace, obj.Spec.DeploymentRef.Name, StrategyAnnotation, replicas) +
+		trailers(client.ObjectKeyFromObject(obj), "opt-out", "", nil)
 }
 
 func adoptionMessage(d *appsv1.Deployment, a gitops.Adoption) string {

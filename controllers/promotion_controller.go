@@ -371,10 +371,7 @@ func (w promotionWrite) write(ctx context.Context, branch, action, hash string, 
 	if err != nil {
 		return err
 	}
-	message += fmt.Sprintf("\n\nSluice-Delivery: %s/%s\nSluice-Action: %s\nSluice-Template-Hash: %s\n", obj.Namespace, obj.Name, action, hash)
-	if step != nil {
-		message += fmt.Sprintf("Sluice-Step: %d\n", *step)
-	}
+	message += trailers(client.ObjectKeyFromObject(obj), action, hash, step)
 
 	res, err := w.r.Git.Write(ctx, w.git.src, gitops.Change{
 		Branch:     branch,
@@ -426,6 +423,20 @@ func commitMessage(action, messageTemplate, defaultMessage string, data map[stri
 		message = b.String()
 	}
 	return strings.TrimRight(message, "\n"), nil
+}
+
+// trailers are the machine-readable lines that end every message sluice
+// writes: the Delivery, the action, and the template hash and gate step when
+// there are.
+func trailers(delivery client.ObjectKey, action, hash string, step *int32) string {
+	t := fmt.Sprintf("\n\nSluice-Delivery: %s\nSluice-Action: %s\n", delivery, action)
+	if hash != "" {
+		t += fmt.Sprintf("Sluice-Template-Hash: %s\n", hash)
+	}
+	if step != nil {
+		t += fmt.Sprintf("Sluice-Step: %d\n", *step)
+	}
+	return t
 }
 
 // rolloutImages returns the images of the Delivery's Rollout's template.
