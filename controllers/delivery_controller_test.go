@@ -14,11 +14,11 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/client-go/util/retry"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	deliveryv1 "github.com/sluice-dev/sluice/apis/v1alpha1"
+	"github.com/sluice-dev/sluice/internal/kubetest"
 )
 
 const timeout = 20 * time.Second
@@ -274,19 +274,7 @@ func requestReconcileOf(g Gomega, d *deliveryv1.Delivery, token string) {
 	g.Expect(k8sClient.Patch(context.Background(), got, patch)).To(Succeed())
 }
 
-// update changes obj with mutate and updates it; when a controller changed
-// the object in between, it gets the latest version and mutates that.
+// update changes obj with mutate and updates it, retrying on conflicts.
 func update(g Gomega, obj client.Object, mutate func()) {
-	ctx := context.Background()
-	first := true
-	g.Expect(retry.RetryOnConflict(retry.DefaultRetry, func() error {
-		if !first {
-			if err := k8sClient.Get(ctx, client.ObjectKeyFromObject(obj), obj); err != nil {
-				return err
-			}
-		}
-		first = false
-		mutate()
-		return k8sClient.Update(ctx, obj)
-	})).To(Succeed())
+	kubetest.Update(g, k8sClient, obj, mutate)
 }

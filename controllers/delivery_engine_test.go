@@ -67,6 +67,19 @@ func startHealthy(t *testing.T, g Gomega, ns string, policy *deliveryv1.Delivery
 	return delivery, deployment
 }
 
+// releaseImage sets the Deployment's image, as Flux applies a new one, waits
+// until the Rollout has it, and returns the candidate template's hash.
+func releaseImage(g Gomega, delivery *deliveryv1.Delivery, deployment *appsv1.Deployment, image string) string {
+	d := getDeployment(g, deployment)
+	update(g, d, func() {
+		d.Spec.Template.Spec.Containers[0].Image = image
+	})
+	g.Eventually(func(g Gomega) string {
+		return getRollout(g, delivery).Spec.Template.Spec.Containers[0].Image
+	}, timeout).Should(Equal(image))
+	return deliveryv1.TemplateHash(&d.Spec.Template)
+}
+
 func getDeployment(g Gomega, d *appsv1.Deployment) *appsv1.Deployment {
 	got := &appsv1.Deployment{}
 	g.Expect(k8sClient.Get(context.Background(), client.ObjectKeyFromObject(d), got)).To(Succeed())
@@ -129,14 +142,7 @@ func TestEngine_ReleaseGateAndApproval(t *testing.T) {
 	stable := getDelivery(g, delivery).Status.StableTemplateHash
 
 	// Flux applies a new image: the Rollout gets the new template.
-	d := getDeployment(g, deployment)
-	update(g, d, func() {
-		d.Spec.Template.Spec.Containers[0].Image = "registry.example/app:v2"
-	})
-	candidate := deliveryv1.TemplateHash(&getDeployment(g, deployment).Spec.Template)
-	g.Eventually(func(g Gomega) string {
-		return getRollout(g, delivery).Spec.Template.Spec.Containers[0].Image
-	}, timeout).Should(Equal("registry.example/app:v2"))
+	candidate := releaseImage(g, delivery, deployment, "registry.example/app:v2")
 
 	// Argo pauses at the manual gate (step 1 of the policy).
 	setRolloutStatus(g, delivery, func(r *rolloutsv1.Rollout) {
@@ -200,14 +206,7 @@ func TestEngine_AbortAndRecordedRejection(t *testing.T) {
 	delivery, deployment := startHealthy(t, g, ns, newCanaryPolicy(ns, "gate"))
 	stable := getDelivery(g, delivery).Status.StableTemplateHash
 
-	d := getDeployment(g, deployment)
-	update(g, d, func() {
-		d.Spec.Template.Spec.Containers[0].Image = "registry.example/app:bad"
-	})
-	candidate := deliveryv1.TemplateHash(&getDeployment(g, deployment).Spec.Template)
-	g.Eventually(func(g Gomega) string {
-		return getRollout(g, delivery).Spec.Template.Spec.Containers[0].Image
-	}, timeout).Should(Equal("registry.example/app:bad"))
+	candidate := releaseImage(g, delivery, deployment, "registry.example/app:bad")
 
 	setRolloutStatus(g, delivery, func(r *rolloutsv1.Rollout) {
 		r.Status.Phase = rolloutsv1.RolloutPhaseDegraded

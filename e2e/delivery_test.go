@@ -197,11 +197,7 @@ func TestCanaryLifecycle(t *testing.T) {
 	stable := getObj(g, delivery.DeepCopy()).Status.StableTemplateHash
 
 	// Release: Flux applies a new image to the Deployment.
-	d := getObj(g, webDeployment(ns, ""))
-	update(g, d, func() {
-		d.Spec.Template.Spec.Containers[0].Image = image + "v2"
-	})
-	candidate := deliveryv1.TemplateHash(&d.Spec.Template)
+	candidate := release(g, ns, "v2")
 
 	g.Eventually(func(g Gomega) {
 		got := getObj(g, delivery.DeepCopy())
@@ -297,11 +293,7 @@ func TestFailedAnalysisRejects(t *testing.T) {
 		time.Minute, 100*time.Millisecond).Should(Equal(deliveryv1.PhaseHealthy))
 	stable := getObj(g, delivery.DeepCopy()).Status.StableTemplateHash
 
-	d := getObj(g, webDeployment(ns, ""))
-	update(g, d, func() {
-		d.Spec.Template.Spec.Containers[0].Image = image + "v2"
-	})
-	candidate := deliveryv1.TemplateHash(&d.Spec.Template)
+	candidate := release(g, ns, "v2")
 
 	g.Eventually(func(g Gomega) {
 		got := getObj(g, delivery.DeepCopy())
@@ -419,6 +411,16 @@ func stableFirst(stable, candidate string, replicas int) (<-chan struct{}, func(
 	}
 }
 
+// release sets the web Deployment's image to version, as Flux applies a new
+// one, and returns the candidate template's hash.
+func release(g Gomega, ns, version string) string {
+	d := getObj(g, webDeployment(ns, ""))
+	update(g, d, func() {
+		d.Spec.Template.Spec.Containers[0].Image = image + version
+	})
+	return deliveryv1.TemplateHash(&d.Spec.Template)
+}
+
 func podReady(p corev1.Pod) bool {
 	for _, c := range p.Status.Conditions {
 		if c.Type == corev1.PodReady {
@@ -476,11 +478,7 @@ func TestBlueGreenApproval(t *testing.T) {
 	g.Eventually(func(g Gomega) deliveryv1.DeliveryPhase { return deliveryPhase(g, delivery) },
 		time.Minute, 100*time.Millisecond).Should(Equal(deliveryv1.PhaseHealthy))
 
-	d := getObj(g, webDeployment(ns, ""))
-	update(g, d, func() {
-		d.Spec.Template.Spec.Containers[0].Image = image + "v2"
-	})
-	candidate := deliveryv1.TemplateHash(&d.Spec.Template)
+	candidate := release(g, ns, "v2")
 	g.Eventually(func(g Gomega) {
 		got := getObj(g, delivery.DeepCopy())
 		g.Expect(got.Status.Phase).To(Equal(deliveryv1.PhaseWaitingForApproval))

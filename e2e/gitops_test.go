@@ -17,8 +17,9 @@ import (
 	. "github.com/onsi/gomega"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/client-go/util/retry"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/sluice-dev/sluice/internal/kubetest"
 )
 
 // gitRepo is a user's working copy of a repository on the stack's Git
@@ -178,21 +179,9 @@ func fluxSyncOn(t *testing.T, c client.Client, name, repoURL, path string, depen
 	})).To(Succeed())
 }
 
-// update changes obj with mutate and updates it; when a controller changed
-// the object in between, it gets the latest version and mutates that.
+// update changes obj with mutate and updates it, retrying on conflicts.
 func update(g Gomega, obj client.Object, mutate func()) {
-	ctx := context.Background()
-	first := true
-	g.Expect(retry.RetryOnConflict(retry.DefaultRetry, func() error {
-		if !first {
-			if err := k8sClient.Get(ctx, client.ObjectKeyFromObject(obj), obj); err != nil {
-				return err
-			}
-		}
-		first = false
-		mutate()
-		return k8sClient.Update(ctx, obj)
-	})).To(Succeed())
+	kubetest.Update(g, k8sClient, obj, mutate)
 }
 
 // webApp is what a user's repository holds for the app the scenarios
