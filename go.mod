@@ -45,6 +45,9 @@ require (
 	github.com/fluxcd/cli-utils v1.4.0 // indirect
 	github.com/fluxcd/pkg/apis/acl v0.12.0 // indirect
 	github.com/fluxcd/pkg/apis/event v0.32.0 // indirect
+	github.com/fluxcd/pkg/envsubst v1.9.0 // indirect
+	github.com/fluxcd/pkg/kustomize v1.44.0 // indirect
+	github.com/fluxcd/pkg/sourceignore v0.22.0 // indirect
 	github.com/fsnotify/fsnotify v1.10.1 // indirect
 	github.com/fxamacker/cbor/v2 v2.9.3 // indirect
 	github.com/go-errors/errors v1.5.1 // indirect

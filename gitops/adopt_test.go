@@ -42,26 +42,26 @@ func TestAdopt(t *testing.T) {
 	}{
 		{
 			layout:   "plain-folder",
-			adoption: Adoption{Path: "./apps/web", Deployment: ObjectID{Kind: "Deployment", Namespace: "shop", Name: "web"}, Strategy: "canary", LiveReplicas: 1},
+			adoption: Adoption{Kustomization: Kustomization{Path: "./apps/web"}, Deployment: ObjectID{Kind: "Deployment", Namespace: "shop", Name: "web"}, Strategy: "canary", LiveReplicas: 1},
 			want:     Adopted{DeploymentFile: "apps/web/web.yaml", DeliveryFile: "apps/web/web-delivery.yaml", Replicas: 3},
 		},
 		{
 			layout: "listed",
 			// The active Service is in the build and gets Flux's
 			// IfNotPresent; the preview Service is applied elsewhere.
-			adoption: Adoption{Path: "apps/api", Deployment: ObjectID{Kind: "Deployment", Namespace: "backend", Name: "api"}, Strategy: "blue-green", Policy: "frontend", LiveReplicas: 1,
+			adoption: Adoption{Kustomization: Kustomization{Path: "apps/api"}, Deployment: ObjectID{Kind: "Deployment", Namespace: "backend", Name: "api"}, Strategy: "blue-green", Policy: "frontend", LiveReplicas: 1,
 				Services: []string{"api", "api-preview"}},
 			want: Adopted{DeploymentFile: "apps/api/deployment.yaml", DeliveryFile: "apps/api/api-delivery.yaml", Replicas: 2,
 				Services: []string{"apps/api/service.yaml"}},
 		},
 		{
 			layout:   "overlay",
-			adoption: Adoption{Path: "clusters/prod", Deployment: ObjectID{Kind: "Deployment", Namespace: "ai", Name: "inference"}, Strategy: "canary", LiveReplicas: 1},
+			adoption: Adoption{Kustomization: Kustomization{Path: "clusters/prod"}, Deployment: ObjectID{Kind: "Deployment", Namespace: "ai", Name: "inference"}, Strategy: "canary", LiveReplicas: 1},
 			want:     Adopted{DeploymentFile: "apps/base/inference/deployment.yaml", DeliveryFile: "apps/base/inference/inference-delivery.yaml", Replicas: 4},
 		},
 		{
 			layout:   "replicas-field",
-			adoption: Adoption{Path: "apps/queue", Deployment: ObjectID{Kind: "Deployment", Namespace: "jobs", Name: "worker"}, Strategy: "canary", LiveReplicas: 1},
+			adoption: Adoption{Kustomization: Kustomization{Path: "apps/queue"}, Deployment: ObjectID{Kind: "Deployment", Namespace: "jobs", Name: "worker"}, Strategy: "canary", LiveReplicas: 1},
 			want:     Adopted{DeploymentFile: "apps/queue/worker.yaml", DeliveryFile: "apps/queue/worker-delivery.yaml", Replicas: 5},
 		},
 	}
@@ -91,11 +91,11 @@ func TestAdopt(t *testing.T) {
 func TestAdoptRefusesWhatItCannotEditSafely(t *testing.T) {
 	root := t.TempDir()
 	copyTree(t, filepath.Join("testdata", "adopt", "patched", "in"), root)
-	_, _, err := Adopt(root, Adoption{Path: "apps/web", Deployment: ObjectID{Kind: "Deployment", Name: "web"}, Strategy: "canary"})
+	_, _, err := Adopt(root, Adoption{Kustomization: Kustomization{Path: "apps/web"}, Deployment: ObjectID{Kind: "Deployment", Name: "web"}, Strategy: "canary"})
 	if !errors.Is(err, ErrCannotEdit) {
 		t.Fatalf("Adopt = %v, want ErrCannotEdit", err)
 	}
-	for _, want := range []string{"spec.replicas of Deployment/web is still set", "apps/web/deployment.yaml", "replicas: 6"} {
+	for _, want := range []string{"apps/web/deployment.yaml:8: spec.replicas of Deployment/web", "the patches field of apps/web/kustomization.yaml (line 4)", "replicas: 6"} {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("the error does not say %q: %v", want, err)
 		}
@@ -105,7 +105,7 @@ func TestAdoptRefusesWhatItCannotEditSafely(t *testing.T) {
 func TestAdoptStaysInTheRepository(t *testing.T) {
 	root := filepath.Join(t.TempDir(), "repo")
 	copyTree(t, filepath.Join("testdata", "adopt", "listed", "in"), root)
-	_, _, err := Adopt(root, Adoption{Path: "../../etc", Deployment: ObjectID{Kind: "Deployment", Name: "api"}, Strategy: "canary"})
+	_, _, err := Adopt(root, Adoption{Kustomization: Kustomization{Path: "../../etc"}, Deployment: ObjectID{Kind: "Deployment", Name: "api"}, Strategy: "canary"})
 	if err == nil {
 		t.Fatal("a path outside the repository was accepted")
 	}
@@ -113,7 +113,7 @@ func TestAdoptStaysInTheRepository(t *testing.T) {
 	if err := os.Symlink("/etc", filepath.Join(root, "escape")); err != nil {
 		t.Fatal(err)
 	}
-	if _, _, err := Adopt(root, Adoption{Path: "escape", Deployment: ObjectID{Kind: "Deployment", Name: "api"}, Strategy: "canary"}); err == nil {
+	if _, _, err := Adopt(root, Adoption{Kustomization: Kustomization{Path: "escape"}, Deployment: ObjectID{Kind: "Deployment", Name: "api"}, Strategy: "canary"}); err == nil {
 		t.Fatal("a symlink out of the repository was followed")
 	}
 }
@@ -135,7 +135,7 @@ func TestAdoptParkAndOptOut(t *testing.T) {
 		t.Run(tt.layout, func(t *testing.T) {
 			root := t.TempDir()
 			copyTree(t, filepath.Join("testdata", "adopt", tt.layout, "in"), root)
-			adopted, _, err := Adopt(root, Adoption{Path: tt.path, Deployment: tt.deployment, Strategy: "canary", LiveReplicas: 1})
+			adopted, _, err := Adopt(root, Adoption{Kustomization: Kustomization{Path: tt.path}, Deployment: tt.deployment, Strategy: "canary", LiveReplicas: 1})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -143,27 +143,27 @@ func TestAdoptParkAndOptOut(t *testing.T) {
 
 			// The Service named like the Deployment, where there is one,
 			// is switched by Argo Rollouts and marked for Flux.
-			stable := Promotion{Path: tt.path, Delivery: delivery, Deployment: tt.deployment, Services: []string{tt.deployment.Name},
+			stable := Promotion{Kustomization: Kustomization{Path: tt.path}, Delivery: delivery, Deployment: tt.deployment, Services: []string{tt.deployment.Name},
 				Stable: &StableRecord{TemplateHash: "aaaaaaaaaa", Revision: "main@sha1:0123", PromotedAt: "2026-11-25T10:05:00Z"}}
 			if changed, err := RecordPromotion(root, stable); err != nil || !changed {
 				t.Fatalf("stable: changed=%v err=%v", changed, err)
 			}
-			if r, ok, err := builtReplicas(root, tt.path, tt.deployment); err != nil || !ok || r != 0 {
+			if r, ok, err := builtReplicas(root, Kustomization{Path: tt.path}, tt.deployment); err != nil || !ok || r != 0 {
 				t.Fatalf("after the stable record the Deployment builds with replicas %d (set %v, err %v), want 0", r, ok, err)
 			}
 			// Once parked, adopting again changes nothing.
-			if _, changed, err := Adopt(root, Adoption{Path: tt.path, Deployment: tt.deployment, Strategy: "canary", LiveReplicas: 0}); err != nil || changed {
+			if _, changed, err := Adopt(root, Adoption{Kustomization: Kustomization{Path: tt.path}, Deployment: tt.deployment, Strategy: "canary", LiveReplicas: 0}); err != nil || changed {
 				t.Fatalf("Adopt after parking: changed=%v err=%v; want no change", changed, err)
 			}
 
-			optOut := OptOut{Path: tt.path, Delivery: delivery, Deployment: tt.deployment, Replicas: adopted.Replicas, Services: []string{tt.deployment.Name}}
+			optOut := OptOut{Kustomization: Kustomization{Path: tt.path}, Delivery: delivery, Deployment: tt.deployment, Replicas: adopted.Replicas, Services: []string{tt.deployment.Name}}
 			if changed, err := RemoveDelivery(root, optOut); err != nil || !changed {
 				t.Fatalf("RemoveDelivery: changed=%v err=%v", changed, err)
 			}
 			if changed, err := RemoveDelivery(root, optOut); err != nil || changed {
 				t.Fatalf("RemoveDelivery again: changed=%v err=%v; want no change", changed, err)
 			}
-			if r, ok, err := builtReplicas(root, tt.path, tt.deployment); err != nil || !ok || r != adopted.Replicas {
+			if r, ok, err := builtReplicas(root, Kustomization{Path: tt.path}, tt.deployment); err != nil || !ok || r != adopted.Replicas {
 				t.Fatalf("after the opt-out the Deployment builds with replicas %d (set %v, err %v), want %d", r, ok, err, adopted.Replicas)
 			}
 			golden.Tree(t, filepath.Join("testdata", "optout", tt.layout), root)
@@ -178,11 +178,11 @@ func TestAdoptAfterParkingTakesWhatRuns(t *testing.T) {
 	root := t.TempDir()
 	copyTree(t, filepath.Join("testdata", "adopt", "plain-folder", "in"), root)
 	deployment := ObjectID{Kind: "Deployment", Namespace: "shop", Name: "web"}
-	a := Adoption{Path: "apps/web", Deployment: deployment, Strategy: "canary", LiveReplicas: 3}
+	a := Adoption{Kustomization: Kustomization{Path: "apps/web"}, Deployment: deployment, Strategy: "canary", LiveReplicas: 3}
 	if _, _, err := Adopt(root, a); err != nil {
 		t.Fatal(err)
 	}
-	p := Promotion{Path: "apps/web", Delivery: ObjectID{Kind: "Delivery", Namespace: "shop", Name: "web"}, Deployment: deployment,
+	p := Promotion{Kustomization: Kustomization{Path: "apps/web"}, Delivery: ObjectID{Kind: "Delivery", Namespace: "shop", Name: "web"}, Deployment: deployment,
 		Stable: &StableRecord{TemplateHash: "aaaaaaaaaa"}}
 	if _, err := RecordPromotion(root, p); err != nil {
 		t.Fatal(err)
@@ -215,7 +215,7 @@ patches:
         path: /spec/replicas
         value: 6
 `)
-	p := Promotion{Path: "apps/web",
+	p := Promotion{Kustomization: Kustomization{Path: "apps/web"},
 		Delivery:   ObjectID{Kind: "Delivery", Namespace: "shop", Name: "web"},
 		Deployment: ObjectID{Kind: "Deployment", Namespace: "shop", Name: "web"},
 		Stable:     &StableRecord{TemplateHash: "bbbbbbbbbb", PromotedAt: "2026-11-25T10:05:00Z"}}

@@ -12,7 +12,7 @@ func BenchmarkLocate(b *testing.B) {
 	copyTree(b, filepath.Join("testdata", "adopt", "overlay", "in"), root)
 	b.ReportAllocs()
 	for b.Loop() {
-		objs, err := build(root, "clusters/prod")
+		objs, err := build(root, Kustomization{Path: "clusters/prod"})
 		if err != nil || len(objs) != 1 || objs[0].file != "apps/base/inference/deployment.yaml" {
 			b.Fatalf("build = %v, %v", objs, err)
 		}
@@ -24,7 +24,7 @@ func BenchmarkLocate(b *testing.B) {
 func BenchmarkAdoptUnchanged(b *testing.B) {
 	root := b.TempDir()
 	copyTree(b, filepath.Join("testdata", "adopt", "listed", "out"), root)
-	a := Adoption{Path: "apps/api", Deployment: ObjectID{Kind: "Deployment", Namespace: "backend", Name: "api"}, Strategy: "blue-green", Policy: "frontend", LiveReplicas: 2}
+	a := Adoption{Kustomization: Kustomization{Path: "apps/api"}, Deployment: ObjectID{Kind: "Deployment", Namespace: "backend", Name: "api"}, Strategy: "blue-green", Policy: "frontend", LiveReplicas: 2}
 	b.ReportAllocs()
 	for b.Loop() {
 		if _, changed, err := Adopt(root, a); err != nil || changed {
@@ -40,7 +40,7 @@ func BenchmarkAdoptUnchanged(b *testing.B) {
 func BenchmarkParkUnchanged(b *testing.B) {
 	root := b.TempDir()
 	copyTree(b, filepath.Join("testdata", "adopt", "listed", "out"), root)
-	p := Promotion{Path: "apps/api",
+	p := Promotion{Kustomization: Kustomization{Path: "apps/api"},
 		Delivery:   ObjectID{Kind: "Delivery", Namespace: "backend", Name: "api"},
 		Deployment: ObjectID{Kind: "Deployment", Namespace: "backend", Name: "api"},
 		Services:   []string{"api"},

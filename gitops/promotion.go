@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
+	"strings"
 
 	"sigs.k8s.io/kustomize/kyaml/yaml"
 )
@@ -36,8 +37,8 @@ type RejectionRecord struct {
 // Promotion is an edit of a Delivery's spec.promotion, and with a revert,
 // of its Deployment's images.
 type Promotion struct {
-	// Path of the Kustomization that applies the Delivery.
-	Path string
+	// Kustomization that applies the Delivery.
+	Kustomization Kustomization
 	// Delivery as the Kustomization builds it.
 	Delivery ObjectID
 	// Exactly one of Stable, Approval and Rejection is set.
@@ -64,13 +65,14 @@ type Promotion struct {
 // approval, or records a rejection (and, with Revert, restores the
 // Deployment's images). It reports false when Git already says it.
 func RecordPromotion(root string, p Promotion) (bool, error) {
-	objs, err := build(root, p.Path)
+	k := p.Kustomization
+	objs, err := build(root, k)
 	if err != nil {
 		return false, err
 	}
 	deliveryFile, deploymentFile := fileOf(objs, p.Delivery), fileOf(objs, p.Deployment)
 	if deliveryFile == "" {
-		return false, fmt.Errorf("%w: no file of %s defines %s", ErrCannotEdit, p.Path, p.Delivery)
+		return false, fmt.Errorf("%w: no file of %s defines %s", ErrCannotEdit, k.Path, p.Delivery)
 	}
 	file, err := securePath(root, deliveryFile)
 	if err != nil {
@@ -80,12 +82,7 @@ func RecordPromotion(root string, p Promotion) (bool, error) {
 	if err != nil {
 		return false, err
 	}
-	var delivery *yaml.RNode
-	for _, d := range docs {
-		if matches(d, p.Delivery) {
-			delivery = d
-		}
-	}
+	delivery := documentOf(docs, p.Delivery)
 	if delivery == nil {
 		return false, fmt.Errorf("%w: %s does not define %s itself (a patch or generator does); record the promotion there by hand", ErrCannotEdit, deliveryFile, p.Delivery)
 	}
@@ -116,7 +113,7 @@ func RecordPromotion(root string, p Promotion) (bool, error) {
 		}
 		if same(promotion.Field("stable"), p.Stable.TemplateHash) {
 			// Recorded already; Git may still need to park.
-			return keepParked(root, p.Path, objs, deploymentFile, p.Deployment, p.Services)
+			return keepParked(root, k, objs, deploymentFile, p.Deployment, p.Services)
 		}
 		if p.ParkOnly {
 			// Git moved on to another stable template: not this
@@ -177,46 +174,102 @@ func RecordPromotion(root string, p Promotion) (bool, error) {
 		// The record does not wait for the parking: when sluice cannot
 		// park, keepParked leaves the files as they were, and the park
 		// check that follows the record reports why.
-		if _, err := keepParked(root, p.Path, objs, deploymentFile, p.Deployment, p.Services); err != nil && !errors.Is(err, ErrCannotEdit) {
+		if _, err := keepParked(root, k, objs, deploymentFile, p.Deployment, p.Services); err != nil && !errors.Is(err, ErrCannotEdit) {
 			return false, err
 		}
 	}
 	if p.Rejection != nil && len(p.Revert) > 0 {
 		if deploymentFile == "" {
-			return false, fmt.Errorf("%w: no file of %s defines %s to revert", ErrCannotEdit, p.Path, p.Deployment)
+			return false, fmt.Errorf("%w: no file of %s defines %s to revert", ErrCannotEdit, k.Path, p.Deployment)
 		}
-		if err := revertImages(root, deploymentFile, p.Deployment, p.Revert); err != nil {
+		if err := revertImages(root, k, deploymentFile, p.Deployment, p.Revert); err != nil {
 			return false, err
 		}
 	}
 	return true, nil
 }
 
-// revertImages sets the images of the Deployment's containers in its file.
-func revertImages(root, rel string, id ObjectID, images []ContainerImage) error {
+// revertImages sets the images of the Deployment's containers in its file
+// rel, and checks that the build of k runs them: an image a variable, the
+// Kustomization's images or a kustomization's images field sets is not
+// written over.
+func revertImages(root string, k Kustomization, rel string, id ObjectID, images []ContainerImage) error {
+	var substitutedAt []string
 	_, found, err := editDocument(root, rel, id, func(doc *yaml.RNode) (bool, error) {
-		for _, list := range []string{"initContainers", "containers"} {
-			containers, err := doc.Pipe(yaml.Lookup("spec", "template", "spec", list))
-			if err != nil || containers == nil {
-				continue
-			}
-			elems, _ := containers.Elements()
-			for _, c := range elems {
-				for _, img := range images {
-					if fieldValue(c, "name") == img.Name {
-						if err := c.PipeE(yaml.SetField("image", yaml.NewStringRNode(img.Image))); err != nil {
-							return false, err
-						}
-					}
+		for _, c := range containersOf(doc) {
+			for _, img := range images {
+				if fieldValue(c, "name") != img.Name {
+					continue
+				}
+				if n := c.Field("image"); n != nil && k.substitutes() && substituted(n.Value.YNode().Value) {
+					substitutedAt = append(substitutedAt, fmt.Sprintf("%s:%d (%q)", rel, n.Value.YNode().Line, n.Value.YNode().Value))
+					continue
+				}
+				if err := c.PipeE(yaml.SetField("image", yaml.NewStringRNode(img.Image))); err != nil {
+					return false, err
 				}
 			}
 		}
 		return true, nil
 	})
-	if err == nil && !found {
-		err = fmt.Errorf("%w: %s does not define %s itself; restore its images by hand", ErrCannotEdit, filepath.ToSlash(rel), id)
+	switch {
+	case err != nil:
+		return err
+	case !found:
+		return fmt.Errorf("%w: %s does not define %s itself; restore its images by hand", ErrCannotEdit, filepath.ToSlash(rel), id)
+	case len(substitutedAt) > 0:
+		return fmt.Errorf("%w: the image of %s at %s is a variable the postBuild of %s substitutes; sluice writes no literal over it: revert the variable, or use rollback: record",
+			ErrCannotEdit, id, strings.Join(substitutedAt, ", "), k.name())
 	}
-	return err
+	after, err := build(root, k)
+	if err != nil {
+		return fmt.Errorf("%w: reverting the images breaks the build of %s: %v", ErrCannotEdit, k.Path, err)
+	}
+	o := find(after, id)
+	if o == nil {
+		return fmt.Errorf("%s is not in the build of %s", id, k.Path)
+	}
+	if !runsImages(images)(o.obj) {
+		return fmt.Errorf("%w: %s does not run the stable images %s once they are set in %s; %s sets them: revert them there, or use rollback: record",
+			ErrCannotEdit, id, formatImages(images), rel, whatSets(root, k, id, rel, runsImages(images)))
+	}
+	return nil
+}
+
+// containersOf returns the init containers and containers of a Deployment.
+func containersOf(doc *yaml.RNode) []*yaml.RNode {
+	var out []*yaml.RNode
+	for _, list := range []string{"initContainers", "containers"} {
+		containers, err := doc.Pipe(yaml.Lookup("spec", "template", "spec", list))
+		if err != nil || containers == nil {
+			continue
+		}
+		elems, _ := containers.Elements()
+		out = append(out, elems...)
+	}
+	return out
+}
+
+// runsImages holds for a built Deployment whose containers run images.
+func runsImages(images []ContainerImage) func(*yaml.RNode) bool {
+	return func(obj *yaml.RNode) bool {
+		for _, c := range containersOf(obj) {
+			for _, img := range images {
+				if fieldValue(c, "name") == img.Name && fieldValue(c, "image") != img.Image {
+					return false
+				}
+			}
+		}
+		return true
+	}
+}
+
+func formatImages(images []ContainerImage) string {
+	parts := make([]string, 0, len(images))
+	for _, i := range images {
+		parts = append(parts, i.Name+"="+i.Image)
+	}
+	return strings.Join(parts, ", ")
 }
 
 func setString(node *yaml.RNode, field, value string) {

@@ -64,7 +64,7 @@ func TestRecordPromotion(t *testing.T) {
 	}
 	for _, step := range steps {
 		p := step.p
-		p.Path, p.Delivery, p.Deployment = "apps/web", delivery, deployment
+		p.Kustomization.Path, p.Delivery, p.Deployment = "apps/web", delivery, deployment
 		changed, err := RecordPromotion(root, p)
 		if err != nil || !changed {
 			t.Fatalf("%s: changed=%v err=%v", step.name, changed, err)

@@ -1,0 +1,239 @@
+package gitops
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+
+	kustomizev1 "github.com/fluxcd/kustomize-controller/api/v1"
+	generator "github.com/fluxcd/pkg/kustomize"
+	securefs "github.com/fluxcd/pkg/kustomize/filesys"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime"
+	"sigs.k8s.io/kustomize/api/resource"
+	kustypes "sigs.k8s.io/kustomize/api/types"
+	"sigs.k8s.io/kustomize/kyaml/yaml"
+	sigsyaml "sigs.k8s.io/yaml"
+)
+
+// Kustomization is what sluice needs of a Flux Kustomization to build its
+// path exactly as kustomize-controller does.
+type Kustomization struct {
+	// Path of the Kustomization in the repository, as in its spec.path.
+	Path string
+	// Flux is the Kustomization itself: its targetNamespace, name prefix
+	// and suffix, patches, components and images are applied on top of
+	// the path's kustomization, and its postBuild substitutes variables.
+	// Nil builds the path alone.
+	Flux *kustomizev1.Kustomization
+	// Vars are the postBuild variables, resolved: spec.postBuild.substitute
+	// over the ConfigMaps and Secrets of spec.postBuild.substituteFrom.
+	Vars map[string]string
+	// Ignore is the GitRepository's spec.ignore: files Flux leaves out of
+	// the artifact, on top of .sourceignore files.
+	Ignore string
+}
+
+// name is the Kustomization's namespace/name, for messages.
+func (k Kustomization) name() string {
+	if k.Flux == nil {
+		return "the Kustomization"
+	}
+	return fmt.Sprintf("Kustomization %s/%s", k.Flux.Namespace, k.Flux.Name)
+}
+
+// substitutes tells whether Flux runs postBuild substitution on the build.
+func (k Kustomization) substitutes() bool {
+	return k.Flux != nil && k.Flux.Spec.PostBuild != nil
+}
+
+// ObjectID names an object as a Kustomization builds it.
+type ObjectID struct {
+	Kind, Namespace, Name string
+}
+
+func (id ObjectID) String() string {
+	if id.Namespace == "" {
+		return id.Kind + "/" + id.Name
+	}
+	return id.Kind + "/" + id.Namespace + "/" + id.Name
+}
+
+// matches tells whether id names the object other: same kind and name, and
+// the same namespace unless either leaves it to a kustomization (a built
+// namespace may come from a kustomization or Flux's targetNamespace).
+func (id ObjectID) matches(other ObjectID) bool {
+	return id.Kind == other.Kind && id.Name == other.Name &&
+		(id.Namespace == "" || other.Namespace == "" || id.Namespace == other.Namespace)
+}
+
+// built is an object of a build, with the repository file that defines it.
+type built struct {
+	// id is the object as Flux applies it: renamed by prefixes and
+	// suffixes, in its target namespace.
+	id ObjectID
+	// file is the repository file that defines it; empty when kustomize
+	// cannot tell (a generator).
+	file string
+	// obj is the object as Flux applies it, variables substituted.
+	obj *yaml.RNode
+}
+
+// build builds the Kustomization's path of the repository at root as
+// kustomize-controller does: Flux's generator writes the kustomization (the
+// folder's own, or one listing its manifests, with .sourceignore and the
+// GitRepository's ignore rules) with the Kustomization's own spec on top,
+// kustomize builds it with no load restriction but the repository root, no
+// remote bases and no plugins, and postBuild substitutes variables. It
+// tells for each object the repository file that defines it, from
+// kustomize's origin annotations. The work tree is left as it was: the
+// generated kustomization lives in memory.
+func build(root string, k Kustomization) ([]built, error) {
+	dir, err := securePath(root, k.Path)
+	if err != nil {
+		return nil, err
+	}
+	if info, err := os.Stat(dir); err != nil || !info.IsDir() {
+		return nil, fmt.Errorf("the Kustomization's path %s is not a folder of the repository", k.Path)
+	}
+	flux, err := k.unstructured()
+	if err != nil {
+		return nil, err
+	}
+
+	manifest, kfile, err := generate(root, dir, k.Ignore, flux)
+	if err != nil {
+		return nil, fmt.Errorf("generating the kustomization of %s: %w", k.Path, err)
+	}
+	disk, err := securefs.MakeFsOnDiskSecure(root)
+	if err != nil {
+		return nil, err
+	}
+	fs := securefs.MakeFsInMemory(disk)
+	if err := fs.WriteFile(kfile, manifest); err != nil {
+		return nil, err
+	}
+	resMap, err := generator.Build(fs, dir)
+	if err != nil {
+		return nil, fmt.Errorf("building %s: %w", k.Path, err)
+	}
+
+	var out []built
+	for _, res := range resMap.Resources() {
+		if res.GetName() == "" || res.GetKind() == "" || res.GetApiVersion() == "" {
+			return nil, fmt.Errorf("building %s: an object without apiVersion, kind or name: %s", k.Path, res.MustYaml())
+		}
+		b, err := fromResource(root, dir, res)
+		if err != nil {
+			return nil, err
+		}
+		if k.substitutes() {
+			if err := substitute(flux, res); err != nil {
+				return nil, fmt.Errorf("substituting the variables of %s in %s: %w", b.id, k.Path, err)
+			}
+			b.id = ObjectID{Kind: res.GetKind(), Namespace: res.GetNamespace(), Name: res.GetName()}
+		}
+		out = append(out, b)
+	}
+	return out, nil
+}
+
+// generate returns the kustomization Flux builds the folder dir with, and
+// the file it stands in, with origin annotations asked for.
+func generate(root, dir, ignore string, flux unstructured.Unstructured) ([]byte, string, error) {
+	manifest, kfile, _, err := generator.NewGeneratorWithIgnore(root, ignore, flux).GenerateManifest(dir)
+	if err != nil {
+		return nil, "", err
+	}
+	var kus kustypes.Kustomization
+	if err := sigsyaml.Unmarshal(manifest, &kus); err != nil {
+		return nil, "", err
+	}
+	if !slices.Contains(kus.BuildMetadata, kustypes.OriginAnnotations) {
+		kus.BuildMetadata = append(kus.BuildMetadata, kustypes.OriginAnnotations)
+	}
+	manifest, err = sigsyaml.Marshal(kus)
+	return manifest, kfile, err
+}
+
+// unstructured is the Flux Kustomization as Flux's generator reads it,
+// with the resolved variables as its inline substitutions.
+func (k Kustomization) unstructured() (unstructured.Unstructured, error) {
+	if k.Flux == nil {
+		return unstructured.Unstructured{Object: map[string]any{"spec": map[string]any{}}}, nil
+	}
+	flux := k.Flux.DeepCopy()
+	if flux.Spec.PostBuild != nil {
+		flux.Spec.PostBuild.Substitute = k.Vars
+		flux.Spec.PostBuild.SubstituteFrom = nil
+	}
+	obj, err := runtime.DefaultUnstructuredConverter.ToUnstructured(flux)
+	if err != nil {
+		return unstructured.Unstructured{}, err
+	}
+	return unstructured.Unstructured{Object: obj}, nil
+}
+
+// substitute runs Flux's postBuild variable substitution on res with the
+// resolved variables, which flux holds as its inline ones (a resource
+// marked substitute: disabled is left as it is).
+func substitute(flux unstructured.Unstructured, res *resource.Resource) error {
+	always := false
+	if s, ok, _ := unstructured.NestedString(flux.Object, "spec", "postBuild", "substituteStrategy"); ok {
+		always = s == "Always"
+	}
+	_, err := generator.SubstituteVariables(context.Background(), nil, flux, res,
+		generator.SubstituteWithDryRun(true), generator.SubstituteWithAlways(always))
+	return err
+}
+
+func fromResource(root, dir string, res *resource.Resource) (built, error) {
+	origin, err := res.GetOrigin()
+	if err != nil {
+		return built{}, err
+	}
+	b := built{
+		id:  ObjectID{Kind: res.GetKind(), Namespace: res.GetNamespace(), Name: res.GetName()},
+		obj: &res.RNode,
+	}
+	if origin != nil && origin.Repo == "" && origin.Path != "" {
+		b.file = relTo(root, filepath.Join(dir, origin.Path))
+	}
+	return b, nil
+}
+
+// find returns the object id of the build objs, or nil.
+func find(objs []built, id ObjectID) *built {
+	for i := range objs {
+		if objs[i].id.matches(id) {
+			return &objs[i]
+		}
+	}
+	return nil
+}
+
+// fileOf returns the repository file that defines id in the build objs, or
+// "" when id is not in it or kustomize cannot tell.
+func fileOf(objs []built, id ObjectID) string {
+	if o := find(objs, id); o != nil {
+		return o.file
+	}
+	return ""
+}
+
+func relTo(root, path string) string {
+	rel, err := filepath.Rel(root, path)
+	if err != nil {
+		return path
+	}
+	return filepath.ToSlash(rel)
+}
+
+// substituted tells whether a value holds a ${VAR} that Flux's postBuild
+// substitutes.
+func substituted(value string) bool {
+	return strings.Contains(value, "${")
+}

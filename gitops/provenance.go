@@ -1,0 +1,152 @@
+package gitops
+
+import (
+	"fmt"
+	"path"
+	"path/filepath"
+	"strings"
+
+	"sigs.k8s.io/kustomize/kyaml/yaml"
+)
+
+// fieldLine returns the line of the field at fields in the object's
+// document of the repository file rel, 0 when the document does not set it,
+// and the field's text.
+func fieldLine(root, rel string, id ObjectID, fields ...string) (line int, value string, err error) {
+	file, err := securePath(root, rel)
+	if err != nil {
+		return 0, "", err
+	}
+	docs, err := readDocuments(file)
+	if err != nil {
+		return 0, "", err
+	}
+	doc := documentOf(docs, id)
+	if doc == nil {
+		return 0, "", nil
+	}
+	n, err := doc.Pipe(yaml.Lookup(fields...))
+	if err != nil || n == nil {
+		return 0, "", err
+	}
+	return n.YNode().Line, n.YNode().Value, nil
+}
+
+// refuseSubstituted fails with ErrCannotEdit when the field at fields of
+// the object's document in rel holds a variable Flux's postBuild
+// substitutes: sluice does not write a literal over it.
+func refuseSubstituted(root string, k Kustomization, rel string, id ObjectID, fields ...string) error {
+	if !k.substitutes() {
+		return nil
+	}
+	line, value, err := fieldLine(root, rel, id, fields...)
+	if err != nil || !substituted(value) {
+		return err
+	}
+	return fmt.Errorf("%w: %s:%d: %s of %s is %q, which the postBuild of %s substitutes; sluice writes no literal over a variable: set it literally there, or take it out of the variable",
+		ErrCannotEdit, rel, line, strings.Join(fields, "."), id, value, k.name())
+}
+
+// whatSets names what sets a field of the object id in the build of k
+// other than the text of its file: the Kustomization's own patches,
+// images or components, or the patches, replicas, images and components
+// fields of the kustomizations that include the file. holds tells
+// whether a built object has the field as its file says.
+func whatSets(root string, k Kustomization, id ObjectID, file string, holds func(obj *yaml.RNode) bool) string {
+	if k.Flux != nil {
+		spec := k.Flux.Spec
+		for _, part := range []struct {
+			name  string
+			set   bool
+			clear func(k Kustomization)
+		}{
+			{"spec.patches", len(spec.Patches) > 0, func(k Kustomization) { k.Flux.Spec.Patches = nil }},
+			{"spec.images", len(spec.Images) > 0, func(k Kustomization) { k.Flux.Spec.Images = nil }},
+			{"spec.components", len(spec.Components) > 0, func(k Kustomization) { k.Flux.Spec.Components = nil }},
+		} {
+			if !part.set {
+				continue
+			}
+			without := k
+			without.Flux = k.Flux.DeepCopy()
+			part.clear(without)
+			objs, err := build(root, without)
+			if err != nil {
+				continue
+			}
+			if o := find(objs, id); o != nil && holds(o.obj) {
+				return fmt.Sprintf("%s of %s", part.name, k.name())
+			}
+		}
+	}
+	var found []string
+	for _, kf := range includingKustomizations(root, k.Path, file) {
+		_, doc, err := readKustomization(root, kf)
+		if err != nil || doc == nil {
+			continue
+		}
+		for _, field := range []string{"patches", "patchesStrategicMerge", "patchesJson6902", "replicas", "images", "components"} {
+			if f := doc.Field(field); f != nil {
+				found = append(found, fmt.Sprintf("the %s field of %s (line %d)", field, kustomizationFileIn(root, kf), f.Key.YNode().Line))
+			}
+		}
+	}
+	if len(found) == 0 {
+		return "a transformer of the build"
+	}
+	return strings.Join(found, ", ")
+}
+
+// kustomizationFileIn is the repository-relative kustomization file of dir.
+func kustomizationFileIn(root, dir string) string {
+	abs, err := securePath(root, dir)
+	if err != nil {
+		return dir
+	}
+	if f := findKustomization(abs); f != "" {
+		return relTo(root, f)
+	}
+	return dir
+}
+
+// includingKustomizations returns the repository folders, from the
+// Kustomization's path down, whose kustomization includes the repository
+// file rel through its resources or components.
+func includingKustomizations(root, kpath, rel string) []string {
+	target := path.Dir(rel)
+	var chain []string
+	seen := map[string]bool{}
+	var walk func(dir string, trail []string) bool
+	walk = func(dir string, trail []string) bool {
+		dir = path.Clean(dir)
+		if seen[dir] || len(trail) > 32 {
+			return false
+		}
+		seen[dir] = true
+		_, k, err := readKustomization(root, dir)
+		if err != nil || k == nil {
+			return false
+		}
+		trail = append(trail, dir)
+		for _, field := range []string{"resources", "components", "bases"} {
+			f := k.Field(field)
+			if f == nil {
+				continue
+			}
+			elems, _ := f.Value.Elements()
+			for _, e := range elems {
+				entry := path.Join(dir, filepath.ToSlash(e.YNode().Value))
+				if entry == rel || dir == target {
+					chain = trail
+					return true
+				}
+				if walk(entry, trail) {
+					return true
+				}
+			}
+		}
+		return false
+	}
+	walk(path.Clean(kpath), nil)
+	return chain
+}
