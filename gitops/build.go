@@ -11,6 +11,7 @@ import (
 	kustomizev1 "github.com/fluxcd/kustomize-controller/api/v1"
 	generator "github.com/fluxcd/pkg/kustomize"
 	securefs "github.com/fluxcd/pkg/kustomize/filesys"
+	"github.com/fluxcd/pkg/sourceignore"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
 	"sigs.k8s.io/kustomize/api/resource"
@@ -104,7 +105,11 @@ func build(root string, k Kustomization) ([]built, error) {
 		return nil, err
 	}
 
-	manifest, kfile, err := generate(root, dir, k.Ignore, flux)
+	ignored, err := ignoredUnder(root, dir, k.Ignore)
+	if err != nil {
+		return nil, err
+	}
+	manifest, kfile, err := generate(root, dir, ignored, flux)
 	if err != nil {
 		return nil, fmt.Errorf("generating the kustomization of %s: %w", k.Path, err)
 	}
@@ -157,6 +162,40 @@ func generate(root, dir, ignore string, flux unstructured.Unstructured) ([]byte,
 	}
 	manifest, err = sigsyaml.Marshal(kus)
 	return manifest, kfile, err
+}
+
+// ignoredUnder returns, as ignore rules anchored at dir, the files and
+// folders below dir that source-controller leaves out of the artifact of
+// the repository at root: those the .sourceignore files and the
+// GitRepository's ignore rules name, relative to the repository root, or
+// Flux's default exclusions when there are none.
+func ignoredUnder(root, dir, ignore string) (string, error) {
+	patterns, err := sourceignore.LoadIgnorePatterns(root, nil)
+	if err != nil {
+		return "", err
+	}
+	patterns = append(patterns, sourceignore.ReadPatterns(strings.NewReader(ignore), nil)...)
+	matcher := sourceignore.NewDefaultMatcher(nil, nil)
+	if len(patterns) > 0 {
+		matcher = sourceignore.NewMatcher(append(sourceignore.VCSPatterns(nil), patterns...))
+	}
+	var rules []string
+	err = filepath.WalkDir(dir, func(p string, d os.DirEntry, err error) error {
+		if err != nil || p == dir {
+			return err
+		}
+		if !matcher.Match(strings.Split(relTo(root, p), "/"), d.IsDir()) {
+			return nil
+		}
+		rule := "/" + relTo(dir, p)
+		if d.IsDir() {
+			rules = append(rules, rule+"/")
+			return filepath.SkipDir
+		}
+		rules = append(rules, rule)
+		return nil
+	})
+	return strings.Join(rules, "\n"), err
 }
 
 // unstructured is the Flux Kustomization as Flux's generator reads it,

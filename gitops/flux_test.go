@@ -1,0 +1,128 @@
+package gitops
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	kustomizev1 "github.com/fluxcd/kustomize-controller/api/v1"
+	sigsyaml "sigs.k8s.io/yaml"
+
+	"github.com/sluice-dev/sluice/internal/golden"
+)
+
+// fluxKustomization reads a case's Flux Kustomization (flux.yaml) and the
+// GitRepository's ignore rules (ignore), as the controllers resolve them.
+func fluxKustomization(t *testing.T, dir string) Kustomization {
+	t.Helper()
+	data, err := os.ReadFile(filepath.Join(dir, "flux.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ks := &kustomizev1.Kustomization{}
+	if err := sigsyaml.UnmarshalStrict(data, ks); err != nil {
+		t.Fatal(err)
+	}
+	k := Kustomization{Path: ks.Spec.Path, Flux: ks}
+	if ks.Spec.PostBuild != nil {
+		k.Vars = ks.Spec.PostBuild.Substitute
+	}
+	if ignore, err := os.ReadFile(filepath.Join(dir, "ignore")); err == nil {
+		k.Ignore = string(ignore)
+	}
+	return k
+}
+
+// TestFluxConstructs adopts a Deployment through each construct with which
+// a Flux Kustomization changes what its path builds: sluice edits the file
+// that defines the live object, and refuses, naming the file, the line and
+// the construct, to write a literal over a value something else sets.
+func TestFluxConstructs(t *testing.T) {
+	tests := []struct {
+		name       string
+		deployment string
+		// container of the Deployment; its name when empty.
+		container string
+		// adoptErr, when set, are what the adoption's error must say.
+		adoptErr []string
+		// revertErr, when set, are what a rejection that reverts the
+		// images to v0 must say.
+		revertErr []string
+		replicas  int32
+	}{
+		{name: "sibling-file", deployment: "plain", replicas: 3},
+		{name: "flux-patches", deployment: "web",
+			adoptErr: []string{"apps/web/deployment.yaml:8:", "spec.patches of Kustomization flux-system/apps", "replicas: 3"}},
+		{name: "flux-images", deployment: "web", replicas: 2,
+			revertErr: []string{"spec.images of Kustomization flux-system/apps", "web=registry.example/web:v0", "rollback: record"}},
+		{name: "name-prefix", deployment: "prod-web-eu", container: "web", replicas: 2},
+		{name: "components", deployment: "web",
+			adoptErr: []string{"apps/web/deployment.yaml:8:", "spec.components of Kustomization flux-system/apps"}},
+		{name: "substitute-replicas", deployment: "web",
+			adoptErr: []string{"apps/web/deployment.yaml:8:", `"${REPLICAS}"`, "postBuild of Kustomization flux-system/apps"}},
+		{name: "substitute-image", deployment: "web", replicas: 2,
+			revertErr: []string{"apps/web/deployment.yaml:18", `"registry.example/web:${TAG}"`, "postBuild of Kustomization flux-system/apps"}},
+		{name: "ignored", deployment: "web", replicas: 2},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			dir := filepath.Join("testdata", "flux", tt.name)
+			root := t.TempDir()
+			copyTree(t, filepath.Join(dir, "in"), root)
+			k := fluxKustomization(t, dir)
+			deployment := ObjectID{Kind: "Deployment", Namespace: "shop", Name: tt.deployment}
+
+			a := Adoption{Kustomization: k, Deployment: deployment, Strategy: "canary", LiveReplicas: 1}
+			adopted, changed, err := Adopt(root, a)
+			if tt.adoptErr != nil {
+				wantError(t, err, tt.adoptErr)
+				return
+			}
+			if err != nil || !changed || adopted.Replicas != tt.replicas {
+				t.Fatalf("Adopt = %+v, %v, %v; want %d replicas", adopted, changed, err, tt.replicas)
+			}
+			golden.Tree(t, filepath.Join(dir, "out"), root)
+			if _, changed, err := Adopt(root, a); err != nil || changed {
+				t.Fatalf("second Adopt: changed=%v, err=%v; want no change", changed, err)
+			}
+
+			delivery := ObjectID{Kind: DeliveryKind, Namespace: "shop", Name: tt.deployment}
+			container := tt.container
+			if container == "" {
+				container = tt.deployment
+			}
+			rejection := Promotion{Kustomization: k, Delivery: delivery, Deployment: deployment,
+				Rejection: &RejectionRecord{TemplateHash: "cccccccccc", Reason: "analysis failed"},
+				Revert:    []ContainerImage{{Name: container, Image: "registry.example/" + container + ":v0"}}}
+			_, err = RecordPromotion(root, rejection)
+			if tt.revertErr != nil {
+				wantError(t, err, tt.revertErr)
+				return
+			}
+			if err != nil {
+				t.Fatalf("RecordPromotion(rejection with revert): %v", err)
+			}
+			objs, err := build(root, k)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if o := find(objs, deployment); o == nil || !runsImages(rejection.Revert)(o.obj) {
+				t.Fatalf("the build does not run the reverted images %v", rejection.Revert)
+			}
+		})
+	}
+}
+
+func wantError(t *testing.T, err error, want []string) {
+	t.Helper()
+	if !errors.Is(err, ErrCannotEdit) {
+		t.Fatalf("err = %v, want ErrCannotEdit", err)
+	}
+	for _, w := range want {
+		if !strings.Contains(err.Error(), w) {
+			t.Errorf("the error does not say %q: %v", w, err)
+		}
+	}
+}
