@@ -115,10 +115,11 @@ func run(o runOptions) error {
 		RetryPeriod:                   &o.leaderElection.RetryPeriod,
 		LeaderElectionID:              "sluice-leader-election",
 		Client: ctrlclient.Options{Cache: &ctrlclient.CacheOptions{
-			// Read Secrets and GitRepositories only when needed, straight
-			// from the API server: no cluster-wide watch, no cached copies
-			// of every Secret, and RBAC that only needs get.
-			DisableFor: []ctrlclient.Object{&corev1.Secret{}, &sourcev1.GitRepository{}},
+			// Read Secrets, ConfigMaps (postBuild variables) and
+			// GitRepositories only when needed, straight from the API
+			// server: no cluster-wide watch, no cached copies of every
+			// Secret, and RBAC that only needs get.
+			DisableFor: []ctrlclient.Object{&corev1.Secret{}, &corev1.ConfigMap{}, &sourcev1.GitRepository{}},
 		}},
 		Logger: ctrl.Log,
 	})

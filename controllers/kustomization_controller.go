@@ -10,7 +10,6 @@ import (
 	rolloutsv1 "github.com/argoproj/argo-rollouts/pkg/apis/rollouts/v1alpha1"
 	kustomizev1 "github.com/fluxcd/kustomize-controller/api/v1"
 	"github.com/fluxcd/pkg/apis/meta"
-	sourcev1 "github.com/fluxcd/source-controller/api/v1"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -50,9 +49,6 @@ const (
 )
 
 // +kubebuilder:rbac:groups=delivery.sluice.dev,resources=deliveries,verbs=delete
-// +kubebuilder:rbac:groups=kustomize.toolkit.fluxcd.io,resources=kustomizations,verbs=get;list;watch;patch
-// +kubebuilder:rbac:groups=source.toolkit.fluxcd.io,resources=gitrepositories,verbs=get;patch
-// +kubebuilder:rbac:groups="",namespace=flux-system,resources=secrets,verbs=get
 
 // KustomizationReconciler finds annotated Deployments in the inventories of
 // Flux Kustomizations and adopts them with a commit to the Kustomization's
@@ -109,7 +105,10 @@ var appliedChanged = predicate.Funcs{
 		if !okOld || !okNew {
 			return false
 		}
-		return o.Status.LastAppliedRevision != n.Status.LastAppliedRevision || inventoryIDs(o) != inventoryIDs(n)
+		// A resumed Kustomization gets what sluice held back while it
+		// was suspended.
+		return o.Status.LastAppliedRevision != n.Status.LastAppliedRevision || inventoryIDs(o) != inventoryIDs(n) ||
+			o.Spec.Suspend && !n.Spec.Suspend
 	},
 }
 
@@ -140,13 +139,23 @@ func (r *KustomizationReconciler) Reconcile(ctx context.Context, req ctrl.Reques
 	if err != nil || len(candidates)+len(optOuts) == 0 {
 		return ctrl.Result{}, err
 	}
-	src, branch, err := resolveSource(ctx, r.Client, ks)
+	source, err := resolveGitSource(ctx, r.Client, ks)
 	if err != nil {
+		if errors.Is(err, errSourceSuspended) {
+			// Nothing is written and nothing requested of Flux until the
+			// Kustomization is resumed, which sluice watches; a
+			// GitRepository's resumption is looked for again later.
+			log.Info("not writing to a suspended source", "reason", err.Error())
+			return ctrl.Result{RequeueAfter: time.Minute}, nil
+		}
 		for _, c := range candidates {
 			r.warn(c.deployment, adoptionFailedReason, fmt.Sprintf("cannot adopt through Kustomization %s/%s: %v", ks.Namespace, ks.Name, err))
 		}
 		for _, dl := range optOuts {
 			r.warn(dl, optOutFailedReason, fmt.Sprintf("cannot hand back through Kustomization %s/%s: %v", ks.Namespace, ks.Name, err))
+		}
+		if errors.Is(err, errSourceNotWritable) {
+			r.warn(ks, deliveryv1.GitSourceNotWritableReason, err.Error())
 		}
 		// A Secret or RoleBinding may appear without an event sluice
 		// watches.
@@ -160,6 +169,9 @@ func (r *KustomizationReconciler) Reconcile(ctx context.Context, req ctrl.Reques
 	failed := func(obj client.Object, reason string, err error) {
 		log.Error(err, "writing to Git failed", "object", client.ObjectKeyFromObject(obj))
 		r.warn(obj, reason, err.Error())
+		if errors.Is(err, gitops.ErrCannotEdit) {
+			r.warn(ks, reason, fmt.Sprintf("%s %s/%s: %v", obj.GetObjectKind().GroupVersionKind().Kind, obj.GetNamespace(), obj.GetName(), err))
+		}
 		if errors.Is(err, gitops.ErrPushRefused) {
 			r.warn(obj, deliveryv1.GitPushRefusedReason, "give sluice credentials that may push with spec.git.push.secretRef of the DeliveryPolicy the Deployment names")
 		}
@@ -168,12 +180,12 @@ func (r *KustomizationReconciler) Reconcile(ctx context.Context, req ctrl.Reques
 		}
 	}
 	for _, c := range candidates {
-		if err := r.adopt(ctx, ks, src, branch, c); err != nil {
+		if err := r.adopt(ctx, source, c); err != nil {
 			failed(c.deployment, adoptionFailedReason, err)
 		}
 	}
 	for _, dl := range optOuts {
-		if err := r.optOut(ctx, ks, src, branch, dl); err != nil {
+		if err := r.optOut(ctx, source, dl); err != nil {
 			failed(dl, optOutFailedReason, err)
 		}
 	}
@@ -251,48 +263,6 @@ func handingBack(ks *kustomizev1.Kustomization, d *appsv1.Deployment, delivery *
 		delivery.Labels[kustomizationNamespaceLabel] == ks.Namespace
 }
 
-// resolveSource resolves the Kustomization's GitRepository, its branch and
-// its credentials.
-func resolveSource(ctx context.Context, c client.Client, ks *kustomizev1.Kustomization) (gitops.Source, string, error) {
-	ref := ks.Spec.SourceRef
-	if ref.Kind != sourcev1.GitRepositoryKind {
-		return gitops.Source{}, "", fmt.Errorf("its source is a %s; sluice writes only to GitRepositories", ref.Kind)
-	}
-	ns := ref.Namespace
-	if ns == "" {
-		ns = ks.Namespace
-	}
-	repo := &sourcev1.GitRepository{}
-	if err := c.Get(ctx, client.ObjectKey{Namespace: ns, Name: ref.Name}, repo); err != nil {
-		return gitops.Source{}, "", fmt.Errorf("GitRepository %s/%s: %w", ns, ref.Name, err)
-	}
-	branch := "master"
-	if repo.Spec.Reference != nil && repo.Spec.Reference.Branch != "" {
-		branch = repo.Spec.Reference.Branch
-	}
-	src := gitops.Source{URL: repo.Spec.URL, Branch: branch}
-	if repo.Spec.SecretRef != nil {
-		secret, err := readSecret(ctx, c, ns, repo.Spec.SecretRef.Name, fmt.Sprintf("GitRepository %s/%s's spec.secretRef", ns, ref.Name))
-		if err != nil {
-			return gitops.Source{}, "", err
-		}
-		src.Credentials = credentialsFrom(secret)
-	}
-	return src, branch, nil
-}
-
-// credentialsFrom reads a Secret in Flux's GitRepository format.
-func credentialsFrom(s *corev1.Secret) gitops.Credentials {
-	return gitops.Credentials{
-		Username:    string(s.Data["username"]),
-		Password:    string(s.Data["password"]),
-		BearerToken: string(s.Data["bearerToken"]),
-		Identity:    s.Data["identity"],
-		KnownHosts:  s.Data["known_hosts"],
-		CA:          append(s.Data["ca.crt"], s.Data["caFile"]...),
-	}
-}
-
 // adopt pushes the adoption commit for one Deployment and asks Flux to
 // apply it now.
 // candidate is an annotated Deployment to adopt, with the policy it names.
@@ -301,7 +271,7 @@ type candidate struct {
 	policy     deliveryv1.DeliveryPolicySpec
 }
 
-func (r *KustomizationReconciler) adopt(ctx context.Context, ks *kustomizev1.Kustomization, src gitops.Source, branch string, c candidate) error {
+func (r *KustomizationReconciler) adopt(ctx context.Context, source *gitSource, c candidate) error {
 	d, policy := c.deployment, c.policy
 	// NOTE: the commit moves replicas out of the Deployment. Flux applies
 	// with force, so a field no manager owns would fall back to 1: sluice
@@ -311,13 +281,13 @@ func (r *KustomizationReconciler) adopt(ctx context.Context, ks *kustomizev1.Kus
 	}
 
 	adoption := gitops.Adoption{
-		Path:         ks.Spec.Path,
-		Deployment:   gitops.ObjectID{Kind: "Deployment", Namespace: d.Namespace, Name: d.Name},
-		Strategy:     d.Annotations[StrategyAnnotation],
-		Policy:       d.Annotations[PolicyAnnotation],
-		LiveReplicas: ptr.Deref(d.Spec.Replicas, 1),
+		Kustomization: source.build,
+		Deployment:    gitops.ObjectID{Kind: "Deployment", Namespace: d.Namespace, Name: d.Name},
+		Strategy:      d.Annotations[StrategyAnnotation],
+		Policy:        d.Annotations[PolicyAnnotation],
+		LiveReplicas:  ptr.Deref(d.Spec.Replicas, 1),
 	}
-	settings, err := gitSettingsFor(ctx, r.Client, d.Namespace, &policy, src, branch)
+	settings, err := source.settingsFor(ctx, r.Client, d.Namespace, &policy)
 	if err != nil {
 		return err
 	}
@@ -352,14 +322,15 @@ func (r *KustomizationReconciler) adopt(ctx context.Context, ks *kustomizev1.Kus
 		r.EventRecorder.Eventf(d, nil, corev1.EventTypeNormal, adoptedReason, "Adopt",
 			"pushed %s: the Delivery is in %s", res.Commit[:12], adopted.DeliveryFile)
 	}
-	return requestReconcile(ctx, r.Client, ks)
+	return source.requestReconcile(ctx, r.Client)
 }
 
 // optOut pushes the commit that hands the Delivery's Deployment back: the
 // Delivery leaves Git and the Deployment gets its replicas again. Flux then
 // scales the Deployment up and prunes the Delivery, whose finalizer keeps
 // the Rollout serving until the Deployment is available.
-func (r *KustomizationReconciler) optOut(ctx context.Context, ks *kustomizev1.Kustomization, src gitops.Source, branch string, obj *deliveryv1.Delivery) error {
+func (r *KustomizationReconciler) optOut(ctx context.Context, source *gitSource, obj *deliveryv1.Delivery) error {
+	ks := source.ks
 	policy, err := resolvePolicy(ctx, r.Client, obj)
 	if err != nil {
 		// Without its policy the Delivery is written with the built-in
@@ -368,7 +339,7 @@ func (r *KustomizationReconciler) optOut(ctx context.Context, ks *kustomizev1.Ku
 		spec := builtinPolicy(obj)
 		policy = &spec
 	}
-	settings, err := gitSettingsFor(ctx, r.Client, obj.Namespace, policy, src, branch)
+	settings, err := source.settingsFor(ctx, r.Client, obj.Namespace, policy)
 	if err != nil {
 		return err
 	}
@@ -378,11 +349,11 @@ func (r *KustomizationReconciler) optOut(ctx context.Context, ks *kustomizev1.Ku
 		return err
 	}
 	optOut := gitops.OptOut{
-		Path:       ks.Spec.Path,
-		Delivery:   gitops.ObjectID{Kind: deliveryv1.DeliveryKind, Namespace: obj.Namespace, Name: obj.Name},
-		Deployment: gitops.ObjectID{Kind: "Deployment", Namespace: obj.Namespace, Name: obj.Spec.DeploymentRef.Name},
-		Replicas:   servingReplicas(obj, rollout, err == nil && metav1.IsControlledBy(rollout, obj)),
-		Services:   switchedServices(policy),
+		Kustomization: source.build,
+		Delivery:      gitops.ObjectID{Kind: deliveryv1.DeliveryKind, Namespace: obj.Namespace, Name: obj.Name},
+		Deployment:    gitops.ObjectID{Kind: "Deployment", Namespace: obj.Namespace, Name: obj.Spec.DeploymentRef.Name},
+		Replicas:      servingReplicas(obj, rollout, err == nil && metav1.IsControlledBy(rollout, obj)),
+		Services:      switchedServices(policy),
 	}
 	res, err := r.Git.Write(ctx, settings.src, gitops.Change{
 		Branch:     settings.branch,
@@ -410,7 +381,7 @@ func (r *KustomizationReconciler) optOut(ctx context.Context, ks *kustomizev1.Ku
 		}
 		return nil
 	}
-	return requestReconcile(ctx, r.Client, ks)
+	return source.requestReconcile(ctx, r.Client)
 }
 
 // inInventory tells whether the Kustomization's last apply included obj.
@@ -453,27 +424,6 @@ so that Flux creates it and no longer puts its selector back.`,
 			strings.Join(a.Services, ", "), gitops.FluxSSAAnnotation, gitops.FluxSSAIfAbsent)
 	}
 	return msg
-}
-
-// requestReconcile asks Flux to fetch and apply the source now rather than
-// at its next interval.
-func requestReconcile(ctx context.Context, c client.Client, ks *kustomizev1.Kustomization) error {
-	now := time.Now().Format(time.RFC3339Nano)
-	patch := client.RawPatch(types.MergePatchType,
-		[]byte(fmt.Sprintf(`{"metadata":{"annotations":{%q:%q}}}`, meta.ReconcileRequestAnnotation, now)))
-	ns := ks.Spec.SourceRef.Namespace
-	if ns == "" {
-		ns = ks.Namespace
-	}
-	repo := &sourcev1.GitRepository{}
-	repo.Namespace, repo.Name = ns, ks.Spec.SourceRef.Name
-	if err := c.Patch(ctx, repo, patch); err != nil {
-		return fmt.Errorf("requesting a reconcile of GitRepository %s/%s: %w", ns, repo.Name, err)
-	}
-	if err := c.Patch(ctx, ks.DeepCopy(), patch); err != nil {
-		return fmt.Errorf("requesting a reconcile of Kustomization %s/%s: %w", ks.Namespace, ks.Name, err)
-	}
-	return nil
 }
 
 func (r *KustomizationReconciler) warn(obj client.Object, reason, msg string) {

@@ -10,6 +10,7 @@ import (
 	"sync"
 	"text/template"
 	"time"
+	"unicode/utf8"
 
 	rolloutsv1 "github.com/argoproj/argo-rollouts/pkg/apis/rollouts/v1alpha1"
 	kustomizev1 "github.com/fluxcd/kustomize-controller/api/v1"
@@ -116,17 +117,26 @@ func (r *PromotionReconciler) Reconcile(ctx context.Context, req ctrl.Request) (
 		// The Delivery controller reports a missing or invalid policy.
 		return ctrl.Result{}, nil
 	}
-	src, branch, err := resolveSource(ctx, r.Client, ks)
+	source, err := resolveGitSource(ctx, r.Client, ks)
+	if errors.Is(err, errSourceSuspended) {
+		// Nothing is written and nothing requested of Flux until the
+		// source is resumed; a resumed Kustomization is watched, a
+		// GitRepository's resumption looked for again later.
+		ctrl.LoggerFrom(ctx).Info("not writing to a suspended source", "reason", err.Error())
+		return ctrl.Result{RequeueAfter: time.Minute}, nil
+	}
 	var settings gitSettings
 	if err == nil {
-		settings, err = gitSettingsFor(ctx, r.Client, obj.Namespace, policy, src, branch)
+		settings, err = source.settingsFor(ctx, r.Client, obj.Namespace, policy)
 	}
 	if err == nil {
-		w := promotionWrite{r: r, obj: obj, ks: ks, policy: policy, git: settings}
+		w := promotionWrite{r: r, obj: obj, source: source, policy: policy, git: settings}
 		err = w.run(ctx)
 	}
 	var reason, msg string
 	switch {
+	case errors.Is(err, errSourceNotWritable):
+		reason, msg = deliveryv1.GitSourceNotWritableReason, err.Error()
 	case errors.Is(err, errCredentialsUnavailable):
 		reason, msg = deliveryv1.GitCredentialsUnavailableReason, err.Error()
 	case errors.Is(err, gitops.ErrPushRefused):
@@ -184,7 +194,7 @@ func (r *PromotionReconciler) kustomization(ctx context.Context, obj *deliveryv1
 type promotionWrite struct {
 	r      *PromotionReconciler
 	obj    *deliveryv1.Delivery
-	ks     *kustomizev1.Kustomization
+	source *gitSource
 	policy *deliveryv1.DeliveryPolicySpec
 	git    gitSettings
 }
@@ -235,7 +245,7 @@ func (w promotionWrite) run(ctx context.Context) error {
 		}
 		if err := w.write(ctx, w.git.branch, action, st.StableTemplateHash, nil, message, messageTemplate,
 			gitops.Promotion{Services: services, ParkOnly: recorded, Stable: &gitops.StableRecord{
-				TemplateHash: st.StableTemplateHash, Revision: w.ks.Status.LastAppliedRevision, Images: images, PromotedAt: now,
+				TemplateHash: st.StableTemplateHash, Revision: w.source.ks.Status.LastAppliedRevision, Images: images, PromotedAt: now,
 			}}); err != nil {
 			return err
 		}
@@ -296,7 +306,7 @@ Flux only when absent, so that Flux does not put their selectors back.`, strings
 // parkKey is what a park check found parked: the Kustomization's applied
 // revision and the Delivery's generation.
 func (w promotionWrite) parkKey() string {
-	return fmt.Sprintf("%s@%d", w.ks.Status.LastAppliedRevision, w.obj.Generation)
+	return fmt.Sprintf("%s@%d", w.source.ks.Status.LastAppliedRevision, w.obj.Generation)
 }
 
 // parkCheckDue tells whether Git must be read to see that it still parks
@@ -317,8 +327,8 @@ func (w promotionWrite) parkable(ctx context.Context) bool {
 	if err := w.r.Get(ctx, client.ObjectKey{Namespace: w.obj.Namespace, Name: w.obj.Spec.DeploymentRef.Name}, deployment); err != nil {
 		return false
 	}
-	return deployment.Labels[kustomizationNameLabel] == w.ks.Name &&
-		deployment.Labels[kustomizationNamespaceLabel] == w.ks.Namespace &&
+	return deployment.Labels[kustomizationNameLabel] == w.source.ks.Name &&
+		deployment.Labels[kustomizationNamespaceLabel] == w.source.ks.Namespace &&
 		!optingOut(w.obj, deployment)
 }
 
@@ -362,7 +372,7 @@ func (w promotionWrite) write(ctx context.Context, branch, action, hash string, 
 	defaultMessage, messageTemplate string, p gitops.Promotion) error {
 
 	obj := w.obj
-	p.Path = w.ks.Spec.Path
+	p.Kustomization = w.source.build
 	p.Delivery = gitops.ObjectID{Kind: deliveryv1.DeliveryKind, Namespace: obj.Namespace, Name: obj.Name}
 	p.Deployment = gitops.ObjectID{Kind: "Deployment", Namespace: obj.Namespace, Name: obj.Spec.DeploymentRef.Name}
 
@@ -401,7 +411,7 @@ func (w promotionWrite) write(ctx context.Context, branch, action, hash string, 
 		return err
 	}
 	if branch == w.git.branch {
-		return requestReconcile(ctx, w.r.Client, w.ks)
+		return w.source.requestReconcile(ctx, w.r.Client)
 	}
 	return nil
 }
@@ -460,78 +470,15 @@ func formatImages(images []gitops.ContainerImage) string {
 	return strings.Join(parts, ", ")
 }
 
-func ptrOr(v, def string) string {
-	if v == "" {
-		return def
-	}
-	return v
-}
-
+// truncate cuts s to at most n bytes, never inside a UTF-8 character.
 func truncate(s string, n int) string {
 	if len(s) <= n {
 		return s
 	}
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
 	return s[:n]
-}
-
-// gitSettings is how sluice writes for one policy.
-type gitSettings struct {
-	src                    gitops.Source
-	branch                 string
-	author                 gitops.Signature
-	signingKey, passphrase []byte
-}
-
-// gitSettingsFor applies a policy's Git write-back settings to the source
-// of a Kustomization: push branch, write credentials, author and signing
-// key.
-func gitSettingsFor(ctx context.Context, c client.Client, namespace string, policy *deliveryv1.DeliveryPolicySpec,
-	src gitops.Source, branch string) (gitSettings, error) {
-
-	s := gitSettings{src: src, branch: branch, author: gitops.Signature{
-		Name:  ptrOr(policy.Git.Commit.Author.Name, "sluice"),
-		Email: ptrOr(policy.Git.Commit.Author.Email, "sluice@sluice.dev"),
-	}}
-	if b := policy.Git.Push.Branch; b != "" {
-		s.branch = b
-	}
-	if ref := policy.Git.Push.SecretRef; ref != nil {
-		secret, err := readSecret(ctx, c, namespace, ref.Name, "the DeliveryPolicy's spec.git.push.secretRef")
-		if err != nil {
-			return s, err
-		}
-		s.src.Credentials = credentialsFrom(secret)
-	}
-	if key := policy.Git.Commit.SigningKey; key != nil {
-		secret, err := readSecret(ctx, c, namespace, key.SecretRef.Name, "the DeliveryPolicy's spec.git.commit.signingKey.secretRef")
-		if err != nil {
-			return s, err
-		}
-		s.signingKey, s.passphrase = secret.Data["git.asc"], secret.Data["passphrase"]
-	}
-	return s, nil
-}
-
-// errCredentialsUnavailable: a Secret sluice needs to write to Git is
-// missing or sluice may not read it; the user must change something.
-var errCredentialsUnavailable = errors.New("Git credentials unavailable")
-
-// readSecret reads a Secret that what names; a missing Secret, or one sluice
-// may not read, is an errCredentialsUnavailable that says what to do.
-func readSecret(ctx context.Context, c client.Reader, namespace, name, what string) (*corev1.Secret, error) {
-	secret := &corev1.Secret{}
-	err := c.Get(ctx, client.ObjectKey{Namespace: namespace, Name: name}, secret)
-	switch {
-	case err == nil:
-		return secret, nil
-	case apierrors.IsNotFound(err):
-		return nil, fmt.Errorf("%w: %s: Secret %s/%s not found", errCredentialsUnavailable, what, namespace, name)
-	case apierrors.IsForbidden(err):
-		return nil, fmt.Errorf("%w: %s: sluice may not read Secret %s/%s; bind the ClusterRole sluice-secret-reader to sluice's ServiceAccount in namespace %s (kubectl -n %s create rolebinding sluice-secret-reader --clusterrole=sluice-secret-reader --serviceaccount=<sluice's namespace>:sluice)",
-			errCredentialsUnavailable, what, namespace, name, namespace, namespace)
-	default:
-		return nil, fmt.Errorf("%s: %w", what, err)
-	}
 }
 
 // analysisSoFar summarises the AnalysisRuns of the Rollout's current

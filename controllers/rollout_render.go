@@ -64,7 +64,8 @@ func renderRollout(delivery *deliveryv1.Delivery, deployment *appsv1.Deployment,
 			MinReadySeconds:         deployment.Spec.MinReadySeconds,
 			RevisionHistoryLimit:    deployment.Spec.RevisionHistoryLimit,
 			ProgressDeadlineSeconds: deployment.Spec.ProgressDeadlineSeconds,
-			Strategy:                renderStrategy(policy),
+			Paused:                  deployment.Spec.Paused,
+			Strategy:                renderStrategy(policy, deployment.Spec.Strategy.RollingUpdate),
 		},
 	}
 }
@@ -82,9 +83,18 @@ func ownerReference(delivery *deliveryv1.Delivery) metav1.OwnerReference {
 	}
 }
 
-func renderStrategy(policy *deliveryv1.DeliveryPolicySpec) rolloutsv1.RolloutStrategy {
+// renderStrategy renders the policy's strategy, replacing pods as the
+// Deployment's rolling update would: its maxSurge and maxUnavailable bound
+// how far a canary step may go above and below the serving replicas (a
+// Deployment with maxUnavailable: 0 never runs fewer available pods).
+func renderStrategy(policy *deliveryv1.DeliveryPolicySpec, rolling *appsv1.RollingUpdateDeployment) rolloutsv1.RolloutStrategy {
+	var maxSurge, maxUnavailable *intstr.IntOrString
+	if rolling != nil {
+		maxSurge, maxUnavailable = rolling.MaxSurge, rolling.MaxUnavailable
+	}
 	if bg := policy.BlueGreen; bg != nil {
 		return rolloutsv1.RolloutStrategy{BlueGreen: &rolloutsv1.BlueGreenStrategy{
+			MaxUnavailable:        maxUnavailable,
 			ActiveService:         bg.ActiveService,
 			PreviewService:        bg.PreviewService,
 			AutoPromotionEnabled:  bg.AutoPromotionEnabled,
@@ -95,7 +105,7 @@ func renderStrategy(policy *deliveryv1.DeliveryPolicySpec) rolloutsv1.RolloutStr
 	}
 
 	c := policy.Canary
-	canary := &rolloutsv1.CanaryStrategy{}
+	canary := &rolloutsv1.CanaryStrategy{MaxSurge: maxSurge, MaxUnavailable: maxUnavailable}
 	for _, step := range c.Steps {
 		var out rolloutsv1.CanaryStep
 		switch {

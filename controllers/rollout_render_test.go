@@ -8,6 +8,7 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/yaml"
 
@@ -32,6 +33,10 @@ func renderFixture() (*deliveryv1.Delivery, *appsv1.Deployment) {
 			Selector:             &metav1.LabelSelector{MatchLabels: labels},
 			MinReadySeconds:      5,
 			RevisionHistoryLimit: ptr.To[int32](4),
+			// The pods are replaced as this says, in the canary too.
+			Strategy: appsv1.DeploymentStrategy{Type: appsv1.RollingUpdateDeploymentStrategyType, RollingUpdate: &appsv1.RollingUpdateDeployment{
+				MaxSurge: ptr.To(intstr.FromInt32(1)), MaxUnavailable: ptr.To(intstr.FromInt32(0)),
+			}},
 			Template: corev1.PodTemplateSpec{
 				ObjectMeta: metav1.ObjectMeta{
 					Labels:      map[string]string{"app.kubernetes.io/name": "inference", "tier": "gpu"},

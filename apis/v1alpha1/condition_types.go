@@ -54,6 +54,12 @@ const (
 	// gave up after its retries.
 	GitConflictReason string = "GitConflict"
 
+	// GitSourceNotWritableReason: the Kustomization's source is not one
+	// sluice may write to: not a GitRepository, a GitRepository pinned to
+	// a tag, semver range or commit, or one that includes other
+	// repositories. Have it follow a branch.
+	GitSourceNotWritableReason string = "GitSourceNotWritable"
+
 	// GitCredentialsUnavailableReason: a Secret sluice needs to write to
 	// Git (the GitRepository's secretRef, the policy's
 	// spec.git.push.secretRef or signingKey) does not exist or sluice may
