@@ -18,6 +18,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	deliveryv1 "github.com/sluice-dev/sluice/apis/v1alpha1"
+	"github.com/sluice-dev/sluice/gitops"
 )
 
 // release is the template the Rollout should run now.
@@ -225,6 +226,21 @@ func switchedServices(policy *deliveryv1.DeliveryPolicySpec) []string {
 	}
 	if bg := policy.BlueGreen; bg != nil {
 		add(bg.ActiveService, bg.PreviewService)
+	}
+	return out
+}
+
+// switchedObjects are what Argo Rollouts writes to for the policy and Flux
+// would put back: the Services whose selectors it switches and the
+// HTTPRoute whose weights it sets.
+func switchedObjects(policy *deliveryv1.DeliveryPolicySpec) []gitops.ObjectID {
+	var out []gitops.ObjectID
+	for _, name := range switchedServices(policy) {
+		out = append(out, gitops.ObjectID{Kind: "Service", Name: name})
+	}
+	if c := policy.Canary; c != nil && c.TrafficRouting != nil && c.TrafficRouting.GatewayAPI != nil && c.TrafficRouting.GatewayAPI.HTTPRoute != "" {
+		gw := c.TrafficRouting.GatewayAPI
+		out = append(out, gitops.ObjectID{Kind: "HTTPRoute", Namespace: gw.Namespace, Name: gw.HTTPRoute})
 	}
 	return out
 }

@@ -46,6 +46,7 @@ const (
 	invalidStrategyReason = "InvalidStrategy"
 	optedOutReason        = "OptedOut"
 	optOutFailedReason    = "OptOutFailed"
+	sourceSuspendedReason = "SourceSuspended"
 )
 
 // +kubebuilder:rbac:groups=delivery.sluice.dev,resources=deliveries,verbs=delete
@@ -145,7 +146,8 @@ func (r *KustomizationReconciler) Reconcile(ctx context.Context, req ctrl.Reques
 			// Nothing is written and nothing requested of Flux until the
 			// Kustomization is resumed, which sluice watches; a
 			// GitRepository's resumption is looked for again later.
-			log.Info("not writing to a suspended source", "reason", err.Error())
+			r.EventRecorder.Eventf(ks, nil, corev1.EventTypeNormal, sourceSuspendedReason, "Discover",
+				"%d Deployment(s) to adopt or hand back wait: %v", len(candidates)+len(optOuts), err)
 			return ctrl.Result{RequeueAfter: time.Minute}, nil
 		}
 		for _, c := range candidates {
@@ -291,7 +293,7 @@ func (r *KustomizationReconciler) adopt(ctx context.Context, source *gitSource, 
 	if err != nil {
 		return err
 	}
-	adoption.Services = switchedServices(&policy)
+	adoption.Switched = switchedObjects(&policy)
 
 	hash := deliveryv1.TemplateHash(&d.Spec.Template)
 	message, err := commitMessage("adopt", policy.Git.Commit.MessageTemplates.Adoption, adoptionMessage(d, adoption),
@@ -353,7 +355,7 @@ func (r *KustomizationReconciler) optOut(ctx context.Context, source *gitSource,
 		Delivery:      gitops.ObjectID{Kind: deliveryv1.DeliveryKind, Namespace: obj.Namespace, Name: obj.Name},
 		Deployment:    gitops.ObjectID{Kind: "Deployment", Namespace: obj.Namespace, Name: obj.Spec.DeploymentRef.Name},
 		Replicas:      servingReplicas(obj, rollout, err == nil && metav1.IsControlledBy(rollout, obj)),
-		Services:      switchedServices(policy),
+		Switched:      switchedObjects(policy),
 	}
 	res, err := r.Git.Write(ctx, settings.src, gitops.Change{
 		Branch:     settings.branch,
@@ -396,34 +398,6 @@ func inInventory(ks *kustomizev1.Kustomization, obj *deliveryv1.Delivery) bool {
 		}
 	}
 	return false
-}
-
-func optOutMessage(obj *deliveryv1.Delivery, replicas int32) string {
-	return fmt.Sprintf(`Hand Deployment %s/%s back from sluice
-
-Its %s annotation was removed. The Delivery leaves Git and the Deployment
-serves with %d replicas again; sluice keeps the Rollout until the
-Deployment's replicas are available, then removes it.`,
-		obj.Namespace, obj.Spec.DeploymentRef.Name, StrategyAnnotation, replicas) +
-		trailers(client.ObjectKeyFromObject(obj), "opt-out", "", nil)
-}
-
-func adoptionMessage(d *appsv1.Deployment, a gitops.Adoption) string {
-	msg := fmt.Sprintf(`Adopt Deployment %s/%s for %s delivery
-
-sluice runs the Deployment as an Argo Rollout from now on. Its serving
-replicas move to the Delivery, so that Flux and sluice never own the same
-field; promotions, approvals and rejections are recorded in the Delivery.`,
-		d.Namespace, d.Name, a.Strategy)
-	if len(a.Services) > 0 {
-		msg += fmt.Sprintf(`
-
-Argo Rollouts switches the selector of Service %s: where this
-Kustomization applies it, it is annotated %s: %s,
-so that Flux creates it and no longer puts its selector back.`,
-			strings.Join(a.Services, ", "), gitops.FluxSSAAnnotation, gitops.FluxSSAIfAbsent)
-	}
-	return msg
 }
 
 func (r *KustomizationReconciler) warn(obj client.Object, reason, msg string) {

@@ -236,15 +236,15 @@ func (w promotionWrite) run(ctx context.Context) error {
 		action, message, messageTemplate := "promote",
 			fmt.Sprintf("Promote %s/%s: template %s is stable\n\nImages: %s", obj.Namespace, obj.Name, st.StableTemplateHash, formatImages(images)),
 			w.policy.Git.Commit.MessageTemplates.Promotion
-		services := switchedServices(w.policy)
+		switched := switchedObjects(w.policy)
 		if recorded {
 			// Recorded before Git parked Deployments, or Git lost it
 			// since: only the parking is written, if any is missing.
 			action, messageTemplate = "park", ""
-			message = parkMessage(obj, services)
+			message = parkMessage(obj, switched)
 		}
 		if err := w.write(ctx, w.git.branch, action, st.StableTemplateHash, nil, message, messageTemplate,
-			gitops.Promotion{Services: services, ParkOnly: recorded, Stable: &gitops.StableRecord{
+			gitops.Promotion{Switched: switched, ParkOnly: recorded, Stable: &gitops.StableRecord{
 				TemplateHash: st.StableTemplateHash, Revision: w.source.ks.Status.LastAppliedRevision, Images: images, PromotedAt: now,
 			}}); err != nil {
 			return err
@@ -288,19 +288,6 @@ func (w promotionWrite) run(ctx context.Context) error {
 	}
 
 	return nil
-}
-
-func parkMessage(obj *deliveryv1.Delivery, services []string) string {
-	msg := fmt.Sprintf(`Park Deployment %s/%s for sluice
-
-The Rollout serves it. Git holds the Deployment at zero replicas, so that a
-rebuilt cluster creates it at zero rather than at one replica of its
-template.`, obj.Namespace, obj.Spec.DeploymentRef.Name)
-	if len(services) > 0 {
-		msg += fmt.Sprintf(` The Services Argo Rollouts switches (%s) are applied by
-Flux only when absent, so that Flux does not put their selectors back.`, strings.Join(services, ", "))
-	}
-	return msg
 }
 
 // parkKey is what a park check found parked: the Kustomization's applied
@@ -414,39 +401,6 @@ func (w promotionWrite) write(ctx context.Context, branch, action, hash string, 
 		return w.source.requestReconcile(ctx, w.r.Client)
 	}
 	return nil
-}
-
-// commitMessage renders a policy's message template for action with data,
-// or returns defaultMessage when there is no template; trailing newlines
-// go, for the trailers.
-func commitMessage(action, messageTemplate, defaultMessage string, data map[string]any) (string, error) {
-	message := defaultMessage
-	if messageTemplate != "" {
-		t, err := template.New(action).Option("missingkey=error").Parse(messageTemplate)
-		if err != nil {
-			return "", fmt.Errorf("%w: the DeliveryPolicy's %s message template: %v", gitops.ErrCannotEdit, action, err)
-		}
-		var b bytes.Buffer
-		if err := t.Execute(&b, data); err != nil {
-			return "", fmt.Errorf("%w: the DeliveryPolicy's %s message template: %v", gitops.ErrCannotEdit, action, err)
-		}
-		message = b.String()
-	}
-	return strings.TrimRight(message, "\n"), nil
-}
-
-// trailers are the machine-readable lines that end every message sluice
-// writes: the Delivery, the action, and the template hash and gate step when
-// there are.
-func trailers(delivery client.ObjectKey, action, hash string, step *int32) string {
-	t := fmt.Sprintf("\n\nSluice-Delivery: %s\nSluice-Action: %s\n", delivery, action)
-	if hash != "" {
-		t += fmt.Sprintf("Sluice-Template-Hash: %s\n", hash)
-	}
-	if step != nil {
-		t += fmt.Sprintf("Sluice-Step: %d\n", *step)
-	}
-	return t
 }
 
 // rolloutImages returns the images of the Delivery's Rollout's template.

@@ -26,11 +26,13 @@ type Adoption struct {
 	// LiveReplicas is what the Deployment runs now, for when Git sets no
 	// replicas.
 	LiveReplicas int32
-	// Services are the names of the Services Argo Rollouts switches for
-	// the Deployment's policy. Those the Kustomization applies get Flux's
-	// ssa: IfNotPresent annotation, so that Flux does not put back the
-	// selectors Argo sets.
-	Services []string
+	// Switched are the objects Argo Rollouts writes to for the
+	// Deployment's policy: the Services whose selectors it switches and
+	// the HTTPRoute whose weights it sets (no namespace: the
+	// Deployment's). Those the Kustomization applies get Flux's ssa:
+	// IfNotPresent annotation, so that Flux does not put back what Argo
+	// Rollouts wrote.
+	Switched []ObjectID
 }
 
 // Flux's server-side apply policy annotation, and the value with which
@@ -51,8 +53,9 @@ type Adopted struct {
 	DeploymentFile, DeliveryFile string
 	// Replicas moved from the Deployment to the Delivery.
 	Replicas int32
-	// Services that the adoption annotated for Flux, by file.
-	Services []string
+	// Switched are the files of the switched objects the adoption
+	// annotated for Flux.
+	Switched []string
 }
 
 // Adopt edits the repository at root for an adoption: it adds a Delivery
@@ -149,13 +152,13 @@ func Adopt(root string, a Adoption) (Adopted, bool, error) {
 	}
 	changed = changed || registered
 
-	services, annotated, err := markSwitchedServices(root, objs, a.Deployment.Namespace, a.Services)
+	switched, annotated, err := markSwitched(root, objs, a.Deployment.Namespace, a.Switched)
 	if err != nil {
 		return Adopted{}, false, err
 	}
 	changed = changed || annotated
-	for _, s := range services {
-		out.Services = append(out.Services, s.file)
+	for _, s := range switched {
+		out.Switched = append(out.Switched, s.file)
 	}
 
 	// Check the result as Flux will build it: the Deployment without
@@ -179,7 +182,7 @@ func Adopt(root string, a Adoption) (Adopted, bool, error) {
 		return Adopted{}, false, fmt.Errorf("%w: %s builds with a deploymentRef other than %s; a transformer of %s renames it",
 			ErrCannotEdit, out.DeliveryFile, a.Deployment.Name, k.Path)
 	}
-	if err := checkSwitchedServices(after, services); err != nil {
+	if err := checkSwitched(after, switched); err != nil {
 		return Adopted{}, false, err
 	}
 	return out, changed, nil

@@ -50,9 +50,9 @@ func TestAdopt(t *testing.T) {
 			// The active Service is in the build and gets Flux's
 			// IfNotPresent; the preview Service is applied elsewhere.
 			adoption: Adoption{Kustomization: Kustomization{Path: "apps/api"}, Deployment: ObjectID{Kind: "Deployment", Namespace: "backend", Name: "api"}, Strategy: "blue-green", Policy: "frontend", LiveReplicas: 1,
-				Services: []string{"api", "api-preview"}},
+				Switched: []ObjectID{{Kind: "Service", Name: "api"}, {Kind: "Service", Name: "api-preview"}}},
 			want: Adopted{DeploymentFile: "apps/api/deployment.yaml", DeliveryFile: "apps/api/api-delivery.yaml", Replicas: 2,
-				Services: []string{"apps/api/service.yaml"}},
+				Switched: []string{"apps/api/service.yaml"}},
 		},
 		{
 			layout:   "overlay",
@@ -143,7 +143,7 @@ func TestAdoptParkAndOptOut(t *testing.T) {
 
 			// The Service named like the Deployment, where there is one,
 			// is switched by Argo Rollouts and marked for Flux.
-			stable := Promotion{Kustomization: Kustomization{Path: tt.path}, Delivery: delivery, Deployment: tt.deployment, Services: []string{tt.deployment.Name},
+			stable := Promotion{Kustomization: Kustomization{Path: tt.path}, Delivery: delivery, Deployment: tt.deployment, Switched: []ObjectID{{Kind: "Service", Name: tt.deployment.Name}},
 				Stable: &StableRecord{TemplateHash: "aaaaaaaaaa", Revision: "main@sha1:0123", PromotedAt: "2026-11-25T10:05:00Z"}}
 			if changed, err := RecordPromotion(root, stable); err != nil || !changed {
 				t.Fatalf("stable: changed=%v err=%v", changed, err)
@@ -156,7 +156,7 @@ func TestAdoptParkAndOptOut(t *testing.T) {
 				t.Fatalf("Adopt after parking: changed=%v err=%v; want no change", changed, err)
 			}
 
-			optOut := OptOut{Kustomization: Kustomization{Path: tt.path}, Delivery: delivery, Deployment: tt.deployment, Replicas: adopted.Replicas, Services: []string{tt.deployment.Name}}
+			optOut := OptOut{Kustomization: Kustomization{Path: tt.path}, Delivery: delivery, Deployment: tt.deployment, Replicas: adopted.Replicas, Switched: []ObjectID{{Kind: "Service", Name: tt.deployment.Name}}}
 			if changed, err := RemoveDelivery(root, optOut); err != nil || !changed {
 				t.Fatalf("RemoveDelivery: changed=%v err=%v", changed, err)
 			}

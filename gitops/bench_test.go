@@ -43,7 +43,7 @@ func BenchmarkParkUnchanged(b *testing.B) {
 	p := Promotion{Kustomization: Kustomization{Path: "apps/api"},
 		Delivery:   ObjectID{Kind: "Delivery", Namespace: "backend", Name: "api"},
 		Deployment: ObjectID{Kind: "Deployment", Namespace: "backend", Name: "api"},
-		Services:   []string{"api"},
+		Switched:   []ObjectID{{Kind: "Service", Name: "api"}},
 		Stable:     &StableRecord{TemplateHash: "aaaaaaaaaa", Revision: "main@sha1:0123", PromotedAt: "2026-11-25T10:05:00Z"}}
 	if changed, err := RecordPromotion(root, p); err != nil || !changed {
 		b.Fatalf("first record: changed=%v err=%v", changed, err)

@@ -14,9 +14,10 @@ type OptOut struct {
 	Delivery, Deployment ObjectID
 	// Replicas the Deployment serves with again: the Delivery's.
 	Replicas int32
-	// Services Argo Rollouts switched: their Flux ssa: IfNotPresent goes,
-	// so that Flux applies them from Git again.
-	Services []string
+	// Switched are the objects Argo Rollouts wrote to (see Adoption):
+	// their Flux ssa: IfNotPresent goes, so that Flux applies them from
+	// Git again.
+	Switched []ObjectID
 }
 
 // RemoveDelivery edits the repository at root for an opt-out: it deletes
@@ -50,10 +51,12 @@ func RemoveDelivery(root string, o OptOut) (bool, error) {
 		return false, err
 	}
 	changed = changed || set
-	for _, name := range o.Services {
-		svc := ObjectID{Kind: "Service", Namespace: o.Deployment.Namespace, Name: name}
-		if file := fileOf(objs, svc); file != "" {
-			removed, err := removeAnnotation(root, file, svc, FluxSSAAnnotation, FluxSSAIfAbsent)
+	for _, obj := range o.Switched {
+		if obj.Namespace == "" {
+			obj.Namespace = o.Deployment.Namespace
+		}
+		if file := fileOf(objs, obj); file != "" {
+			removed, err := removeAnnotation(root, file, obj, FluxSSAAnnotation, FluxSSAIfAbsent)
 			if err != nil {
 				return false, err
 			}

@@ -1,6 +1,7 @@
 package gitops
 
 import (
+	"cmp"
 	"fmt"
 	"strconv"
 	"strings"
@@ -94,15 +95,15 @@ func replicasIn(objs []built, kpath string, id ObjectID) (replicas int32, ok boo
 // Rollouts switches marked for Flux, so that Flux does not put their
 // selectors back. objs is the build of kpath before the edit; a Deployment
 // that another Kustomization applies (deploymentFile empty) is left alone.
-func keepParked(root string, k Kustomization, objs []built, deploymentFile string, id ObjectID, services []string) (_ bool, retErr error) {
+func keepParked(root string, k Kustomization, objs []built, deploymentFile string, id ObjectID, switched []ObjectID) (_ bool, retErr error) {
 	// What cannot be parked is not half-written: the files go back as they
 	// were.
 	var touched []string
 	if deploymentFile != "" {
 		touched = append(touched, deploymentFile)
 	}
-	for _, o := range objs {
-		if o.id.Kind == "Service" && o.file != "" {
+	for _, want := range switched {
+		if o := find(objs, ObjectID{Kind: want.Kind, Namespace: cmp.Or(want.Namespace, id.Namespace), Name: want.Name}); o != nil && o.file != "" {
 			touched = append(touched, o.file)
 		}
 	}
@@ -127,7 +128,7 @@ func keepParked(root string, k Kustomization, objs []built, deploymentFile strin
 		}
 		changed = set
 	}
-	marked, annotated, err := markSwitchedServices(root, objs, id.Namespace, services)
+	marked, annotated, err := markSwitched(root, objs, id.Namespace, switched)
 	if err != nil {
 		return false, err
 	}
@@ -152,5 +153,5 @@ func keepParked(root string, k Kustomization, objs []built, deploymentFile strin
 				ErrCannotEdit, id, r, deploymentFile, whatSets(root, k, id, deploymentFile, hasReplicas(0)))
 		}
 	}
-	return changed, checkSwitchedServices(after, marked)
+	return changed, checkSwitched(after, marked)
 }

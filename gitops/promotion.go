@@ -50,11 +50,11 @@ type Promotion struct {
 	Revert []ContainerImage
 	// Deployment is the Delivery's Deployment, for Revert and parking.
 	Deployment ObjectID
-	// Services are those Argo Rollouts switches, marked for Flux with a
-	// Stable record.
-	Services []string
+	// Switched are the objects Argo Rollouts writes to (see Adoption),
+	// marked for Flux with a Stable record.
+	Switched []ObjectID
 	// ParkOnly, with Stable, only checks that Git parks the Deployment
-	// and marks the Services: it never writes the stable record, and
+	// and marks the switched objects: it never writes the stable record, and
 	// does nothing when Git records another stable template.
 	ParkOnly bool
 }
@@ -113,7 +113,7 @@ func RecordPromotion(root string, p Promotion) (bool, error) {
 		}
 		if same(promotion.Field("stable"), p.Stable.TemplateHash) {
 			// Recorded already; Git may still need to park.
-			return keepParked(root, k, objs, deploymentFile, p.Deployment, p.Services)
+			return keepParked(root, k, objs, deploymentFile, p.Deployment, p.Switched)
 		}
 		if p.ParkOnly {
 			// Git moved on to another stable template: not this
@@ -174,7 +174,7 @@ func RecordPromotion(root string, p Promotion) (bool, error) {
 		// The record does not wait for the parking: when sluice cannot
 		// park, keepParked leaves the files as they were, and the park
 		// check that follows the record reports why.
-		if _, err := keepParked(root, k, objs, deploymentFile, p.Deployment, p.Services); err != nil && !errors.Is(err, ErrCannotEdit) {
+		if _, err := keepParked(root, k, objs, deploymentFile, p.Deployment, p.Switched); err != nil && !errors.Is(err, ErrCannotEdit) {
 			return false, err
 		}
 	}

@@ -6,15 +6,19 @@ import (
 	"sigs.k8s.io/kustomize/kyaml/yaml"
 )
 
-// markSwitchedServices gives the Services named in names, in namespace,
-// that the build objs holds Flux's ssa: IfNotPresent in their files: Argo
-// Rollouts switches their selectors, which Flux would otherwise put back.
-// It returns the Services it found and whether a file changed.
-func markSwitchedServices(root string, objs []built, namespace string, names []string) ([]built, bool, error) {
+// markSwitched gives the objects Argo Rollouts writes to (switched; those
+// without a namespace are in namespace) that the build objs holds Flux's
+// ssa: IfNotPresent in their files: Argo Rollouts switches Services'
+// selectors and sets an HTTPRoute's weights, which Flux would otherwise
+// put back whenever it applies. It returns the objects it found and
+// whether a file changed.
+func markSwitched(root string, objs []built, namespace string, switched []ObjectID) ([]built, bool, error) {
 	var found []built
 	changed := false
-	for _, name := range names {
-		want := ObjectID{Kind: "Service", Namespace: namespace, Name: name}
+	for _, want := range switched {
+		if want.Namespace == "" {
+			want.Namespace = namespace
+		}
 		for _, o := range objs {
 			if !o.id.matches(want) || o.file == "" {
 				continue
@@ -30,14 +34,14 @@ func markSwitchedServices(root string, objs []built, namespace string, names []s
 	return found, changed, nil
 }
 
-// checkSwitchedServices fails when a marked Service does not build with
-// Flux's ssa: IfNotPresent (a patch or generator sets its annotations).
-func checkSwitchedServices(after []built, services []built) error {
-	for _, s := range services {
+// checkSwitched fails when a marked object does not build with Flux's ssa:
+// IfNotPresent (a patch or generator sets its annotations).
+func checkSwitched(after []built, marked []built) error {
+	for _, s := range marked {
 		for _, o := range after {
 			if o.id == s.id {
 				if v := o.obj.GetAnnotations()[FluxSSAAnnotation]; v != FluxSSAIfAbsent && v != "Ignore" {
-					return fmt.Errorf("%w: %s does not build with %s: %s; set it where the Service's annotations come from",
+					return fmt.Errorf("%w: %s does not build with %s: %s; set it where its annotations come from",
 						ErrCannotEdit, o.id, FluxSSAAnnotation, FluxSSAIfAbsent)
 				}
 			}

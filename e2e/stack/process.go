@@ -81,6 +81,12 @@ func (p *process) stop() {
 	}
 }
 
+// kill sends SIGKILL to the process group and waits for it to end.
+func (p *process) kill() {
+	_ = syscall.Kill(-p.cmd.Process.Pid, syscall.SIGKILL)
+	<-p.done
+}
+
 // stopPID stops a process group left by an earlier run, by its PID file;
 // a PID that another process has taken since is left alone.
 func stopPID(pidFile string) error {

@@ -503,6 +503,30 @@ func (s *Stack) startSluice(ctx context.Context) error {
 	return waitFor(ctx, proc, time.Minute, "sluice /readyz", httpOK("http://"+addr(p[0])+"/readyz"))
 }
 
+// StopSluice stops sluice, with SIGTERM or with SIGKILL when kill is set;
+// the rest of the stack runs on.
+func (s *Stack) StopSluice(kill bool) {
+	for i, p := range s.procs {
+		if p.name != "sluice" {
+			continue
+		}
+		if kill {
+			p.kill()
+		} else {
+			p.stop()
+		}
+		_ = os.Remove(filepath.Join(s.pidDir(), p.name+".pid"))
+		s.procs = append(s.procs[:i], s.procs[i+1:]...)
+		return
+	}
+}
+
+// StartSluice starts sluice again after StopSluice and waits until it is
+// ready.
+func (s *Stack) StartSluice(ctx context.Context) error {
+	return s.startSluice(ctx)
+}
+
 // Env is a shell-sourceable description of the stack: KUBECONFIG, the Git
 // server's base URL, root folder and credentials.
 func (s *Stack) Env() string {
