@@ -172,7 +172,7 @@ func (r *KustomizationReconciler) Reconcile(ctx context.Context, req ctrl.Reques
 		log.Error(err, "writing to Git failed", "object", client.ObjectKeyFromObject(obj))
 		r.warn(obj, reason, err.Error())
 		if errors.Is(err, gitops.ErrCannotEdit) {
-			r.warn(ks, reason, fmt.Sprintf("%s %s/%s: %v", obj.GetObjectKind().GroupVersionKind().Kind, obj.GetNamespace(), obj.GetName(), err))
+			r.warn(ks, reason, err.Error())
 		}
 		if errors.Is(err, gitops.ErrPushRefused) {
 			r.warn(obj, deliveryv1.GitPushRefusedReason, "give sluice credentials that may push with spec.git.push.secretRef of the DeliveryPolicy the Deployment names")

@@ -130,6 +130,14 @@ func fluxSyncWith(t *testing.T, name, repoURL, path string, dependents ...string
 // fluxSyncOn is fluxSyncWith on the cluster of client c.
 func fluxSyncOn(t *testing.T, c client.Client, name, repoURL, path string, dependents ...string) {
 	t.Helper()
+	fluxCreate(t, c, name, repoURL, path, nil, dependents...)
+}
+
+// fluxCreate is fluxSyncOn with the GitRepository and the last
+// Kustomization changed by customize, when set, before they are created.
+func fluxCreate(t *testing.T, c client.Client, name, repoURL, path string,
+	customize func(*sourcev1.GitRepository, *kustomizev1.Kustomization), dependents ...string) {
+	t.Helper()
 	g := NewWithT(t)
 	ctx := context.Background()
 	ns := "flux-system"
@@ -137,7 +145,7 @@ func fluxSyncOn(t *testing.T, c client.Client, name, repoURL, path string, depen
 		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name + "-auth"},
 		StringData: map[string]string{"username": env.Git.Username, "password": env.Git.Password},
 	})).To(Succeed())
-	g.Expect(c.Create(ctx, &sourcev1.GitRepository{
+	source := &sourcev1.GitRepository{
 		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name},
 		Spec: sourcev1.GitRepositorySpec{
 			URL: repoURL,
@@ -146,7 +154,23 @@ func fluxSyncOn(t *testing.T, c client.Client, name, repoURL, path string, depen
 			Reference: &sourcev1.GitRepositoryRef{Branch: "main"},
 			SecretRef: &meta.LocalObjectReference{Name: name + "-auth"},
 		},
-	})).To(Succeed())
+	}
+	ks := &kustomizev1.Kustomization{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name},
+		Spec: kustomizev1.KustomizationSpec{
+			Interval:      metav1.Duration{Duration: time.Minute},
+			RetryInterval: &metav1.Duration{Duration: 5 * time.Second},
+			Path:          path,
+			Prune:         true,
+			Wait:          true,
+			Timeout:       &metav1.Duration{Duration: 2 * time.Minute},
+			SourceRef:     kustomizev1.CrossNamespaceSourceReference{Kind: sourcev1.GitRepositoryKind, Name: name},
+		},
+	}
+	if customize != nil {
+		customize(source, ks)
+	}
+	g.Expect(c.Create(ctx, source)).To(Succeed())
 	previous := name
 	for i, p := range dependents {
 		dependent := fmt.Sprintf("%s-after-%d", name, i+1)
@@ -165,18 +189,7 @@ func fluxSyncOn(t *testing.T, c client.Client, name, repoURL, path string, depen
 		})).To(Succeed())
 		previous = dependent
 	}
-	g.Expect(c.Create(ctx, &kustomizev1.Kustomization{
-		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name},
-		Spec: kustomizev1.KustomizationSpec{
-			Interval:      metav1.Duration{Duration: time.Minute},
-			RetryInterval: &metav1.Duration{Duration: 5 * time.Second},
-			Path:          path,
-			Prune:         true,
-			Wait:          true,
-			Timeout:       &metav1.Duration{Duration: 2 * time.Minute},
-			SourceRef:     kustomizev1.CrossNamespaceSourceReference{Kind: sourcev1.GitRepositoryKind, Name: name},
-		},
-	})).To(Succeed())
+	g.Expect(c.Create(ctx, ks)).To(Succeed())
 }
 
 // update changes obj with mutate and updates it, retrying on conflicts.
