@@ -229,6 +229,14 @@ func (r *KustomizationReconciler) scan(ctx context.Context, ks *kustomizev1.Kust
 			r.warn(d, invalidStrategyReason, fmt.Sprintf("annotation %s: %q is not a strategy; use canary or blue-green", StrategyAnnotation, strategy))
 			continue
 		}
+		if d.Spec.Strategy.Type == appsv1.RecreateDeploymentStrategyType {
+			// NOTE: Recreate exists for apps whose old and new pods must
+			// never run together (a ReadWriteOnce volume); a canary and a
+			// blue-green run them together by design.
+			r.warn(d, invalidStrategyReason, fmt.Sprintf("Deployment %s/%s replaces its pods with strategy Recreate, which never runs old and new pods together, and %s delivery does: switch it to RollingUpdate, or remove the %s annotation",
+				d.Namespace, d.Name, strategy, StrategyAnnotation))
+			continue
+		}
 		// The adoption is written with the Git settings of the policy the
 		// Deployment names, or of the strategy's built-in policy.
 		c := candidate{deployment: d, policy: builtinPolicy(&deliveryv1.Delivery{Spec: deliveryv1.DeliverySpec{

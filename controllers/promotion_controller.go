@@ -155,6 +155,11 @@ func (r *PromotionReconciler) Reconcile(ctx context.Context, req ctrl.Request) (
 		// RoleBinding may appear without an event sluice watches, so
 		// missing credentials are looked for again after a while.
 		r.EventRecorder.Eventf(obj, nil, corev1.EventTypeWarning, reason, "WriteBack", "%s", msg)
+		if reason == deliveryv1.GitCannotEditReason || reason == deliveryv1.GitSourceNotWritableReason {
+			// What to change is in the Kustomization's repository or
+			// source: say it where Flux users look.
+			r.EventRecorder.Eventf(ks, nil, corev1.EventTypeWarning, reason, "WriteBack", "Delivery %s/%s: %s", obj.Namespace, obj.Name, msg)
+		}
 		var result ctrl.Result
 		if reason == deliveryv1.GitCredentialsUnavailableReason {
 			result.RequeueAfter = time.Minute

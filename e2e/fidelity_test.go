@@ -17,6 +17,8 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	deliveryv1 "github.com/sluice-dev/sluice/apis/v1alpha1"
@@ -398,4 +400,124 @@ spec:
 	g.Expect(r.Spec.Strategy.Canary.MaxUnavailable.IntValue()).To(Equal(0))
 	repo.git("", "pull", "--quiet", "origin", "main")
 	g.Expect(repo.git("", "log", "--format=%s", user+"..HEAD")).To(ContainSubstring("Promote steady/web"))
+}
+
+// httpRoute is an HTTPRoute that sends traffic to a stable and a canary
+// Service.
+func httpRoute(name, namespace string) string {
+	return fmt.Sprintf(`apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata:
+  name: %s
+  namespace: %s
+spec:
+  parentRefs:
+    - name: edge
+  rules:
+    - backendRefs:
+        - name: web-stable
+          port: 80
+          weight: 100
+        - name: web-canary
+          port: 80
+          weight: 0
+`, name, namespace)
+}
+
+// TestGatewayWeightsSurviveFlux: the HTTPRoute whose weights Argo Rollouts'
+// Gateway API plugin sets is marked for Flux by the adoption, so that a
+// Flux reconcile in the middle of a canary leaves the plugin's weights
+// alone. A route sluice does not mark shows what Flux would do otherwise.
+func TestGatewayWeightsSurviveFlux(t *testing.T) {
+	g := NewWithT(t)
+	ctx := context.Background()
+	repo := newGitRepo(t, "routed")
+	service := func(name string) string {
+		return fmt.Sprintf("apiVersion: v1\nkind: Service\nmetadata:\n  name: %s\n  namespace: routed\nspec:\n  selector:\n    app: web\n  ports:\n    - port: 80\n", name)
+	}
+	repo.write(map[string]string{
+		"apps/routed/app.yaml": webApp("routed", 2, "registry.example/web:v1", "sluice.dev/strategy: canary", "sluice.dev/policy: routed"),
+		"apps/routed/services.yaml": service("web-stable") + "---\n" + service("web-canary") + "---\n" +
+			httpRoute("web", "routed") + "---\n" + httpRoute("unrelated", "routed"),
+		"apps/routed/policy.yaml": `apiVersion: delivery.sluice.dev/v1alpha1
+kind: DeliveryPolicy
+metadata:
+  name: routed
+  namespace: routed
+spec:
+  canary:
+    steps:
+      - setWeight: 30
+      - pause: {}
+    trafficRouting:
+      gatewayAPI:
+        httpRoute: web
+        stableService: web-stable
+        canaryService: web-canary
+`,
+	})
+	user := repo.commitAndPush("Add web behind a Gateway API route")
+	// The stack has no Gateway API plugin, so the canary never becomes
+	// healthy: Flux does not wait for it here.
+	fluxSyncCustom(t, "routed", "./apps/routed", func(_ *sourcev1.GitRepository, ks *kustomizev1.Kustomization) { ks.Spec.Wait = false })
+
+	// The adoption commit marks the route and the Services the plugin
+	// writes to, and Flux applies it.
+	g.Eventually(func(g Gomega) {
+		repo.git("", "pull", "--quiet", "origin", "main")
+		g.Expect(repo.git("", "log", "--format=%s", user+"..HEAD")).To(ContainSubstring("Adopt Deployment routed/web"))
+		ks := getObj(g, &kustomizev1.Kustomization{ObjectMeta: metav1.ObjectMeta{Namespace: "flux-system", Name: "routed"}})
+		g.Expect(ks.Status.LastAppliedRevision).To(HaveSuffix(repo.git("", "rev-parse", "HEAD")))
+	}, 2*time.Minute, 200*time.Millisecond).Should(Succeed())
+	services := readFile(t, repo, "apps/routed/services.yaml")
+	g.Expect(strings.Count(services, "kustomize.toolkit.fluxcd.io/ssa: IfNotPresent")).To(Equal(3), services)
+
+	// Weights as the plugin writes them: an update with its own field
+	// manager, in the middle of a canary.
+	setWeights := func(name string, stable, canary int64) {
+		route := &unstructured.Unstructured{}
+		route.SetGroupVersionKind(schema.GroupVersionKind{Group: "gateway.networking.k8s.io", Version: "v1", Kind: "HTTPRoute"})
+		g.Eventually(func() error {
+			if err := k8sClient.Get(ctx, client.ObjectKey{Namespace: "routed", Name: name}, route); err != nil {
+				return err
+			}
+			rules, _, _ := unstructured.NestedSlice(route.Object, "spec", "rules")
+			refs := rules[0].(map[string]any)["backendRefs"].([]any)
+			refs[0].(map[string]any)["weight"], refs[1].(map[string]any)["weight"] = stable, canary
+			_ = unstructured.SetNestedSlice(route.Object, rules, "spec", "rules")
+			return k8sClient.Update(ctx, route, client.FieldOwner("gatewayapi-plugin"))
+		}, 10*time.Second, 100*time.Millisecond).Should(Succeed())
+	}
+	weights := func(g Gomega, name string) []int64 {
+		route := &unstructured.Unstructured{}
+		route.SetGroupVersionKind(schema.GroupVersionKind{Group: "gateway.networking.k8s.io", Version: "v1", Kind: "HTTPRoute"})
+		g.Expect(k8sClient.Get(ctx, client.ObjectKey{Namespace: "routed", Name: name}, route)).To(Succeed())
+		rules, _, _ := unstructured.NestedSlice(route.Object, "spec", "rules")
+		var out []int64
+		for _, ref := range rules[0].(map[string]any)["backendRefs"].([]any) {
+			out = append(out, ref.(map[string]any)["weight"].(int64))
+		}
+		return out
+	}
+	setWeights("web", 70, 30)
+	setWeights("unrelated", 70, 30)
+
+	// As `flux reconcile ks routed --with-source`: Flux applies the same
+	// revision again.
+	ks := getObj(g, &kustomizev1.Kustomization{ObjectMeta: metav1.ObjectMeta{Namespace: "flux-system", Name: "routed"}})
+	requested := time.Now().Format(time.RFC3339Nano)
+	update(g, ks, func() {
+		if ks.Annotations == nil {
+			ks.Annotations = map[string]string{}
+		}
+		ks.Annotations[meta.ReconcileRequestAnnotation] = requested
+	})
+	g.Eventually(func(g Gomega) {
+		got := getObj(g, &kustomizev1.Kustomization{ObjectMeta: metav1.ObjectMeta{Namespace: "flux-system", Name: "routed"}})
+		g.Expect(got.Status.LastHandledReconcileAt).To(Equal(requested))
+	}, time.Minute, 100*time.Millisecond).Should(Succeed())
+
+	g.Expect(weights(g, "web")).To(Equal([]int64{70, 30}), "Flux reset the weights the plugin set")
+	g.Eventually(func(g Gomega) []int64 { return weights(g, "unrelated") }, 10*time.Second, 100*time.Millisecond).
+		Should(Equal([]int64{100, 0}), "Flux applies an unmarked route from Git")
 }

@@ -13,7 +13,8 @@ cache=${SLUICE_TOOLS_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/sluice/tools}
 export GOTOOLCHAIN=${GOTOOLCHAIN:-go1.27.3}
 
 # name | tool module under hack/tools | upstream module (for the version) |
-# packages to build | folders of the upstream module to keep (CRDs, stages)
+# packages to build ("-": none, the folders only) | folders of the upstream
+# module to keep (CRDs, stages)
 tools=(
 	"controller-gen|controller-gen|sigs.k8s.io/controller-tools|sigs.k8s.io/controller-tools/cmd/controller-gen|"
 	"crd-ref-docs|crd-ref-docs|github.com/elastic/crd-ref-docs|github.com/elastic/crd-ref-docs|"
@@ -23,6 +24,7 @@ tools=(
 	"argo-rollouts|argo-rollouts|github.com/argoproj/argo-rollouts|github.com/argoproj/argo-rollouts/cmd/rollouts-controller|manifests/crds"
 	"source-controller|source-controller|github.com/fluxcd/source-controller|github.com/fluxcd/source-controller|config/crd/bases"
 	"kustomize-controller|kustomize-controller|github.com/fluxcd/kustomize-controller|github.com/fluxcd/kustomize-controller|config/crd/bases"
+	"gateway-api|gateway-api|sigs.k8s.io/gateway-api|-|config/crd/standard"
 )
 
 build() {
@@ -38,7 +40,11 @@ build() {
 		local start=$SECONDS
 		rm -rf "$dest.tmp"
 		mkdir -p "$dest.tmp/bin"
-		(cd "$src" && go build -ldflags='-s -w' -o "$dest.tmp/bin/" $pkgs)
+		if [[ $pkgs == - ]]; then
+			(cd "$src" && go mod download "$module")
+		else
+			(cd "$src" && go build -ldflags='-s -w' -o "$dest.tmp/bin/" $pkgs)
+		fi
 		if [[ $pkgs == . ]]; then
 			mv "$dest.tmp/bin/$dir" "$dest.tmp/bin/$name" 2>/dev/null || true
 		fi
@@ -58,7 +64,9 @@ build() {
 	mkdir -p "$root/bin" "$root/bin/share"
 	local f
 	for f in "$dest"/bin/*; do
-		ln -sfn "$f" "$root/bin/$(basename "$f")"
+		if [[ -e $f ]]; then
+			ln -sfn "$f" "$root/bin/$(basename "$f")"
+		fi
 	done
 	if [[ -n $keep ]]; then
 		ln -sfn "$dest/share" "$root/bin/share/$name"

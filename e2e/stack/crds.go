@@ -20,7 +20,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 )
 
-// installCRDs installs sluice's, Argo Rollouts' and Flux's CRDs and the
+// installCRDs installs sluice's, Argo Rollouts', Flux's and the Gateway API's CRDs and the
 // controllers' namespaces. It runs before kube-controller-manager starts, so
 // that the garbage collector knows the new kinds from its first sync.
 func (s *Stack) installCRDs(ctx context.Context) error {
@@ -30,6 +30,7 @@ func (s *Stack) installCRDs(ctx context.Context) error {
 		filepath.Join(share, "argo-rollouts", "crds"),
 		filepath.Join(share, "source-controller", "bases"),
 		filepath.Join(share, "kustomize-controller", "bases"),
+		filepath.Join(share, "gateway-api", "standard"),
 	}
 	var crds []*apiextensionsv1.CustomResourceDefinition
 	for _, dir := range dirs {
