@@ -160,15 +160,15 @@ func run(o runOptions) error {
 	if err := discovery.SetupWithManager(mgr); err != nil {
 		return fmt.Errorf("setting up the Kustomization discovery controller: %w", err)
 	}
-	promotion := &controllers.PromotionReconciler{
+	writeBack := &controllers.WriteBackReconciler{
 		Client:         mgr.GetClient(),
 		APIReader:      mgr.GetAPIReader(),
 		EventRecorder:  eventRecorder,
 		Git:            repositories,
 		ControllerName: controllerName,
 	}
-	if err := promotion.SetupWithManager(mgr); err != nil {
-		return fmt.Errorf("setting up the promotion controller: %w", err)
+	if err := writeBack.SetupWithManager(mgr); err != nil {
+		return fmt.Errorf("setting up the write-back controller: %w", err)
 	}
 
 	ctrl.Log.Info("starting sluice")

@@ -38,23 +38,23 @@ const (
 	kustomizationNamespaceLabel = "kustomize.toolkit.fluxcd.io/namespace"
 )
 
-// PromotionGit is what the promotion controller needs from Git.
-type PromotionGit interface {
+// WriteBackGit is what the promotion controller needs from Git.
+type WriteBackGit interface {
 	gitops.Writer
 	PruneBranches(ctx context.Context, src gitops.Source, prefix, keep string) ([]string, error)
 }
 
-// PromotionReconciler writes a Delivery's promotion state back to the Git
+// WriteBackReconciler writes a Delivery's promotion state back to the Git
 // source of the Kustomization that applied it: the new stable template when
 // a rollout completes, the rejection when Argo aborts (and the revert of the
 // Deployment's images with rollback: revert), and a promotion branch whose
 // merge approves a manual gate.
-type PromotionReconciler struct {
+type WriteBackReconciler struct {
 	client.Client
 	// APIReader reads AnalysisRuns straight from the API server.
 	APIReader      client.Reader
 	EventRecorder  fluxevents.Recorder
-	Git            PromotionGit
+	Git            WriteBackGit
 	ControllerName string
 
 	// parked remembers, by Delivery, the Kustomization revision and
@@ -68,7 +68,7 @@ type PromotionReconciler struct {
 // Kustomization that applies it applies a new revision (which may have lost
 // the Deployment's parking). It relies on the Delivery controller's index of
 // Deliveries by policy.
-func (r *PromotionReconciler) SetupWithManager(mgr ctrl.Manager) error {
+func (r *WriteBackReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	return ctrl.NewControllerManagedBy(mgr).
 		For(&deliveryv1.Delivery{}).
 		Watches(&deliveryv1.DeliveryPolicy{},
@@ -76,12 +76,12 @@ func (r *PromotionReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		Watches(&kustomizev1.Kustomization{},
 			handler.EnqueueRequestsFromMapFunc(r.deliveriesAppliedBy),
 			builder.WithPredicates(appliedChanged)).
-		Named("promotion").
+		Named("write-back").
 		Complete(r)
 }
 
 // deliveriesAppliedBy maps a Kustomization to the Deliveries it applied.
-func (r *PromotionReconciler) deliveriesAppliedBy(ctx context.Context, ks client.Object) []reconcile.Request {
+func (r *WriteBackReconciler) deliveriesAppliedBy(ctx context.Context, ks client.Object) []reconcile.Request {
 	var list deliveryv1.DeliveryList
 	if err := r.List(ctx, &list, client.MatchingLabels{
 		kustomizationNameLabel: ks.GetName(), kustomizationNamespaceLabel: ks.GetNamespace(),
@@ -97,7 +97,7 @@ func (r *PromotionReconciler) deliveriesAppliedBy(ctx context.Context, ks client
 }
 
 // Reconcile writes what the Delivery's status says and Git does not yet.
-func (r *PromotionReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
+func (r *WriteBackReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
 	obj := &deliveryv1.Delivery{}
 	if err := r.Get(ctx, req.NamespacedName, obj); err != nil {
 		if apierrors.IsNotFound(err) {
@@ -130,7 +130,7 @@ func (r *PromotionReconciler) Reconcile(ctx context.Context, req ctrl.Request) (
 		settings, err = source.settingsFor(ctx, r.Client, obj.Namespace, policy)
 	}
 	if err == nil {
-		w := promotionWrite{r: r, obj: obj, source: source, policy: policy, git: settings}
+		w := writeBack{r: r, obj: obj, source: source, policy: policy, git: settings}
 		err = w.run(ctx)
 	}
 	var reason, msg string
@@ -174,7 +174,7 @@ func (r *PromotionReconciler) Reconcile(ctx context.Context, req ctrl.Request) (
 
 // setWriteBack records whether writing to Git works, for the Delivery
 // controller to report as Stalled when it does not.
-func (r *PromotionReconciler) setWriteBack(ctx context.Context, obj *deliveryv1.Delivery, status metav1.ConditionStatus, reason, msg string) error {
+func (r *WriteBackReconciler) setWriteBack(ctx context.Context, obj *deliveryv1.Delivery, status metav1.ConditionStatus, reason, msg string) error {
 	// The optimistic lock keeps this patch from writing back conditions
 	// the Delivery controller changed meanwhile.
 	patch := client.MergeFromWithOptions(obj.DeepCopy(), client.MergeFromWithOptimisticLock{})
@@ -184,7 +184,7 @@ func (r *PromotionReconciler) setWriteBack(ctx context.Context, obj *deliveryv1.
 
 // kustomization returns the Kustomization that applied the Delivery, or nil
 // when it was not applied by Flux.
-func (r *PromotionReconciler) kustomization(ctx context.Context, obj *deliveryv1.Delivery) (*kustomizev1.Kustomization, error) {
+func (r *WriteBackReconciler) kustomization(ctx context.Context, obj *deliveryv1.Delivery) (*kustomizev1.Kustomization, error) {
 	name, ns := obj.Labels[kustomizationNameLabel], obj.Labels[kustomizationNamespaceLabel]
 	if name == "" || ns == "" {
 		return nil, nil
@@ -196,15 +196,15 @@ func (r *PromotionReconciler) kustomization(ctx context.Context, obj *deliveryv1
 	return ks, nil
 }
 
-type promotionWrite struct {
-	r      *PromotionReconciler
+type writeBack struct {
+	r      *WriteBackReconciler
 	obj    *deliveryv1.Delivery
 	source *gitSource
 	policy *deliveryv1.DeliveryPolicySpec
 	git    gitSettings
 }
 
-func (w promotionWrite) run(ctx context.Context) error {
+func (w writeBack) run(ctx context.Context) error {
 	obj, st := w.obj, w.obj.Status
 	spec := obj.Spec.Promotion
 	now := time.Now().UTC().Format(time.RFC3339)
@@ -297,14 +297,14 @@ func (w promotionWrite) run(ctx context.Context) error {
 
 // parkKey is what a park check found parked: the Kustomization's applied
 // revision and the Delivery's generation.
-func (w promotionWrite) parkKey() string {
+func (w writeBack) parkKey() string {
 	return fmt.Sprintf("%s@%d", w.source.ks.Status.LastAppliedRevision, w.obj.Generation)
 }
 
 // parkCheckDue tells whether Git must be read to see that it still parks
 // the Delivery's Deployment: not since the last check found it parked at
 // the same revision and generation, and only for a Deployment it can park.
-func (w promotionWrite) parkCheckDue(ctx context.Context) bool {
+func (w writeBack) parkCheckDue(ctx context.Context) bool {
 	if last, ok := w.r.parked.Load(client.ObjectKeyFromObject(w.obj)); ok && last == w.parkKey() {
 		return false
 	}
@@ -314,7 +314,7 @@ func (w promotionWrite) parkCheckDue(ctx context.Context) bool {
 // parkable tells whether the Delivery's Deployment is applied by the same
 // Kustomization, so that Git's Deployment can be parked with the Delivery,
 // and is not being handed back.
-func (w promotionWrite) parkable(ctx context.Context) bool {
+func (w writeBack) parkable(ctx context.Context) bool {
 	deployment := &appsv1.Deployment{}
 	if err := w.r.Get(ctx, client.ObjectKey{Namespace: w.obj.Namespace, Name: w.obj.Spec.DeploymentRef.Name}, deployment); err != nil {
 		return false
@@ -326,7 +326,7 @@ func (w promotionWrite) parkable(ctx context.Context) bool {
 
 // pruneBranches deletes the Delivery's promotion branches other than keep
 // and forgets the pending one.
-func (w promotionWrite) pruneBranches(ctx context.Context, keep string) error {
+func (w writeBack) pruneBranches(ctx context.Context, keep string) error {
 	prefix := w.branchName("\x00", "\x00")
 	prefix = prefix[:strings.IndexByte(prefix, 0)]
 	deleted, err := w.r.Git.PruneBranches(ctx, w.git.src, prefix, keep)
@@ -343,7 +343,7 @@ func (w promotionWrite) pruneBranches(ctx context.Context, keep string) error {
 }
 
 // branchName renders the policy's promotion branch template.
-func (w promotionWrite) branchName(step, hash string) string {
+func (w writeBack) branchName(step, hash string) string {
 	tmpl := w.policy.Git.Push.PromotionBranchTemplate
 	if tmpl == "" {
 		tmpl = "sluice/promote/{{.Namespace}}/{{.Name}}/{{.Step}}-{{.Hash}}"
@@ -360,7 +360,7 @@ func (w promotionWrite) branchName(step, hash string) string {
 }
 
 // write pushes one promotion-state commit and asks Flux to apply it.
-func (w promotionWrite) write(ctx context.Context, branch, action, hash string, step *int32,
+func (w writeBack) write(ctx context.Context, branch, action, hash string, step *int32,
 	defaultMessage, messageTemplate string, p gitops.Promotion) error {
 
 	obj := w.obj
@@ -409,7 +409,7 @@ func (w promotionWrite) write(ctx context.Context, branch, action, hash string, 
 }
 
 // rolloutImages returns the images of the Delivery's Rollout's template.
-func (w promotionWrite) rolloutImages(ctx context.Context) ([]gitops.ContainerImage, error) {
+func (w writeBack) rolloutImages(ctx context.Context) ([]gitops.ContainerImage, error) {
 	rollout := &rolloutsv1.Rollout{}
 	if err := w.r.Get(ctx, client.ObjectKeyFromObject(w.obj), rollout); err != nil {
 		return nil, err
@@ -442,7 +442,7 @@ func truncate(s string, n int) string {
 
 // analysisSoFar summarises the AnalysisRuns of the Rollout's current
 // template: each run's phase and its metrics' phases.
-func (w promotionWrite) analysisSoFar(ctx context.Context) string {
+func (w writeBack) analysisSoFar(ctx context.Context) string {
 	rollout := &rolloutsv1.Rollout{}
 	if err := w.r.Get(ctx, client.ObjectKeyFromObject(w.obj), rollout); err != nil {
 		return "unknown"
