@@ -41,7 +41,7 @@ const (
 // WriteBackGit is what the promotion controller needs from Git.
 type WriteBackGit interface {
 	gitops.Writer
-	PruneBranches(ctx context.Context, src gitops.Source, prefix, keep string) ([]string, error)
+	PruneBranches(ctx context.Context, src gitops.Source, owned func(message string) bool, keep string, protect ...string) ([]string, error)
 }
 
 // WriteBackReconciler writes a Delivery's promotion state back to the Git
@@ -327,9 +327,16 @@ func (w writeBack) parkable(ctx context.Context) bool {
 // pruneBranches deletes the Delivery's promotion branches other than keep
 // and forgets the pending one.
 func (w writeBack) pruneBranches(ctx context.Context, keep string) error {
-	prefix := w.branchName("\x00", "\x00")
-	prefix = prefix[:strings.IndexByte(prefix, 0)]
-	deleted, err := w.r.Git.PruneBranches(ctx, w.git.src, prefix, keep)
+	// NOTE: only the branches whose head is an approval sluice pushed for
+	// this Delivery: a branch template's prefix may name people's
+	// branches and other Deliveries' too.
+	deliveryTrailer := fmt.Sprintf("\n%s: %s/%s\n", TrailerDelivery, w.obj.Namespace, w.obj.Name)
+	approveTrailer := fmt.Sprintf("\n%s: approve\n", TrailerAction)
+	owned := func(message string) bool {
+		message = "\n" + message + "\n"
+		return strings.Contains(message, deliveryTrailer) && strings.Contains(message, approveTrailer)
+	}
+	deleted, err := w.r.Git.PruneBranches(ctx, w.git.src, owned, keep, w.git.branch, w.source.branch)
 	if err != nil {
 		return err
 	}

@@ -446,9 +446,12 @@ func knownHostsCallback(knownHosts []byte) (ssh.HostKeyCallback, error) {
 	return knownhosts.New(f.Name())
 }
 
-// PruneBranches deletes the branches of src whose names start with prefix,
-// except keep, and returns the ones it deleted.
-func (r *Repositories) PruneBranches(ctx context.Context, src Source, prefix, keep string) ([]string, error) {
+// PruneBranches deletes the branches of src that sluice pushed and that
+// owned says belong to the caller, from the message of their head commit,
+// except keep and the branches in protect; it returns the ones it deleted.
+// A branch whose head is anyone else's commit, or that src follows, is
+// never deleted.
+func (r *Repositories) PruneBranches(ctx context.Context, src Source, owned func(message string) bool, keep string, protect ...string) ([]string, error) {
 	unlock := r.lock(src.URL)
 	defer unlock()
 	auth, err := authMethod(src)
@@ -466,22 +469,31 @@ func (r *Repositories) PruneBranches(ctx context.Context, src Source, prefix, ke
 	if err != nil {
 		return nil, err
 	}
+	kept := map[string]bool{keep: true, src.Branch: true}
+	for _, p := range protect {
+		kept[p] = true
+	}
 	var stale []string
 	var specs []config.RefSpec
-	_ = refs.ForEach(func(ref *plumbing.Reference) error {
+	err = refs.ForEach(func(ref *plumbing.Reference) error {
 		name := ref.Name()
-		if !name.IsRemote() {
+		if !name.IsRemote() || ref.Type() != plumbing.HashReference {
 			return nil
 		}
 		branch := strings.TrimPrefix(name.String(), "refs/remotes/origin/")
-		if strings.HasPrefix(branch, prefix) && branch != keep {
-			stale = append(stale, branch)
-			specs = append(specs, config.RefSpec(":refs/heads/"+branch))
+		if kept[branch] {
+			return nil
 		}
+		head, err := repo.CommitObject(ref.Hash())
+		if err != nil || !owned(head.Message) {
+			return nil
+		}
+		stale = append(stale, branch)
+		specs = append(specs, config.RefSpec(":refs/heads/"+branch))
 		return nil
 	})
-	if len(specs) == 0 {
-		return nil, nil
+	if err != nil || len(specs) == 0 {
+		return nil, err
 	}
 	pushCtx, cancel := context.WithTimeout(ctx, r.timeout)
 	defer cancel()

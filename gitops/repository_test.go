@@ -521,3 +521,60 @@ func holdRepository(t *testing.T, f *fixture) (release chan struct{}, firstDone 
 	<-started
 	return release, done
 }
+
+// TestPruneBranchesDeletesOnlyWhatSluicePushedForTheDelivery: a template's
+// prefix names people's branches, other Deliveries' and the tracked one;
+// only the branches whose head is an approval sluice pushed for the
+// Delivery go.
+func TestPruneBranchesDeletesOnlyWhatSluicePushedForTheDelivery(t *testing.T) {
+	f := newFixture(t, map[string]string{"apps/delivery.yaml": "approvals: []\n"})
+	ctx := context.Background()
+	approve := func(branch, delivery string) {
+		t.Helper()
+		_, err := f.repos.Write(ctx, f.source(), Change{
+			Branch: branch, From: "main", Author: Signature{Name: "sluice", Email: "s@x"},
+			Message: "Approve " + delivery + "\n\nSluice-Delivery: apps/" + delivery + "\nSluice-Action: approve\n",
+			Edit:    setFile("apps/delivery.yaml", "approvals: ["+branch+"]\n"),
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	approve("release/api-1-aaa", "api")
+	approve("release/api-2-bbb", "api")
+	approve("release/api-v2-1-ccc", "api-v2")
+	// A person's branch under the same prefix, and one that copies
+	// sluice's message but whose head is the person's next commit.
+	work := f.clone()
+	f.git(work, "checkout", "-q", "-b", "release/api-hotfix")
+	writeFile(t, filepath.Join(work, "hotfix"), "x\n")
+	f.git(work, "add", "-A")
+	f.git(work, "commit", "-q", "-m", "Hotfix")
+	f.git(work, "push", "-q", "origin", "release/api-hotfix")
+	f.git(work, "fetch", "-q", "origin", "release/api-1-aaa")
+	f.git(work, "checkout", "-q", "-b", "release/api-3-ddd", "FETCH_HEAD")
+	writeFile(t, filepath.Join(work, "more"), "y\n")
+	f.git(work, "add", "-A")
+	f.git(work, "commit", "-q", "-m", "Build on sluice's approval")
+	f.git(work, "push", "-q", "origin", "release/api-3-ddd")
+
+	owned := func(message string) bool {
+		return strings.Contains(message, "\nSluice-Delivery: apps/api\n") && strings.Contains(message, "\nSluice-Action: approve\n")
+	}
+	deleted, err := f.repos.PruneBranches(ctx, f.source(), owned, "release/api-2-bbb", "main")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Join(deleted, ",") != "release/api-1-aaa" {
+		t.Errorf("deleted %v, want release/api-1-aaa only", deleted)
+	}
+	heads := f.git(work, "ls-remote", "--heads", "origin")
+	for _, want := range []string{"refs/heads/main", "refs/heads/release/api-2-bbb", "refs/heads/release/api-v2-1-ccc", "refs/heads/release/api-hotfix", "refs/heads/release/api-3-ddd"} {
+		if !strings.Contains(heads, want+"\n") && !strings.HasSuffix(heads, want) {
+			t.Errorf("%s was deleted:\n%s", want, heads)
+		}
+	}
+	if strings.Contains(heads, "release/api-1-aaa") {
+		t.Errorf("release/api-1-aaa is still there:\n%s", heads)
+	}
+}

@@ -242,6 +242,35 @@ spec:
   git: {rollback: forget}`,
 			wantErr: []string{"spec.git.rollback", `supported values: "record", "revert"`},
 		},
+		{
+			name: "promotion branch template without the step",
+			doc: `
+apiVersion: delivery.sluice.dev/v1alpha1
+kind: DeliveryPolicy
+spec:
+  canary: {steps: [{setWeight: 10}]}
+  git: {push: {promotionBranchTemplate: "release/{{.Name}}-{{.Hash}}"}}`,
+			wantErr: []string{"spec.git.push.promotionBranchTemplate", "must use {{.Step}} and {{.Hash}}"},
+		},
+		{
+			name: "promotion branch template without the hash",
+			doc: `
+apiVersion: delivery.sluice.dev/v1alpha1
+kind: DeliveryPolicy
+spec:
+  canary: {steps: [{setWeight: 10}]}
+  git: {push: {promotionBranchTemplate: "release/{{.Name}}"}}`,
+			wantErr: []string{"spec.git.push.promotionBranchTemplate", "must use {{.Step}} and {{.Hash}}"},
+		},
+		{
+			name: "promotion branch template with no fixed prefix",
+			doc: `
+apiVersion: delivery.sluice.dev/v1alpha1
+kind: DeliveryPolicy
+spec:
+  canary: {steps: [{setWeight: 10}]}
+  git: {push: {promotionBranchTemplate: "{{.Step}}-{{ .Hash }}"}}`,
+		},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -327,8 +327,12 @@ type GitPush struct {
 	Branch string `json:"branch,omitempty"`
 
 	// PromotionBranchTemplate is a Go template for the name of the branch
-	// that carries an approval. It sees .Namespace, .Name, .Step and .Hash.
+	// that carries an approval. It sees .Namespace, .Name, .Step and .Hash,
+	// and must use .Step and .Hash, so that each candidate and gate has a
+	// branch of its own. sluice deletes only the branches it pushed for a
+	// Delivery, whatever their names.
 	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:XValidation:rule="self.matches('[{][{][-]? *[.]Step *[-]?[}][}]') && self.matches('[{][{][-]? *[.]Hash *[-]?[}][}]')",message="the promotion branch template must use {{.Step}} and {{.Hash}}"
 	// +kubebuilder:validation:MaxLength=255
 	// +kubebuilder:default="sluice/promote/{{.Namespace}}/{{.Name}}/{{.Step}}-{{.Hash}}"
 	// +optional
