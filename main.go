@@ -150,6 +150,9 @@ func run(o runOptions) error {
 
 	// One set of working copies serves every controller, so that writes to
 	// a repository are serialized.
+	if err := gitops.PrivateDir(o.gitDir); err != nil {
+		return err
+	}
 	repositories := gitops.NewRepositories(o.gitDir)
 	discovery := &controllers.KustomizationReconciler{
 		Client:         mgr.GetClient(),

@@ -139,7 +139,7 @@ func Adopt(root string, a Adoption) (Adopted, bool, error) {
 		return Adopted{}, false, err
 	}
 	if _, err := os.Stat(deliveryPath); os.IsNotExist(err) {
-		if err := os.WriteFile(deliveryPath, []byte(deliveryManifest(a, doc, out.Replicas)), 0o644); err != nil {
+		if err := writeFile(deliveryPath, []byte(deliveryManifest(a, doc, out.Replicas))); err != nil {
 			return Adopted{}, false, err
 		}
 		changed = true

@@ -205,7 +205,7 @@ func TestAdoptAfterParkingTakesWhatRuns(t *testing.T) {
 // parking is written, and the park check says which file to change.
 func TestRecordPromotionWhenParkingIsRefused(t *testing.T) {
 	root := promotionFixture(t)
-	writeFile(t, filepath.Join(root, "apps/web/kustomization.yaml"), `resources:
+	writeTestFile(t, filepath.Join(root, "apps/web/kustomization.yaml"), `resources:
   - deployment.yaml
   - web-delivery.yaml
 patches:
@@ -252,4 +252,45 @@ func readFile(t *testing.T, path string) string {
 		t.Fatal(err)
 	}
 	return string(data)
+}
+
+// TestAdoptDoesNotWriteThroughSymlinks: a kustomization.yaml that is a
+// link, to another clone, to nowhere or within the repository, is never
+// written through: nothing outside the repository changes or appears.
+func TestAdoptDoesNotWriteThroughSymlinks(t *testing.T) {
+	deployment := "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: web\n  annotations:\n    sluice.dev/strategy: canary\nspec:\n  replicas: 2\n  template:\n    spec:\n      containers:\n        - name: web\n          image: web:1\n"
+	kustomization := "resources:\n  - deployment.yaml\n"
+	outside := filepath.Join(t.TempDir(), "other-clone")
+	writeTestFile(t, filepath.Join(outside, "kustomization.yaml"), kustomization)
+	tests := []struct {
+		name   string
+		target func(root string) string
+	}{
+		{"to another clone", func(string) string { return filepath.Join(outside, "kustomization.yaml") }},
+		{"dangling", func(string) string { return filepath.Join(outside, "missing", "kustomization.yaml") }},
+		{"within the repository", func(root string) string { return filepath.Join(root, "shared", "kustomization.yaml") }},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			root := t.TempDir()
+			writeTestFile(t, filepath.Join(root, "apps/web/deployment.yaml"), deployment)
+			writeTestFile(t, filepath.Join(root, "shared/kustomization.yaml"), kustomization)
+			if err := os.Symlink(tt.target(root), filepath.Join(root, "apps/web/kustomization.yaml")); err != nil {
+				t.Fatal(err)
+			}
+			_, _, err := Adopt(root, Adoption{Kustomization: Kustomization{Path: "apps/web"}, Deployment: ObjectID{Kind: "Deployment", Name: "web"}, Strategy: "canary", LiveReplicas: 2})
+			if err == nil {
+				t.Fatal("Adopt wrote through a linked kustomization.yaml")
+			}
+			if data, _ := os.ReadFile(filepath.Join(outside, "kustomization.yaml")); string(data) != kustomization {
+				t.Errorf("the file outside the repository changed:\n%s", data)
+			}
+			if _, err := os.Lstat(filepath.Join(outside, "missing")); !os.IsNotExist(err) {
+				t.Errorf("a file appeared outside the repository: %v", err)
+			}
+			if data, _ := os.ReadFile(filepath.Join(root, "shared/kustomization.yaml")); string(data) != kustomization {
+				t.Errorf("the link's target in the repository changed:\n%s", data)
+			}
+		})
+	}
 }

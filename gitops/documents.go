@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 
 	securejoin "github.com/cyphar/filepath-securejoin"
 	"sigs.k8s.io/kustomize/kyaml/kio"
@@ -49,7 +50,25 @@ func writeDocuments(path string, docs []*yaml.RNode) error {
 	if err := rw.Write(docs); err != nil {
 		return err
 	}
-	return os.WriteFile(path, buf.Bytes(), 0o644)
+	return writeFile(path, buf.Bytes())
+}
+
+// writeFile writes data to the regular file path, creating it when it does
+// not exist. A symbolic link is not written through, wherever it points:
+// a link in a repository may lead out of the clone.
+func writeFile(path string, data []byte) error {
+	if info, err := os.Lstat(path); err == nil && info.Mode()&os.ModeSymlink != 0 {
+		return fmt.Errorf("%w: %s is a symbolic link; sluice writes only to regular files: replace the link with the file", ErrCannotEdit, filepath.Base(path))
+	}
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_TRUNC|syscall.O_NOFOLLOW, 0o644)
+	if err != nil {
+		return err
+	}
+	if _, err := f.Write(data); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
 }
 
 // editDocument runs edit on the document of the object id in the
@@ -114,7 +133,7 @@ func snapshot(root string, rel []string) (func(), error) {
 	}
 	return func() {
 		for file, data := range saved {
-			_ = os.WriteFile(file, data, 0o644)
+			_ = writeFile(file, data)
 		}
 	}, nil
 }

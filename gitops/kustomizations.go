@@ -5,6 +5,7 @@ import (
 	"os"
 	"path"
 	"path/filepath"
+	"strings"
 
 	"sigs.k8s.io/kustomize/kyaml/yaml"
 )
@@ -75,6 +76,16 @@ func registerResource(root, dir, rel string) (bool, error) {
 	return true, writeDocuments(kfile, []*yaml.RNode{k})
 }
 
+// within tells whether path is root or below it, symbolic links of root
+// resolved.
+func within(root, path string) bool {
+	if resolved, err := filepath.EvalSymlinks(root); err == nil {
+		root = resolved
+	}
+	rel, err := filepath.Rel(root, path)
+	return err == nil && rel != ".." && !strings.HasPrefix(rel, ".."+string(filepath.Separator))
+}
+
 // readKustomization reads the kustomization.yaml of dir; k is nil when dir
 // has none.
 func readKustomization(root, dir string) (file string, k *yaml.RNode, err error) {
@@ -85,6 +96,9 @@ func readKustomization(root, dir string) (file string, k *yaml.RNode, err error)
 	file = findKustomization(abs)
 	if file == "" {
 		return "", nil, nil
+	}
+	if target, err := filepath.EvalSymlinks(file); err != nil || !within(root, target) {
+		return "", nil, fmt.Errorf("%w: %s is a symbolic link that leaves the repository", ErrCannotEdit, relTo(root, file))
 	}
 	docs, err := readDocuments(file)
 	if err != nil {

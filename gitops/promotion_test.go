@@ -43,8 +43,8 @@ spec:
 func promotionFixture(t *testing.T) string {
 	t.Helper()
 	root := t.TempDir()
-	writeFile(t, filepath.Join(root, "apps/web/web-delivery.yaml"), deliveryFile)
-	writeFile(t, filepath.Join(root, "apps/web/deployment.yaml"), deploymentFile)
+	writeTestFile(t, filepath.Join(root, "apps/web/web-delivery.yaml"), deliveryFile)
+	writeTestFile(t, filepath.Join(root, "apps/web/deployment.yaml"), deploymentFile)
 	return root
 }
 

@@ -15,6 +15,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/ProtonMail/go-crypto/openpgp"
@@ -130,6 +131,26 @@ type Repositories struct {
 
 var _ Writer = (*Repositories)(nil)
 
+// PrivateDir makes dir a folder only sluice's user may enter, for its
+// working copies: a folder that is a link, or that another user owns, is
+// refused, as another user could read the clones or plant links in them.
+func PrivateDir(dir string) error {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return err
+	}
+	info, err := os.Lstat(dir)
+	if err != nil {
+		return err
+	}
+	if !info.IsDir() {
+		return fmt.Errorf("the Git working copies' folder %s is not a folder (a symbolic link?)", dir)
+	}
+	if st, ok := info.Sys().(*syscall.Stat_t); ok && int(st.Uid) != os.Getuid() {
+		return fmt.Errorf("the Git working copies' folder %s belongs to another user", dir)
+	}
+	return os.Chmod(dir, 0o700)
+}
+
 // NewRepositories keeps working copies under dir.
 func NewRepositories(dir string, opts ...Option) *Repositories {
 	r := &Repositories{dir: dir, timeout: time.Minute, retries: 5, backoff: 200 * time.Millisecond, locks: map[string]*sync.Mutex{}, pending: map[string][]*waitingWrite{}}
@@ -174,24 +195,56 @@ func (r *Repositories) Write(ctx context.Context, src Source, change Change) (Re
 	delete(r.pending, key)
 	r.mu.Unlock()
 	if len(batch) > 0 {
-		res, err := r.write(ctx, src, coalesce(batch))
-		var editErr *editError
-		if len(batch) > 1 && errors.As(err, &editErr) {
-			// One edit failed: each write goes on its own, so that the
-			// others land and only the failing one reports its error.
-			for _, b := range batch {
-				res, err := r.write(ctx, src, b.change)
-				b.done <- writeOutcome{res, err}
-			}
-		} else {
-			for _, b := range batch {
-				b.done <- writeOutcome{res, err}
-			}
-		}
+		r.writeBatch(ctx, src, batch)
 	}
 	// Either this write's batch, or an earlier writer's that took it.
 	out := <-w.done
 	return out.res, out.err
+}
+
+// writeBatch writes a batch of waiting writes as one commit, and tells each
+// its outcome, whatever happens: a panic fails the writes it reached, never
+// leaves one waiting.
+func (r *Repositories) writeBatch(ctx context.Context, src Source, batch []*waitingWrite) {
+	outcomes := make([]*writeOutcome, len(batch))
+	defer func() {
+		if p := recover(); p != nil {
+			err := fmt.Errorf("writing to %s failed unexpectedly: %v", src.URL, p)
+			for i := range outcomes {
+				if outcomes[i] == nil {
+					outcomes[i] = &writeOutcome{err: err}
+				}
+			}
+		}
+		for i, b := range batch {
+			b.done <- *outcomes[i]
+		}
+	}()
+	res, err := r.write(ctx, src, coalesce(batch))
+	var editErr *editError
+	if len(batch) > 1 && errors.As(err, &editErr) {
+		// One edit failed: each write goes on its own, so that the
+		// others land and only the failing one reports its error.
+		for i, b := range batch {
+			res, err := r.write(ctx, src, b.change)
+			outcomes[i] = &writeOutcome{res, err}
+		}
+		return
+	}
+	for i := range batch {
+		outcomes[i] = &writeOutcome{res, err}
+	}
+}
+
+// safeEdit runs an edit; a panic (a YAML library's Must call on input it
+// did not expect) fails the edit instead of the process.
+func safeEdit(edit func(root string) (bool, error), root string) (changed bool, err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			changed, err = false, fmt.Errorf("%w: the edit failed unexpectedly: %v", ErrCannotEdit, p)
+		}
+	}()
+	return edit(root)
 }
 
 // editError is a change's Edit failing, as opposed to Git failing.
@@ -300,7 +353,7 @@ func (r *Repositories) commitAndPush(ctx context.Context, repo *git.Repository, 
 		return Result{}, err
 	}
 
-	changed, err := change.Edit(wt.Filesystem.Root())
+	changed, err := safeEdit(change.Edit, wt.Filesystem.Root())
 	if err != nil {
 		return Result{}, &editError{err}
 	}

@@ -54,7 +54,7 @@ func newFixture(t *testing.T, files map[string]string) *fixture {
 	f := &fixture{t: t, server: server, url: url, repos: NewRepositories(t.TempDir(), WithRetries(5, 10*time.Millisecond))}
 	work := f.clone()
 	for path, content := range files {
-		writeFile(t, filepath.Join(work, path), content)
+		writeTestFile(t, filepath.Join(work, path), content)
 	}
 	f.git(work, "add", "-A")
 	f.git(work, "commit", "-q", "-m", "Initial commit")
@@ -88,7 +88,7 @@ func (f *fixture) git(dir string, args ...string) string {
 	return strings.TrimSpace(string(out))
 }
 
-func writeFile(t *testing.T, path, content string) {
+func writeTestFile(t *testing.T, path, content string) {
 	t.Helper()
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 		t.Fatal(err)
@@ -171,7 +171,7 @@ func TestWriteRetriesOnTheNewHeadWhenAnotherWriterPushedFirst(t *testing.T) {
 			edits++
 			if edits == 1 {
 				// Someone pushes while sluice is editing.
-				writeFile(t, filepath.Join(other, "theirs.yaml"), "theirs\n")
+				writeTestFile(t, filepath.Join(other, "theirs.yaml"), "theirs\n")
 				f.git(other, "add", "-A")
 				f.git(other, "commit", "-q", "-m", "their change")
 				f.git(other, "push", "-q", "origin", "HEAD:main")
@@ -370,7 +370,7 @@ func TestWriteAfterACrashBetweenCommitAndPush(t *testing.T) {
 	if len(copies) != 1 {
 		t.Fatalf("want one working copy, got %v", copies)
 	}
-	writeFile(t, filepath.Join(copies[0], "a.yaml"), "a\n")
+	writeTestFile(t, filepath.Join(copies[0], "a.yaml"), "a\n")
 	f.git(copies[0], "add", "-A")
 	f.git(copies[0], "commit", "-q", "-m", "sluice's change")
 
@@ -428,6 +428,21 @@ func TestWritesWaitingForTheSameBranchAreCoalesced(t *testing.T) {
 // TestACoalescedWriteWhoseEditFailsDoesNotFailTheOthers: the failing edit
 // gets its error, the other writes of its batch land.
 func TestACoalescedWriteWhoseEditFailsDoesNotFailTheOthers(t *testing.T) {
+	for _, failure := range []struct {
+		name string
+		fail func() (bool, error)
+	}{
+		{"error", func() (bool, error) { return false, fmt.Errorf("%w: a patch sets the field", ErrCannotEdit) }},
+		// A YAML library's Must call on input it did not expect.
+		{"panic", func() (bool, error) { panic("yaml: MustString on a broken node") }},
+	} {
+		t.Run(failure.name, func(t *testing.T) {
+			testCoalescedFailure(t, failure.fail)
+		})
+	}
+}
+
+func testCoalescedFailure(t *testing.T, fail func() (bool, error)) {
 	f := newFixture(t, map[string]string{"README.md": "apps\n"})
 	ctx := context.Background()
 	author := Signature{Name: "sluice", Email: "sluice@example.com"}
@@ -446,7 +461,7 @@ func TestACoalescedWriteWhoseEditFailsDoesNotFailTheOthers(t *testing.T) {
 			if _, err := setFile("half.yaml", "half-written\n")(root); err != nil {
 				return false, err
 			}
-			return false, fmt.Errorf("%w: a patch sets the field", ErrCannotEdit)
+			return fail()
 		},
 	}
 	for name, edit := range edits {
@@ -461,16 +476,20 @@ func TestACoalescedWriteWhoseEditFailsDoesNotFailTheOthers(t *testing.T) {
 		t.Fatal(err)
 	}
 	for range 2 {
-		o := <-outcomes
-		switch o.name {
-		case "good":
-			if o.err != nil || !o.res.Pushed {
-				t.Errorf("the good write got %+v, %v; want it pushed", o.res, o.err)
+		select {
+		case o := <-outcomes:
+			switch o.name {
+			case "good":
+				if o.err != nil || !o.res.Pushed {
+					t.Errorf("the good write got %+v, %v; want it pushed", o.res, o.err)
+				}
+			case "bad":
+				if !errors.Is(o.err, ErrCannotEdit) {
+					t.Errorf("the bad write got %v, want ErrCannotEdit", o.err)
+				}
 			}
-		case "bad":
-			if !errors.Is(o.err, ErrCannotEdit) {
-				t.Errorf("the bad write got %v, want ErrCannotEdit", o.err)
-			}
+		case <-time.After(30 * time.Second):
+			t.Fatal("a write of the batch is still waiting")
 		}
 	}
 	clone := f.clone()
@@ -479,6 +498,10 @@ func TestACoalescedWriteWhoseEditFailsDoesNotFailTheOthers(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(clone, "half.yaml")); !os.IsNotExist(err) {
 		t.Fatalf("the failing edit's half-written file reached Git: %v", err)
+	}
+	// The repository is not held: the next write goes through.
+	if res, err := f.repos.Write(ctx, f.source(), Change{Branch: "main", Message: "after", Author: author, Edit: setFile("after.yaml", "after\n")}); err != nil || !res.Pushed {
+		t.Fatalf("the write after the failure got %+v, %v", res, err)
 	}
 }
 
@@ -547,13 +570,13 @@ func TestPruneBranchesDeletesOnlyWhatSluicePushedForTheDelivery(t *testing.T) {
 	// sluice's message but whose head is the person's next commit.
 	work := f.clone()
 	f.git(work, "checkout", "-q", "-b", "release/api-hotfix")
-	writeFile(t, filepath.Join(work, "hotfix"), "x\n")
+	writeTestFile(t, filepath.Join(work, "hotfix"), "x\n")
 	f.git(work, "add", "-A")
 	f.git(work, "commit", "-q", "-m", "Hotfix")
 	f.git(work, "push", "-q", "origin", "release/api-hotfix")
 	f.git(work, "fetch", "-q", "origin", "release/api-1-aaa")
 	f.git(work, "checkout", "-q", "-b", "release/api-3-ddd", "FETCH_HEAD")
-	writeFile(t, filepath.Join(work, "more"), "y\n")
+	writeTestFile(t, filepath.Join(work, "more"), "y\n")
 	f.git(work, "add", "-A")
 	f.git(work, "commit", "-q", "-m", "Build on sluice's approval")
 	f.git(work, "push", "-q", "origin", "release/api-3-ddd")
