@@ -11,6 +11,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -172,12 +173,40 @@ func (r *Repositories) lock(url string) func() {
 	return l.Unlock
 }
 
+// withoutUserinfo moves credentials written in the URL
+// (https://user:token@host/...) into the source's credentials, unless it
+// has its own, and takes them out of the URL: no message, no working
+// copy's configuration and no log line then holds them.
+func (s Source) withoutUserinfo() Source {
+	u, err := url.Parse(s.URL)
+	if err != nil || u.User == nil {
+		return s
+	}
+	c := s.Credentials
+	if len(c.Identity) == 0 && c.Username == "" && c.Password == "" && c.BearerToken == "" {
+		if u.Scheme == "ssh" {
+			// The SSH user is not a secret: keep it for the login.
+			return s
+		}
+		s.Credentials.Username = u.User.Username()
+		s.Credentials.Password, _ = u.User.Password()
+	}
+	if u.Scheme == "ssh" {
+		u.User = url.User(u.User.Username())
+	} else {
+		u.User = nil
+	}
+	s.URL = u.String()
+	return s
+}
+
 // Write applies change to the head of its branch and pushes one commit,
 // unless the branch already says what the change wants. A push rejected
 // because the branch moved is retried on the new head with backoff. Writes
 // to the same branch that wait while another is under way are coalesced
 // into one commit and one push.
 func (r *Repositories) Write(ctx context.Context, src Source, change Change) (Result, error) {
+	src = src.withoutUserinfo()
 	if change.From == "" {
 		change.From = change.Branch
 	}
@@ -505,6 +534,7 @@ func knownHostsCallback(knownHosts []byte) (ssh.HostKeyCallback, error) {
 // A branch whose head is anyone else's commit, or that src follows, is
 // never deleted.
 func (r *Repositories) PruneBranches(ctx context.Context, src Source, owned func(message string) bool, keep string, protect ...string) ([]string, error) {
+	src = src.withoutUserinfo()
 	unlock := r.lock(src.URL)
 	defer unlock()
 	auth, err := authMethod(src)

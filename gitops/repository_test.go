@@ -8,6 +8,7 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"io/fs"
 	"net/url"
 	"os"
 	"os/exec"
@@ -248,6 +249,43 @@ func TestWriteRefusedKeepsTheSecret(t *testing.T) {
 	}
 	if n := f.git(f.clone(), "rev-list", "--count", "HEAD"); n != "1" {
 		t.Fatalf("main has %s commits, want 1", n)
+	}
+}
+
+// TestWriteWithCredentialsInTheURL: a GitRepository URL that holds its
+// credentials works, and the token reaches neither errors nor the working
+// copy on disk.
+func TestWriteWithCredentialsInTheURL(t *testing.T) {
+	f := newFixture(t, map[string]string{"README.md": "apps\n"})
+	dir := t.TempDir()
+	repos := NewRepositories(dir)
+	withUserinfo := func(repoURL, pass string) Source {
+		u, _ := url.Parse(repoURL)
+		u.User = url.UserPassword(user, pass)
+		return Source{URL: u.String(), Branch: "main"}
+	}
+	res, err := repos.Write(context.Background(), withUserinfo(f.url, password), Change{
+		Branch: "main", Message: "m", Author: Signature{Name: "s", Email: "s@x"}, Edit: setFile("x.yaml", "x\n"),
+	})
+	if err != nil || !res.Pushed {
+		t.Fatalf("Write = %+v, %v", res, err)
+	}
+	_, err = repos.Write(context.Background(), withUserinfo(f.server.RepositoryURL("missing"), password), Change{Branch: "main", Edit: setFile("x", "x")})
+	if err == nil || strings.Contains(err.Error(), password) {
+		t.Fatalf("Write to a missing repository = %v; want an error without the password", err)
+	}
+	err = filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		data, err := os.ReadFile(p)
+		if err == nil && bytes.Contains(data, []byte(password)) {
+			t.Errorf("%s holds the password", p)
+		}
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
 	}
 }
 
