@@ -207,7 +207,7 @@ type writeBack struct {
 func (w writeBack) run(ctx context.Context) error {
 	obj, st := w.obj, w.obj.Status
 	spec := obj.Spec.Promotion
-	now := time.Now().UTC().Format(time.RFC3339)
+	now := &metav1.Time{Time: time.Now().UTC().Truncate(time.Second)}
 
 	// The promotion branch the Delivery needs now, if any.
 	keep := ""
@@ -249,7 +249,7 @@ func (w writeBack) run(ctx context.Context) error {
 			message = parkMessage(obj, switched)
 		}
 		if err := w.write(ctx, w.git.branch, action, st.StableTemplateHash, nil, message, messageTemplate,
-			gitops.Promotion{Switched: switched, ParkOnly: recorded, Stable: &gitops.StableRecord{
+			gitops.Promotion{Switched: switched, ParkOnly: recorded, Stable: &deliveryv1.StableRelease{
 				TemplateHash: st.StableTemplateHash, Revision: w.source.ks.Status.LastAppliedRevision, Images: images, PromotedAt: now,
 			}}); err != nil {
 			return err
@@ -262,13 +262,11 @@ func (w writeBack) run(ctx context.Context) error {
 		conditions.GetReason(obj, deliveryv1.PromotedCondition) == deliveryv1.RejectedReason &&
 		(spec.Rejection == nil || spec.Rejection.TemplateHash != st.CandidateTemplateHash):
 		reason := conditions.GetMessage(obj, deliveryv1.PromotedCondition)
-		p := gitops.Promotion{Rejection: &gitops.RejectionRecord{
+		p := gitops.Promotion{Rejection: &deliveryv1.Rejection{
 			TemplateHash: st.CandidateTemplateHash, Reason: truncate(reason, 1000), RejectedAt: now,
 		}}
 		if w.policy.Git.Rollback == deliveryv1.RollbackRevert && spec.Stable != nil {
-			for _, i := range spec.Stable.Images {
-				p.Revert = append(p.Revert, gitops.ContainerImage{Name: i.Name, Image: i.Image})
-			}
+			p.Revert = spec.Stable.Images
 		}
 		if err := w.write(ctx, w.git.branch, "reject", st.CandidateTemplateHash, nil,
 			fmt.Sprintf("Reject %s/%s: template %s\n\n%s", obj.Namespace, obj.Name, st.CandidateTemplateHash, reason),
@@ -287,7 +285,7 @@ func (w writeBack) run(ctx context.Context) error {
 			ptr.Deref(st.CanaryWeight, 0), w.analysisSoFar(ctx))
 		if err := w.write(ctx, keep, "approve", st.CandidateTemplateHash, &step, msg,
 			w.policy.Git.Commit.MessageTemplates.Approval,
-			gitops.Promotion{Approval: &gitops.ApprovalRecord{TemplateHash: st.CandidateTemplateHash, Step: step, ApprovedAt: now}}); err != nil {
+			gitops.Promotion{Approval: &deliveryv1.Approval{TemplateHash: st.CandidateTemplateHash, Step: step, ApprovedAt: now}}); err != nil {
 			return err
 		}
 	}
@@ -416,19 +414,19 @@ func (w writeBack) write(ctx context.Context, branch, action, hash string, step 
 }
 
 // rolloutImages returns the images of the Delivery's Rollout's template.
-func (w writeBack) rolloutImages(ctx context.Context) ([]gitops.ContainerImage, error) {
+func (w writeBack) rolloutImages(ctx context.Context) ([]deliveryv1.ContainerImage, error) {
 	rollout := &rolloutsv1.Rollout{}
 	if err := w.r.Get(ctx, client.ObjectKeyFromObject(w.obj), rollout); err != nil {
 		return nil, err
 	}
-	var out []gitops.ContainerImage
+	var out []deliveryv1.ContainerImage
 	for _, c := range append(rollout.Spec.Template.Spec.InitContainers, rollout.Spec.Template.Spec.Containers...) {
-		out = append(out, gitops.ContainerImage{Name: c.Name, Image: c.Image})
+		out = append(out, deliveryv1.ContainerImage{Name: c.Name, Image: c.Image})
 	}
 	return out, nil
 }
 
-func formatImages(images []gitops.ContainerImage) string {
+func formatImages(images []deliveryv1.ContainerImage) string {
 	parts := make([]string, 0, len(images))
 	for _, i := range images {
 		parts = append(parts, i.Name+"="+i.Image)

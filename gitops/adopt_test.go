@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 
+	deliveryv1 "github.com/sluice-dev/sluice/apis/v1alpha1"
+
 	"github.com/sluice-dev/sluice/internal/golden"
 )
 
@@ -144,7 +146,7 @@ func TestAdoptParkAndOptOut(t *testing.T) {
 			// The Service named like the Deployment, where there is one,
 			// is switched by Argo Rollouts and marked for Flux.
 			stable := Promotion{Kustomization: Kustomization{Path: tt.path}, Delivery: delivery, Deployment: tt.deployment, Switched: []ObjectID{{Kind: "Service", Name: tt.deployment.Name}},
-				Stable: &StableRecord{TemplateHash: "aaaaaaaaaa", Revision: "main@sha1:0123", PromotedAt: "2026-11-25T10:05:00Z"}}
+				Stable: &deliveryv1.StableRelease{TemplateHash: "aaaaaaaaaa", Revision: "main@sha1:0123", PromotedAt: at("2026-11-25T10:05:00Z")}}
 			if changed, err := RecordPromotion(root, stable); err != nil || !changed {
 				t.Fatalf("stable: changed=%v err=%v", changed, err)
 			}
@@ -183,7 +185,7 @@ func TestAdoptAfterParkingTakesWhatRuns(t *testing.T) {
 		t.Fatal(err)
 	}
 	p := Promotion{Kustomization: Kustomization{Path: "apps/web"}, Delivery: ObjectID{Kind: "Delivery", Namespace: "shop", Name: "web"}, Deployment: deployment,
-		Stable: &StableRecord{TemplateHash: "aaaaaaaaaa"}}
+		Stable: &deliveryv1.StableRelease{TemplateHash: "aaaaaaaaaa"}}
 	if _, err := RecordPromotion(root, p); err != nil {
 		t.Fatal(err)
 	}
@@ -218,7 +220,7 @@ patches:
 	p := Promotion{Kustomization: Kustomization{Path: "apps/web"},
 		Delivery:   ObjectID{Kind: "Delivery", Namespace: "shop", Name: "web"},
 		Deployment: ObjectID{Kind: "Deployment", Namespace: "shop", Name: "web"},
-		Stable:     &StableRecord{TemplateHash: "bbbbbbbbbb", PromotedAt: "2026-11-25T10:05:00Z"}}
+		Stable:     &deliveryv1.StableRelease{TemplateHash: "bbbbbbbbbb", PromotedAt: at("2026-11-25T10:05:00Z")}}
 	if changed, err := RecordPromotion(root, p); err != nil || !changed {
 		t.Fatalf("RecordPromotion = %v, %v; want the stable record written", changed, err)
 	}

@@ -3,6 +3,8 @@ package gitops
 import (
 	"path/filepath"
 	"testing"
+
+	deliveryv1 "github.com/sluice-dev/sluice/apis/v1alpha1"
 )
 
 // BenchmarkLocate measures finding the file that defines an object: one
@@ -44,7 +46,7 @@ func BenchmarkParkUnchanged(b *testing.B) {
 		Delivery:   ObjectID{Kind: "Delivery", Namespace: "backend", Name: "api"},
 		Deployment: ObjectID{Kind: "Deployment", Namespace: "backend", Name: "api"},
 		Switched:   []ObjectID{{Kind: "Service", Name: "api"}},
-		Stable:     &StableRecord{TemplateHash: "aaaaaaaaaa", Revision: "main@sha1:0123", PromotedAt: "2026-11-25T10:05:00Z"}}
+		Stable:     &deliveryv1.StableRelease{TemplateHash: "aaaaaaaaaa", Revision: "main@sha1:0123", PromotedAt: at("2026-11-25T10:05:00Z")}}
 	if changed, err := RecordPromotion(root, p); err != nil || !changed {
 		b.Fatalf("first record: changed=%v err=%v", changed, err)
 	}

@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 
+	deliveryv1 "github.com/sluice-dev/sluice/apis/v1alpha1"
+
 	kustomizev1 "github.com/fluxcd/kustomize-controller/api/v1"
 	sigsyaml "sigs.k8s.io/yaml"
 
@@ -94,8 +96,8 @@ func TestFluxConstructs(t *testing.T) {
 				container = tt.deployment
 			}
 			rejection := Promotion{Kustomization: k, Delivery: delivery, Deployment: deployment,
-				Rejection: &RejectionRecord{TemplateHash: "cccccccccc", Reason: "analysis failed"},
-				Revert:    []ContainerImage{{Name: container, Image: "registry.example/" + container + ":v0"}}}
+				Rejection: &deliveryv1.Rejection{TemplateHash: "cccccccccc", Reason: "analysis failed"},
+				Revert:    []deliveryv1.ContainerImage{{Name: container, Image: "registry.example/" + container + ":v0"}}}
 			_, err = RecordPromotion(root, rejection)
 			if tt.revertErr != nil {
 				wantError(t, err, tt.revertErr)

@@ -1,38 +1,16 @@
 package gitops
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"path/filepath"
 	"strings"
 
+	deliveryv1 "github.com/sluice-dev/sluice/apis/v1alpha1"
+
 	"sigs.k8s.io/kustomize/kyaml/yaml"
 )
-
-// ContainerImage is the image of one container.
-type ContainerImage struct {
-	Name, Image string
-}
-
-// StableRecord is what a promotion commit records in a Delivery.
-type StableRecord struct {
-	TemplateHash string
-	Revision     string
-	Images       []ContainerImage
-	PromotedAt   string
-}
-
-// ApprovalRecord approves a candidate at a step.
-type ApprovalRecord struct {
-	TemplateHash string
-	Step         int32
-	ApprovedAt   string
-}
-
-// RejectionRecord records a rejected candidate.
-type RejectionRecord struct {
-	TemplateHash, Reason, AnalysisRun, Metric, RejectedAt string
-}
 
 // Promotion is an edit of a Delivery's spec.promotion, and with a revert,
 // of its Deployment's images.
@@ -41,13 +19,14 @@ type Promotion struct {
 	Kustomization Kustomization
 	// Delivery as the Kustomization builds it.
 	Delivery ObjectID
-	// Exactly one of Stable, Approval and Rejection is set.
-	Stable    *StableRecord
-	Approval  *ApprovalRecord
-	Rejection *RejectionRecord
+	// Exactly one of Stable, Approval and Rejection is set: what is
+	// recorded, as the Delivery's API says it.
+	Stable    *deliveryv1.StableRelease
+	Approval  *deliveryv1.Approval
+	Rejection *deliveryv1.Rejection
 	// Revert, with a Rejection, sets the Deployment's containers back to
 	// these images in Git.
-	Revert []ContainerImage
+	Revert []deliveryv1.ContainerImage
 	// Deployment is the Delivery's Deployment, for Revert and parking.
 	Deployment ObjectID
 	// Switched are the objects Argo Rollouts writes to (see Adoption),
@@ -94,23 +73,6 @@ func RecordPromotion(root string, p Promotion) (bool, error) {
 
 	switch {
 	case p.Stable != nil:
-		node := yaml.NewMapRNode(nil)
-		setString(node, "templateHash", p.Stable.TemplateHash)
-		setString(node, "revision", p.Stable.Revision)
-		if len(p.Stable.Images) > 0 {
-			images := yaml.NewListRNode()
-			for _, i := range p.Stable.Images {
-				m := yaml.NewMapRNode(nil)
-				setString(m, "name", i.Name)
-				setString(m, "image", i.Image)
-				if err := images.PipeE(yaml.Append(m.YNode())); err != nil {
-					return false, err
-				}
-			}
-			if err := node.PipeE(yaml.SetField("images", images)); err != nil {
-				return false, err
-			}
-		}
 		if same(promotion.Field("stable"), p.Stable.TemplateHash) {
 			// Recorded already; Git may still need to park.
 			return keepParked(root, k, objs, deploymentFile, p.Deployment, p.Switched)
@@ -120,8 +82,7 @@ func RecordPromotion(root string, p Promotion) (bool, error) {
 			// Delivery's to park from what it saw.
 			return false, nil
 		}
-		setString(node, "promotedAt", p.Stable.PromotedAt)
-		if err := promotion.PipeE(yaml.SetField("stable", node)); err != nil {
+		if err := setRecord(promotion, "stable", p.Stable); err != nil {
 			return false, err
 		}
 		// Approvals were for earlier candidates.
@@ -134,19 +95,24 @@ func RecordPromotion(root string, p Promotion) (bool, error) {
 			return false, err
 		}
 		elems, _ := approvals.Elements()
+		// Approvals of other templates were for earlier candidates: they
+		// go, so that the list stays within the API's bound.
+		kept := approvals.YNode().Content[:0]
 		for _, e := range elems {
-			if fieldValue(e, "templateHash") == p.Approval.TemplateHash && fieldValue(e, "step") == fmt.Sprint(p.Approval.Step) {
+			var recorded deliveryv1.Approval
+			if err := decode(e, &recorded); err != nil || recorded.TemplateHash != p.Approval.TemplateHash {
+				continue
+			}
+			if recorded.Step == p.Approval.Step {
 				return false, nil
 			}
+			kept = append(kept, e.YNode())
 		}
-		node := yaml.NewMapRNode(nil)
-		setString(node, "templateHash", p.Approval.TemplateHash)
-		step := yaml.NewScalarRNode(fmt.Sprint(p.Approval.Step))
-		step.YNode().Tag = yaml.NodeTagInt
-		if err := node.PipeE(yaml.SetField("step", step)); err != nil {
+		approvals.YNode().Content = kept
+		node, err := encode(p.Approval)
+		if err != nil {
 			return false, err
 		}
-		setString(node, "approvedAt", p.Approval.ApprovedAt)
 		if err := approvals.PipeE(yaml.Append(node.YNode())); err != nil {
 			return false, err
 		}
@@ -154,13 +120,7 @@ func RecordPromotion(root string, p Promotion) (bool, error) {
 		if same(promotion.Field("rejection"), p.Rejection.TemplateHash) {
 			return false, nil
 		}
-		node := yaml.NewMapRNode(nil)
-		setString(node, "templateHash", p.Rejection.TemplateHash)
-		setString(node, "reason", p.Rejection.Reason)
-		setString(node, "analysisRun", p.Rejection.AnalysisRun)
-		setString(node, "metric", p.Rejection.Metric)
-		setString(node, "rejectedAt", p.Rejection.RejectedAt)
-		if err := promotion.PipeE(yaml.SetField("rejection", node)); err != nil {
+		if err := setRecord(promotion, "rejection", p.Rejection); err != nil {
 			return false, err
 		}
 	}
@@ -193,7 +153,7 @@ func RecordPromotion(root string, p Promotion) (bool, error) {
 // rel, and checks that the build of k runs them: an image a variable, the
 // Kustomization's images or a kustomization's images field sets is not
 // written over.
-func revertImages(root string, k Kustomization, rel string, id ObjectID, images []ContainerImage) error {
+func revertImages(root string, k Kustomization, rel string, id ObjectID, images []deliveryv1.ContainerImage) error {
 	var substitutedAt []string
 	_, found, err := editDocument(root, rel, id, func(doc *yaml.RNode) (bool, error) {
 		for _, c := range containersOf(doc) {
@@ -251,7 +211,7 @@ func containersOf(doc *yaml.RNode) []*yaml.RNode {
 }
 
 // runsImages holds for a built Deployment whose containers run images.
-func runsImages(images []ContainerImage) func(*yaml.RNode) bool {
+func runsImages(images []deliveryv1.ContainerImage) func(*yaml.RNode) bool {
 	return func(obj *yaml.RNode) bool {
 		for _, c := range containersOf(obj) {
 			for _, img := range images {
@@ -264,7 +224,7 @@ func runsImages(images []ContainerImage) func(*yaml.RNode) bool {
 	}
 }
 
-func formatImages(images []ContainerImage) string {
+func formatImages(images []deliveryv1.ContainerImage) string {
 	parts := make([]string, 0, len(images))
 	for _, i := range images {
 		parts = append(parts, i.Name+"="+i.Image)
@@ -272,10 +232,46 @@ func formatImages(images []ContainerImage) string {
 	return strings.Join(parts, ", ")
 }
 
-func setString(node *yaml.RNode, field, value string) {
-	if value != "" {
-		_ = node.PipeE(yaml.SetField(field, yaml.NewStringRNode(value)))
+// setRecord sets field of the Delivery's spec.promotion node to record.
+func setRecord(promotion *yaml.RNode, field string, record any) error {
+	node, err := encode(record)
+	if err != nil {
+		return err
 	}
+	return promotion.PipeE(yaml.SetField(field, node))
+}
+
+// encode turns a value of the Delivery's API into a YAML node, its fields
+// in the API type's order, in block style.
+func encode(v any) (*yaml.RNode, error) {
+	data, err := json.Marshal(v)
+	if err != nil {
+		return nil, err
+	}
+	node, err := yaml.Parse(string(data))
+	if err != nil {
+		return nil, err
+	}
+	blockStyle(node.YNode())
+	return node, nil
+}
+
+// blockStyle drops the flow style and quotes of parsed JSON: YAML quotes
+// what needs it when it writes the node.
+func blockStyle(n *yaml.Node) {
+	n.Style = 0
+	for _, c := range n.Content {
+		blockStyle(c)
+	}
+}
+
+// decode reads a YAML node into a value of the Delivery's API.
+func decode(node *yaml.RNode, v any) error {
+	data, err := node.MarshalJSON()
+	if err != nil {
+		return err
+	}
+	return json.Unmarshal(data, v)
 }
 
 func fieldValue(node *yaml.RNode, field string) string {
