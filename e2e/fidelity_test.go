@@ -91,12 +91,15 @@ func remoteHeads(repo *gitRepo) string {
 }
 
 // waitHealthy waits for the Delivery to be Healthy with its Rollout
-// serving replicas.
+// serving replicas, and its stable template recorded in Git and applied:
+// sluice has nothing more to push for it.
 func waitHealthy(g *WithT, ns, name string, replicas int32) *deliveryv1.Delivery {
 	var d *deliveryv1.Delivery
 	g.Eventually(func(g Gomega) {
 		d = getObj(g, &deliveryv1.Delivery{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name}})
 		g.Expect(d.Status.Phase).To(Equal(deliveryv1.PhaseHealthy))
+		g.Expect(d.Spec.Promotion.Stable).NotTo(BeNil())
+		g.Expect(d.Spec.Promotion.Stable.TemplateHash).To(Equal(d.Status.StableTemplateHash))
 		r := getObj(g, &rolloutsv1.Rollout{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name}})
 		g.Expect(r.Status.AvailableReplicas).To(Equal(replicas))
 	}, 2*time.Minute, 100*time.Millisecond).Should(Succeed())
@@ -207,9 +210,11 @@ patches:
   - target:
       kind: Deployment
     patch: |
-      - op: add
-        path: /metadata/annotations
-        value:
+      apiVersion: apps/v1
+      kind: Deployment
+      metadata:
+        name: any
+        annotations:
           sluice.dev/strategy: canary
 `,
 	})
@@ -383,6 +388,7 @@ spec:
 	watch := watchAvailability("steady", nil)
 
 	first := waitHealthy(g, "steady", "web", 4)
+	repo.git("", "pull", "--quiet", "origin", "main")
 	replaceInFile(t, filepath.Join(repo.dir, "apps/steady/app.yaml"), "web:v1", "web:v2")
 	repo.commitAndPush("Release v2")
 	g.Eventually(func(g Gomega) {

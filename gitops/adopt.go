@@ -76,7 +76,7 @@ func Adopt(root string, a Adoption) (Adopted, bool, error) {
 		return Adopted{}, false, fmt.Errorf("%s is not in the build of %s", a.Deployment, k.Path)
 	}
 	if deployment.file == "" {
-		return Adopted{}, false, fmt.Errorf("%w: kustomize cannot tell which file defines %s (a generator or a remote base?)", ErrCannotEdit, a.Deployment)
+		return Adopted{}, false, fmt.Errorf("%w: kustomize cannot tell which file defines %s (a generator, a remote base, or a patch that replaces its annotations?)", ErrCannotEdit, a.Deployment)
 	}
 	// A Delivery for the Deployment in the build is the user's or an
 	// earlier adoption's, and Git's word: Git says adopted already.
