@@ -358,12 +358,15 @@ func TestSuspendedKustomization(t *testing.T) {
 
 // TestMaxUnavailableZero: a Deployment that must never run fewer available
 // pods than its replicas (maxUnavailable: 0) keeps that through its
-// adoption, a canary release and its promotion, sampled every 100 ms.
+// adoption, a canary release and its promotion, sampled every 100 ms. Its
+// pods count as available 2 s after they are ready (minReadySeconds), as
+// real pods take a while: a stable pod taken away before its replacement
+// is available shows as a gap.
 func TestMaxUnavailableZero(t *testing.T) {
 	g := NewWithT(t)
 	repo := newGitRepo(t, "steady")
 	app := strings.Replace(webApp("steady", 4, "registry.example/web:v1", "sluice.dev/strategy: canary", "sluice.dev/policy: steady"),
-		"spec:\n  replicas: 4\n", "spec:\n  replicas: 4\n  strategy:\n    rollingUpdate:\n      maxSurge: 1\n      maxUnavailable: 0\n", 1)
+		"spec:\n  replicas: 4\n", "spec:\n  replicas: 4\n  minReadySeconds: 2\n  strategy:\n    rollingUpdate:\n      maxSurge: 1\n      maxUnavailable: 0\n", 1)
 	repo.write(map[string]string{
 		"apps/steady/app.yaml": app,
 		"apps/steady/policy.yaml": `apiVersion: delivery.sluice.dev/v1alpha1
