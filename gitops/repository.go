@@ -5,7 +5,6 @@
 package gitops
 
 import (
-	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -19,16 +18,11 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/ProtonMail/go-crypto/openpgp"
 	"github.com/go-git/go-git/v5"
 	"github.com/go-git/go-git/v5/config"
 	"github.com/go-git/go-git/v5/plumbing"
 	"github.com/go-git/go-git/v5/plumbing/object"
 	"github.com/go-git/go-git/v5/plumbing/transport"
-	githttp "github.com/go-git/go-git/v5/plumbing/transport/http"
-	gitssh "github.com/go-git/go-git/v5/plumbing/transport/ssh"
-	"golang.org/x/crypto/ssh"
-	"golang.org/x/crypto/ssh/knownhosts"
 )
 
 // Source is a Git repository and branch, with the credentials to reach it.
@@ -485,49 +479,6 @@ func isNonFastForward(err error) bool {
 		strings.Contains(msg, "fetch first") || strings.Contains(msg, "failed to update ref")
 }
 
-// authMethod turns Flux-style credentials into a go-git auth method.
-func authMethod(src Source) (transport.AuthMethod, error) {
-	c := src.Credentials
-	switch {
-	case len(c.Identity) > 0:
-		keys, err := gitssh.NewPublicKeys("git", c.Identity, c.Password)
-		if err != nil {
-			return nil, fmt.Errorf("reading the SSH identity: %w", err)
-		}
-		if u, err := transport.NewEndpoint(src.URL); err == nil && u.User != "" {
-			keys.User = u.User
-		}
-		callback, err := knownHostsCallback(c.KnownHosts)
-		if err != nil {
-			return nil, err
-		}
-		keys.HostKeyCallback = callback
-		return keys, nil
-	case c.BearerToken != "":
-		return &githttp.TokenAuth{Token: c.BearerToken}, nil
-	case c.Username != "" || c.Password != "":
-		return &githttp.BasicAuth{Username: c.Username, Password: c.Password}, nil
-	}
-	return nil, nil
-}
-
-func knownHostsCallback(knownHosts []byte) (ssh.HostKeyCallback, error) {
-	if len(knownHosts) == 0 {
-		return nil, errors.New("an SSH identity needs known_hosts in the secret")
-	}
-	f, err := os.CreateTemp("", "known_hosts")
-	if err != nil {
-		return nil, err
-	}
-	defer os.Remove(f.Name())
-	if _, err := f.Write(knownHosts); err != nil {
-		f.Close()
-		return nil, err
-	}
-	f.Close()
-	return knownhosts.New(f.Name())
-}
-
 // PruneBranches deletes the branches of src that sluice pushed and that
 // owned says belong to the caller, from the message of their head commit,
 // except keep and the branches in protect; it returns the ones it deleted.
@@ -584,33 +535,4 @@ func (r *Repositories) PruneBranches(ctx context.Context, src Source, owned func
 		return nil, fmt.Errorf("deleting branches %v: %w", stale, err)
 	}
 	return stale, nil
-}
-
-// signingEntity reads an armored OpenPGP private key, decrypting it with
-// passphrase when it is encrypted; nil when there is no key.
-func signingEntity(armored, passphrase []byte) (*openpgp.Entity, error) {
-	if len(armored) == 0 {
-		return nil, nil
-	}
-	ring, err := openpgp.ReadArmoredKeyRing(bytes.NewReader(armored))
-	if err != nil || len(ring) == 0 {
-		return nil, fmt.Errorf("reading the OpenPGP signing key: %v", err)
-	}
-	entity := ring[0]
-	if entity.PrivateKey == nil {
-		return nil, errors.New("the OpenPGP signing key has no private key")
-	}
-	if entity.PrivateKey.Encrypted {
-		if err := entity.PrivateKey.Decrypt(passphrase); err != nil {
-			return nil, fmt.Errorf("decrypting the OpenPGP signing key: %w", err)
-		}
-		for _, sub := range entity.Subkeys {
-			if sub.PrivateKey != nil && sub.PrivateKey.Encrypted {
-				if err := sub.PrivateKey.Decrypt(passphrase); err != nil {
-					return nil, fmt.Errorf("decrypting the OpenPGP signing subkey: %w", err)
-				}
-			}
-		}
-	}
-	return entity, nil
 }
