@@ -87,6 +87,9 @@ func resolveGitSource(ctx context.Context, c client.Client, ks *kustomizev1.Kust
 	}
 
 	s := &gitSource{ks: ks, repo: repo, branch: branch, src: gitops.Source{URL: repo.Spec.URL, Branch: branch}}
+	if repo.Spec.Timeout != nil {
+		s.src.Timeout = repo.Spec.Timeout.Duration
+	}
 	if repo.Spec.SecretRef != nil {
 		secret, err := readSecret(ctx, c, ns, repo.Spec.SecretRef.Name, name+"'s spec.secretRef")
 		if err != nil {

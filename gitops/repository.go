@@ -13,6 +13,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -33,6 +34,9 @@ type Source struct {
 	Branch string
 	// Credentials, in the shape of Flux's GitRepository secrets.
 	Credentials Credentials
+	// Timeout bounds each clone, fetch and push, as the GitRepository's
+	// spec.timeout bounds Flux's; the Repositories' own when zero.
+	Timeout time.Duration
 }
 
 // Credentials are the fields of a Flux GitRepository secret.
@@ -120,7 +124,7 @@ type Repositories struct {
 	backoff time.Duration
 
 	mu      sync.Mutex
-	locks   map[string]*sync.Mutex
+	locks   map[string]chan struct{}
 	pending map[string][]*waitingWrite
 }
 
@@ -148,23 +152,37 @@ func PrivateDir(dir string) error {
 
 // NewRepositories keeps working copies under dir.
 func NewRepositories(dir string, opts ...Option) *Repositories {
-	r := &Repositories{dir: dir, timeout: time.Minute, retries: 5, backoff: 200 * time.Millisecond, locks: map[string]*sync.Mutex{}, pending: map[string][]*waitingWrite{}}
+	r := &Repositories{dir: dir, timeout: time.Minute, retries: 5, backoff: 200 * time.Millisecond, locks: map[string]chan struct{}{}, pending: map[string][]*waitingWrite{}}
 	for _, o := range opts {
 		o(r)
 	}
 	return r
 }
 
-func (r *Repositories) lock(url string) func() {
+// timeoutFor is the bound of one network call to src.
+func (r *Repositories) timeoutFor(src Source) time.Duration {
+	if src.Timeout > 0 {
+		return src.Timeout
+	}
+	return r.timeout
+}
+
+// lock takes the repository's lock, or gives up when ctx ends: one host
+// that never answers holds its own writes, not the caller's deadline.
+func (r *Repositories) lock(ctx context.Context, url string) (func(), error) {
 	r.mu.Lock()
 	l, ok := r.locks[url]
 	if !ok {
-		l = &sync.Mutex{}
+		l = make(chan struct{}, 1)
 		r.locks[url] = l
 	}
 	r.mu.Unlock()
-	l.Lock()
-	return l.Unlock
+	select {
+	case l <- struct{}{}:
+		return func() { <-l }, nil
+	case <-ctx.Done():
+		return nil, fmt.Errorf("waiting for the writes to %s before this one: %w", url, ctx.Err())
+	}
 }
 
 // withoutUserinfo moves credentials written in the URL
@@ -210,7 +228,22 @@ func (r *Repositories) Write(ctx context.Context, src Source, change Change) (Re
 	r.pending[key] = append(r.pending[key], w)
 	r.mu.Unlock()
 
-	unlock := r.lock(src.URL)
+	unlock, err := r.lock(ctx, src.URL)
+	if err != nil {
+		r.mu.Lock()
+		taken := !slices.Contains(r.pending[key], w)
+		if !taken {
+			r.pending[key] = slices.DeleteFunc(r.pending[key], func(p *waitingWrite) bool { return p == w })
+		}
+		r.mu.Unlock()
+		if !taken {
+			return Result{}, err
+		}
+		// A writer that holds the repository took this write into its
+		// batch: its outcome is this write's.
+		out := <-w.done
+		return out.res, out.err
+	}
 	defer unlock()
 
 	r.mu.Lock()
@@ -403,7 +436,7 @@ func (r *Repositories) commitAndPush(ctx context.Context, repo *git.Repository, 
 		return Result{}, fmt.Errorf("committing: %w", err)
 	}
 
-	pushCtx, cancel := context.WithTimeout(ctx, r.timeout)
+	pushCtx, cancel := context.WithTimeout(ctx, r.timeoutFor(src))
 	defer cancel()
 	err = repo.PushContext(pushCtx, &git.PushOptions{
 		RemoteName: "origin",
@@ -438,7 +471,7 @@ func (r *Repositories) open(ctx context.Context, src Source, auth transport.Auth
 			return nil, err
 		}
 	}
-	cloneCtx, cancel := context.WithTimeout(ctx, r.timeout)
+	cloneCtx, cancel := context.WithTimeout(ctx, r.timeoutFor(src))
 	defer cancel()
 	repo, err = git.PlainCloneContext(cloneCtx, dir, false, &git.CloneOptions{
 		URL:           src.URL,
@@ -454,7 +487,7 @@ func (r *Repositories) open(ctx context.Context, src Source, auth transport.Auth
 }
 
 func (r *Repositories) fetch(ctx context.Context, repo *git.Repository, src Source, auth transport.AuthMethod) error {
-	fetchCtx, cancel := context.WithTimeout(ctx, r.timeout)
+	fetchCtx, cancel := context.WithTimeout(ctx, r.timeoutFor(src))
 	defer cancel()
 	err := repo.FetchContext(fetchCtx, &git.FetchOptions{
 		RemoteName: "origin",
@@ -486,7 +519,10 @@ func isNonFastForward(err error) bool {
 // never deleted.
 func (r *Repositories) PruneBranches(ctx context.Context, src Source, owned func(message string) bool, keep string, protect ...string) ([]string, error) {
 	src = src.withoutUserinfo()
-	unlock := r.lock(src.URL)
+	unlock, err := r.lock(ctx, src.URL)
+	if err != nil {
+		return nil, err
+	}
 	defer unlock()
 	auth, err := authMethod(src)
 	if err != nil {
@@ -529,7 +565,7 @@ func (r *Repositories) PruneBranches(ctx context.Context, src Source, owned func
 	if err != nil || len(specs) == 0 {
 		return nil, err
 	}
-	pushCtx, cancel := context.WithTimeout(ctx, r.timeout)
+	pushCtx, cancel := context.WithTimeout(ctx, r.timeoutFor(src))
 	defer cancel()
 	if err := repo.PushContext(pushCtx, &git.PushOptions{RemoteName: "origin", RefSpecs: specs, Auth: auth, CABundle: src.Credentials.CA}); err != nil && !errors.Is(err, git.NoErrAlreadyUpToDate) {
 		return nil, fmt.Errorf("deleting branches %v: %w", stale, err)

@@ -9,11 +9,13 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"net"
 	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -564,6 +566,24 @@ func waitPending(t *testing.T, repos *Repositories, n int) {
 	}
 }
 
+// waitLocked waits until a write holds the repository at url.
+func waitLocked(t *testing.T, repos *Repositories, url string) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		repos.mu.Lock()
+		held := len(repos.locks[url]) == 1
+		repos.mu.Unlock()
+		if held {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no write holds %s", url)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
 // holdRepository starts a write that holds f's repository until release is
 // closed, and returns once it holds it; firstDone gets the write's error.
 func holdRepository(t *testing.T, f *fixture) (release chan struct{}, firstDone <-chan error) {
@@ -637,5 +657,72 @@ func TestPruneBranchesDeletesOnlyWhatSluicePushedForTheDelivery(t *testing.T) {
 	}
 	if strings.Contains(heads, "release/api-1-aaa") {
 		t.Errorf("release/api-1-aaa is still there:\n%s", heads)
+	}
+}
+
+// TestAHangingHostHoldsOnlyItsOwnWrites: a Git host that accepts
+// connections and never answers fails its writes at the source's timeout,
+// a write queued behind it gives up at its own deadline, and writes to
+// another repository go on meanwhile.
+func TestAHangingHostHoldsOnlyItsOwnWrites(t *testing.T) {
+	f := newFixture(t, map[string]string{"README.md": "apps\n"})
+	listener, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { listener.Close() })
+	var conns []net.Conn
+	var mu sync.Mutex
+	go func() {
+		for {
+			c, err := listener.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			conns = append(conns, c) // held open, never answered
+			mu.Unlock()
+		}
+	}()
+	t.Cleanup(func() {
+		mu.Lock()
+		defer mu.Unlock()
+		for _, c := range conns {
+			c.Close()
+		}
+	})
+	hanging := Source{URL: "http://" + listener.Addr().String() + "/apps.git", Branch: "main", Timeout: 2 * time.Second}
+	change := Change{Branch: "main", Message: "m", Author: Signature{Name: "s", Email: "s@x"}, Edit: setFile("x.yaml", "x\n")}
+
+	first := make(chan error, 1)
+	start := time.Now()
+	go func() {
+		_, err := f.repos.Write(context.Background(), hanging, change)
+		first <- err
+	}()
+	waitLocked(t, f.repos, hanging.URL)
+	// Queued behind the hanging write, with a deadline of its own.
+	queued, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
+	defer cancel()
+	other := change
+	other.Message = "another"
+	if _, err := f.repos.Write(queued, hanging, other); !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("the queued write got %v, want its deadline", err)
+	}
+	// Another repository is written to meanwhile.
+	res, err := f.repos.Write(context.Background(), f.source(), change)
+	if err != nil || !res.Pushed {
+		t.Fatalf("the write to another repository got %+v, %v", res, err)
+	}
+	select {
+	case err := <-first:
+		if !errors.Is(err, ErrUnreachable) {
+			t.Errorf("the write to the hanging host got %v, want ErrUnreachable", err)
+		}
+		if took := time.Since(start); took > 20*time.Second {
+			t.Errorf("the write to the hanging host took %s; its timeout is 2s", took)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("the write to the hanging host never ended")
 	}
 }
