@@ -15,6 +15,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/validation"
 	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
@@ -242,13 +243,20 @@ func (r *KustomizationReconciler) scan(ctx context.Context, ks *kustomizev1.Kust
 		c := candidate{deployment: d, policy: builtinPolicy(&deliveryv1.Delivery{Spec: deliveryv1.DeliverySpec{
 			Strategy: strategy, DeploymentRef: meta.LocalObjectReference{Name: d.Name}}})}
 		if policy := d.Annotations[PolicyAnnotation]; policy != "" {
+			// NOTE: what one Deployment's annotation says affects that
+			// Deployment only, never the rest of the Kustomization.
+			if msgs := validation.IsDNS1123Subdomain(policy); len(msgs) > 0 {
+				r.warn(d, deliveryv1.InvalidPolicyReason, fmt.Sprintf("annotation %s: %q is not a DeliveryPolicy name: %s", PolicyAnnotation, policy, strings.Join(msgs, "; ")))
+				continue
+			}
 			p := &deliveryv1.DeliveryPolicy{}
 			if err := r.Get(ctx, client.ObjectKey{Namespace: d.Namespace, Name: policy}, p); err != nil {
 				if apierrors.IsNotFound(err) {
 					r.warn(d, deliveryv1.PolicyNotFoundReason, fmt.Sprintf("annotation %s: DeliveryPolicy %s not found in namespace %s", PolicyAnnotation, policy, d.Namespace))
-					continue
+				} else {
+					r.warn(d, deliveryv1.InvalidPolicyReason, fmt.Sprintf("annotation %s: reading DeliveryPolicy %s: %v", PolicyAnnotation, policy, err))
 				}
-				return nil, nil, err
+				continue
 			}
 			if p.Strategy() != strategy {
 				r.warn(d, deliveryv1.InvalidPolicyReason, fmt.Sprintf("annotation %s is %s but DeliveryPolicy %s describes %s", StrategyAnnotation, strategy, policy, p.Strategy()))

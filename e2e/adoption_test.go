@@ -89,6 +89,30 @@ spec:
       containers:
         - name: typo
           image: registry.example/typo:v1
+---
+# A policy name that cannot be one: sluice warns about this Deployment and
+# adopts the others.
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: odd
+  namespace: shop
+  annotations:
+    sluice.dev/strategy: canary
+    sluice.dev/policy: Not_A/Name!
+spec:
+  replicas: 1
+  selector:
+    matchLabels:
+      app: odd
+  template:
+    metadata:
+      labels:
+        app: odd
+    spec:
+      containers:
+        - name: odd
+          image: registry.example/odd:v1
 `
 
 // TestAdoptionThroughGit annotates a Deployment in a GitOps repository and
@@ -157,7 +181,7 @@ func TestAdoptionThroughGit(t *testing.T) {
 	// Delivery.
 	plain := getObj(g, &appsv1.Deployment{ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "plain"}})
 	g.Expect(plain.Spec.Replicas).To(HaveValue(BeEquivalentTo(1)))
-	for _, name := range []string{"plain", "typo"} {
+	for _, name := range []string{"plain", "typo", "odd"} {
 		err := k8sClient.Get(ctx, client.ObjectKey{Namespace: "shop", Name: name}, &deliveryv1.Delivery{})
 		g.Expect(apierrors.IsNotFound(err)).To(BeTrue(), name)
 	}
@@ -172,6 +196,10 @@ func TestAdoptionThroughGit(t *testing.T) {
 		}
 		return msgs
 	}, 30*time.Second, 200*time.Millisecond).Should(ContainElement(`annotation sluice.dev/strategy: "canery" is not a strategy; use canary or blue-green`))
+	g.Eventually(func(g Gomega) []string {
+		return events(g, "Deployment", "shop", "odd", deliveryv1.InvalidPolicyReason)
+	}, 30*time.Second, 200*time.Millisecond).Should(ContainElement(HavePrefix(`annotation sluice.dev/policy: "Not_A/Name!" is not a DeliveryPolicy name`)))
+	g.Expect(getObj(g, &appsv1.Deployment{ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "odd"}}).Spec.Replicas).To(HaveValue(BeEquivalentTo(1)))
 	// After the adoption, sluice records the first stable template and
 	// parks the Deployment at zero replicas in Git, so that a rebuilt
 	// cluster does not start it; nothing else is written.
