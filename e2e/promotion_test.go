@@ -112,7 +112,10 @@ func TestPromotionThroughGit(t *testing.T) {
 		return repo.git("", "ls-remote", "origin", "refs/heads/sluice/promote/*")
 	}, time.Minute, 50*time.Millisecond).Should(ContainSubstring("refs/heads/" + branch))
 	t.Logf("gate reached → promotion branch pushed in about %s", time.Since(waiting).Round(10*time.Millisecond))
-	g.Expect(getObj(g, delivery.DeepCopy()).Status.PendingPromotionBranch).To(Equal(branch))
+	// The status records the branch once the push is done.
+	g.Eventually(func(g Gomega) string {
+		return getObj(g, delivery.DeepCopy()).Status.PendingPromotionBranch
+	}, 10*time.Second, 50*time.Millisecond).Should(Equal(branch))
 
 	repo.git("", "fetch", "--quiet", "origin", branch)
 	approval := repo.git("", "log", "-1", "--format=%B", "FETCH_HEAD")
