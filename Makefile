@@ -106,6 +106,16 @@ test-envtest: ## Tests against a real kube-apiserver and etcd.
 test-e2e: ## End-to-end tests on the whole stack: control plane, kwok, Argo Rollouts, Flux, Git, sluice.
 	go test $(GO_TEST_FLAGS) -timeout $(E2E_TIMEOUT) -v $(E2E_PKGS)
 
+FUZZTIME ?= 30s
+
+.PHONY: fuzz
+fuzz: tools ## Run each fuzz target for FUZZTIME (30s by default); make test runs their seeds.
+	@set -e; for target in gitops:FuzzAdopt gitops:FuzzRecordRejection controllers:FuzzTruncate controllers:FuzzPromotionBranch; do \
+		pkg=$${target%%:*}; name=$${target#*:}; \
+		echo "fuzzing $$name in ./$$pkg for $(FUZZTIME)"; \
+		go test -run '^$$' -fuzz "^$$name\$$" -fuzztime $(FUZZTIME) ./$$pkg; \
+	done
+
 .PHONY: bench
 bench: ## Benchmarks.
 	go test -run '^$$' -bench . -benchmem $(UNIT_PKGS)

@@ -358,7 +358,12 @@ func (w writeBack) branchName(step, hash string) string {
 	if err == nil {
 		err = t.Execute(&b, map[string]string{"Namespace": w.obj.Namespace, "Name": w.obj.Name, "Step": step, "Hash": hash})
 	}
-	if err != nil {
+	if err == nil {
+		err = gitops.ValidBranch(b.String())
+	}
+	if err != nil || b.String() == w.source.branch || b.String() == w.git.branch {
+		// Admission checks the template; what it renders for this
+		// Delivery may still be no branch name, or the tracked one.
 		return fmt.Sprintf("sluice/promote/%s/%s/%s-%s", w.obj.Namespace, w.obj.Name, step, hash)
 	}
 	return b.String()

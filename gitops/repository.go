@@ -212,6 +212,14 @@ func (s Source) withoutUserinfo() Source {
 	return s
 }
 
+// ValidBranch fails when name cannot be a Git branch name.
+func ValidBranch(name string) error {
+	if name == "" {
+		return errors.New("an empty branch name")
+	}
+	return plumbing.NewBranchReferenceName(name).Validate()
+}
+
 // Write applies change to the head of its branch and pushes one commit,
 // unless the branch already says what the change wants. A push rejected
 // because the branch moved is retried on the new head with backoff. Writes
