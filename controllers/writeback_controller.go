@@ -239,7 +239,7 @@ func (w writeBack) run(ctx context.Context) error {
 			return err
 		}
 		action, message, messageTemplate := "promote",
-			fmt.Sprintf("Promote %s/%s: template %s is stable\n\nImages: %s", obj.Namespace, obj.Name, st.StableTemplateHash, formatImages(images)),
+			fmt.Sprintf("Promote %s/%s: template %s is stable\n\nImages: %s", obj.Namespace, obj.Name, st.StableTemplateHash, gitops.FormatImages(images)),
 			w.policy.Git.Commit.MessageTemplates.Promotion
 		switched := switchedObjects(w.policy)
 		if recorded {
@@ -281,7 +281,7 @@ func (w writeBack) run(ctx context.Context) error {
 			return err
 		}
 		msg := fmt.Sprintf("Approve %s/%s: template %s at step %d\n\nMerge this branch to let the candidate past its manual gate.\nImages: %s\nStable: %s\nWeight: %d%%\nAnalysis so far: %s",
-			obj.Namespace, obj.Name, st.CandidateTemplateHash, step, formatImages(images), st.StableTemplateHash,
+			obj.Namespace, obj.Name, st.CandidateTemplateHash, step, gitops.FormatImages(images), st.StableTemplateHash,
 			ptr.Deref(st.CanaryWeight, 0), w.analysisSoFar(ctx))
 		if err := w.write(ctx, keep, "approve", st.CandidateTemplateHash, &step, msg,
 			w.policy.Git.Commit.MessageTemplates.Approval,
@@ -429,14 +429,6 @@ func (w writeBack) rolloutImages(ctx context.Context) ([]deliveryv1.ContainerIma
 		out = append(out, deliveryv1.ContainerImage{Name: c.Name, Image: c.Image})
 	}
 	return out, nil
-}
-
-func formatImages(images []deliveryv1.ContainerImage) string {
-	parts := make([]string, 0, len(images))
-	for _, i := range images {
-		parts = append(parts, i.Name+"="+i.Image)
-	}
-	return strings.Join(parts, ", ")
 }
 
 // truncate cuts s to at most n bytes, never inside a UTF-8 character.

@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -200,29 +201,6 @@ func update(g Gomega, obj client.Object, mutate func()) {
 // webApp is what a user's repository holds for the app the scenarios
 // deliver: a namespace and a Deployment web with the given replicas and
 // image, and annotations (lines such as "sluice.dev/strategy: canary").
-func webApp(namespace string, replicas int, image string, annotations ...string) string {
-	var b strings.Builder
-	fmt.Fprintf(&b, "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: %s\n---\n", namespace)
-	fmt.Fprintf(&b, "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: web\n  namespace: %s\n", namespace)
-	if len(annotations) > 0 {
-		b.WriteString("  annotations:\n")
-		for _, a := range annotations {
-			fmt.Fprintf(&b, "    %s\n", a)
-		}
-	}
-	fmt.Fprintf(&b, `spec:
-  replicas: %d
-  selector:
-    matchLabels:
-      app: web
-  template:
-    metadata:
-      labels:
-        app: web
-    spec:
-      containers:
-        - name: web
-          image: %s
-`, replicas, image)
-	return b.String()
+func webApp(ns string, replicas int, image string, annotations ...string) string {
+	return namespace(ns) + "---\n" + deployment("web", ns, strconv.Itoa(replicas), image, annotations...)
 }

@@ -5,6 +5,7 @@ import (
 	"os"
 	"path"
 	"path/filepath"
+	"slices"
 	"strings"
 
 	"sigs.k8s.io/kustomize/kyaml/yaml"
@@ -141,19 +142,34 @@ func unregisterResource(root, dir, rel string) (bool, error) {
 // that takes one file of a sibling folder sometimes. It is the file's
 // folder when no kustomization lists it (Flux generates one that does).
 func listingKustomization(root, kpath, rel string) string {
+	chain := kustomizationChain(root, kpath, func(_, field, entry string) bool {
+		return field == "resources" && entry == rel
+	})
+	if len(chain) == 0 {
+		return path.Dir(rel)
+	}
+	return chain[len(chain)-1]
+}
+
+// kustomizationChain walks the kustomizations from the Kustomization's path
+// down through their resources, components and bases, depth first, and
+// returns the folders from kpath to the first whose kustomization has an
+// entry (a repository path) for which found holds; nil when none has.
+func kustomizationChain(root, kpath string, found func(dir, field, entry string) bool) []string {
 	seen := map[string]bool{}
-	var walk func(dir string) string
-	walk = func(dir string) string {
+	var walk func(dir string, trail []string) []string
+	walk = func(dir string, trail []string) []string {
 		dir = path.Clean(dir)
 		if seen[dir] || len(seen) > 1000 {
-			return ""
+			return nil
 		}
 		seen[dir] = true
 		_, k, err := readKustomization(root, dir)
 		if err != nil || k == nil {
-			return ""
+			return nil
 		}
-		var dirs []string
+		trail = append(trail, dir)
+		var entries []string
 		for _, field := range []string{"resources", "components", "bases"} {
 			f := k.Field(field)
 			if f == nil {
@@ -162,23 +178,20 @@ func listingKustomization(root, kpath, rel string) string {
 			elems, _ := f.Value.Elements()
 			for _, e := range elems {
 				entry := path.Join(dir, filepath.ToSlash(e.YNode().Value))
-				if entry == rel && field == "resources" {
-					return dir
+				if found(dir, field, entry) {
+					return trail
 				}
-				dirs = append(dirs, entry)
+				entries = append(entries, entry)
 			}
 		}
-		for _, d := range dirs {
-			if found := walk(d); found != "" {
-				return found
+		for _, entry := range entries {
+			if chain := walk(entry, slices.Clone(trail)); chain != nil {
+				return chain
 			}
 		}
-		return ""
+		return nil
 	}
-	if dir := walk(kpath); dir != "" {
-		return dir
-	}
-	return path.Dir(rel)
+	return walk(kpath, nil)
 }
 
 // kustomizationFiles are the names kustomize accepts, in its order.

@@ -191,7 +191,7 @@ func revertImages(root string, k Kustomization, rel string, id ObjectID, images 
 	}
 	if !runsImages(images)(o.obj) {
 		return fmt.Errorf("%w: %s does not run the stable images %s once they are set in %s; %s sets them: revert them there, or use rollback: record",
-			ErrCannotEdit, id, formatImages(images), rel, whatSets(root, k, id, rel, runsImages(images)))
+			ErrCannotEdit, id, FormatImages(images), rel, whatSets(root, k, id, rel, runsImages(images)))
 	}
 	return nil
 }
@@ -224,7 +224,8 @@ func runsImages(images []deliveryv1.ContainerImage) func(*yaml.RNode) bool {
 	}
 }
 
-func formatImages(images []deliveryv1.ContainerImage) string {
+// FormatImages lists images as name=image, for messages.
+func FormatImages(images []deliveryv1.ContainerImage) string {
 	parts := make([]string, 0, len(images))
 	for _, i := range images {
 		parts = append(parts, i.Name+"="+i.Image)

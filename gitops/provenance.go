@@ -3,7 +3,6 @@ package gitops
 import (
 	"fmt"
 	"path"
-	"path/filepath"
 	"strings"
 
 	"sigs.k8s.io/kustomize/kyaml/yaml"
@@ -114,39 +113,7 @@ func kustomizationFileIn(root, dir string) string {
 // file rel through its resources or components.
 func includingKustomizations(root, kpath, rel string) []string {
 	target := path.Dir(rel)
-	var chain []string
-	seen := map[string]bool{}
-	var walk func(dir string, trail []string) bool
-	walk = func(dir string, trail []string) bool {
-		dir = path.Clean(dir)
-		if seen[dir] || len(trail) > 32 {
-			return false
-		}
-		seen[dir] = true
-		_, k, err := readKustomization(root, dir)
-		if err != nil || k == nil {
-			return false
-		}
-		trail = append(trail, dir)
-		for _, field := range []string{"resources", "components", "bases"} {
-			f := k.Field(field)
-			if f == nil {
-				continue
-			}
-			elems, _ := f.Value.Elements()
-			for _, e := range elems {
-				entry := path.Join(dir, filepath.ToSlash(e.YNode().Value))
-				if entry == rel || dir == target {
-					chain = trail
-					return true
-				}
-				if walk(entry, trail) {
-					return true
-				}
-			}
-		}
-		return false
-	}
-	walk(path.Clean(kpath), nil)
-	return chain
+	return kustomizationChain(root, kpath, func(dir, _, entry string) bool {
+		return entry == rel || dir == target
+	})
 }
