@@ -372,18 +372,31 @@ func (r *Repositories) write(ctx context.Context, src Source, change Change) (Re
 	if err != nil {
 		return Result{}, err
 	}
-	backoff := r.backoff
-	for attempt := 0; ; attempt++ {
-		if err := r.fetch(ctx, repo, src, auth); err != nil {
-			return Result{}, err
+	backoff, recloned := r.backoff, false
+	for attempt := 0; ; {
+		err := r.fetch(ctx, repo, src, auth)
+		var res Result
+		if err == nil {
+			res, err = r.commitAndPush(ctx, repo, src, auth, change, change.From)
 		}
-		res, err := r.commitAndPush(ctx, repo, src, auth, change, change.From)
-		if err == nil || !isNonFastForward(err) {
+		var editErr *editError
+		switch {
+		case err == nil || errors.As(err, &editErr):
 			return res, err
-		}
-		if attempt >= r.retries {
+		case !recloned && broken(repo):
+			// The working copy is only a cache: a broken one (objects
+			// lost to a crash or a full disk) is cloned again, once.
+			recloned = true
+			if repo, err = r.reclone(ctx, src, auth); err != nil {
+				return Result{}, err
+			}
+			continue
+		case !isNonFastForward(err):
+			return res, err
+		case attempt >= r.retries:
 			return Result{}, fmt.Errorf("%w: pushing to %s failed %d times: %v", ErrConflict, change.Branch, attempt+1, err)
 		}
+		attempt++
 		select {
 		case <-ctx.Done():
 			return Result{}, ctx.Err()
@@ -467,21 +480,37 @@ func (r *Repositories) commitAndPush(ctx context.Context, repo *git.Repository, 
 
 // open returns the working copy of src, cloning it the first time.
 func (r *Repositories) open(ctx context.Context, src Source, auth transport.AuthMethod) (*git.Repository, error) {
-	sum := sha256.Sum256([]byte(src.URL))
-	dir := filepath.Join(r.dir, hex.EncodeToString(sum[:8]))
+	dir := r.workingCopy(src)
 	repo, err := git.PlainOpen(dir)
 	if err == nil {
-		return repo, nil
-	}
-	if !errors.Is(err, git.ErrRepositoryNotExists) {
-		// A broken working copy is only a cache: start again.
-		if err := os.RemoveAll(dir); err != nil {
-			return nil, err
+		if _, err := os.Stat(filepath.Join(dir, ".git", cloneComplete)); err == nil {
+			return repo, nil
 		}
+	}
+	// A clone a crash left half-written, or a broken one, is only a
+	// cache: start again.
+	return r.reclone(ctx, src, auth)
+}
+
+// cloneComplete marks, in a working copy's .git folder, a clone that
+// finished.
+const cloneComplete = "sluice-clone-complete"
+
+// workingCopy is the folder of src's working copy.
+func (r *Repositories) workingCopy(src Source) string {
+	sum := sha256.Sum256([]byte(src.URL))
+	return filepath.Join(r.dir, hex.EncodeToString(sum[:8]))
+}
+
+// reclone clones src afresh into its working copy's folder.
+func (r *Repositories) reclone(ctx context.Context, src Source, auth transport.AuthMethod) (*git.Repository, error) {
+	dir := r.workingCopy(src)
+	if err := os.RemoveAll(dir); err != nil {
+		return nil, err
 	}
 	cloneCtx, cancel := context.WithTimeout(ctx, r.timeoutFor(src))
 	defer cancel()
-	repo, err = git.PlainCloneContext(cloneCtx, dir, false, &git.CloneOptions{
+	repo, err := git.PlainCloneContext(cloneCtx, dir, false, &git.CloneOptions{
 		URL:           src.URL,
 		Auth:          auth,
 		ReferenceName: plumbing.NewBranchReferenceName(src.Branch),
@@ -491,7 +520,21 @@ func (r *Repositories) open(ctx context.Context, src Source, auth transport.Auth
 		_ = os.RemoveAll(dir)
 		return nil, fmt.Errorf("%w: cloning %s: %v", ErrUnreachable, src.URL, err)
 	}
+	if err := os.WriteFile(filepath.Join(dir, ".git", cloneComplete), nil, 0o600); err != nil {
+		return nil, err
+	}
 	return repo, nil
+}
+
+// broken tells whether a working copy lost what a clone gave it: its head
+// or the head's commit.
+func broken(repo *git.Repository) bool {
+	head, err := repo.Head()
+	if err != nil {
+		return true
+	}
+	_, err = repo.CommitObject(head.Hash())
+	return err != nil
 }
 
 func (r *Repositories) fetch(ctx context.Context, repo *git.Repository, src Source, auth transport.AuthMethod) error {

@@ -726,3 +726,47 @@ func TestAHangingHostHoldsOnlyItsOwnWrites(t *testing.T) {
 		t.Fatal("the write to the hanging host never ended")
 	}
 }
+
+// TestABrokenWorkingCopyIsClonedAgain: a working copy that lost its
+// objects (a crash, a full disk), or a clone a crash left half-written, is
+// a cache: the next write clones again and lands.
+func TestABrokenWorkingCopyIsClonedAgain(t *testing.T) {
+	for _, damage := range []struct {
+		name string
+		do   func(t *testing.T, dotGit string)
+	}{
+		{"objects lost", func(t *testing.T, dotGit string) {
+			if err := os.RemoveAll(filepath.Join(dotGit, "objects")); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.MkdirAll(filepath.Join(dotGit, "objects", "pack"), 0o755); err != nil {
+				t.Fatal(err)
+			}
+		}},
+		{"clone half-written", func(t *testing.T, dotGit string) {
+			if err := os.Remove(filepath.Join(dotGit, cloneComplete)); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.RemoveAll(filepath.Join(dotGit, "refs")); err != nil {
+				t.Fatal(err)
+			}
+		}},
+	} {
+		t.Run(damage.name, func(t *testing.T) {
+			f := newFixture(t, map[string]string{"README.md": "apps\n"})
+			ctx := context.Background()
+			author := Signature{Name: "sluice", Email: "sluice@example.com"}
+			if _, err := f.repos.Write(ctx, f.source(), Change{Branch: "main", Message: "one", Author: author, Edit: setFile("one.yaml", "1\n")}); err != nil {
+				t.Fatal(err)
+			}
+			damage.do(t, filepath.Join(f.repos.workingCopy(f.source()), ".git"))
+			res, err := f.repos.Write(ctx, f.source(), Change{Branch: "main", Message: "two", Author: author, Edit: setFile("two.yaml", "2\n")})
+			if err != nil || !res.Pushed {
+				t.Fatalf("the write after the damage got %+v, %v", res, err)
+			}
+			if log := f.git(f.clone(), "log", "--format=%s"); log != "two\none\nInitial commit" {
+				t.Fatalf("main's history is\n%s", log)
+			}
+		})
+	}
+}
