@@ -9,11 +9,14 @@ require (
 	github.com/fluxcd/kustomize-controller/api v1.10.1
 	github.com/fluxcd/pkg/apis/kustomize v1.23.0
 	github.com/fluxcd/pkg/apis/meta v1.38.0
+	github.com/fluxcd/pkg/kustomize v1.44.0
 	github.com/fluxcd/pkg/runtime v0.122.0
+	github.com/fluxcd/pkg/sourceignore v0.22.0
 	github.com/fluxcd/source-controller/api v1.10.1
 	github.com/go-git/go-git/v5 v5.19.3
 	github.com/onsi/gomega v1.44.0
 	github.com/prometheus/client_golang v1.25.0
+	github.com/prometheus/client_model v0.6.3
 	github.com/spf13/pflag v1.0.10
 	golang.org/x/crypto v0.58.0
 	k8s.io/api v0.37.1
@@ -46,8 +49,6 @@ require (
 	github.com/fluxcd/pkg/apis/acl v0.12.0 // indirect
 	github.com/fluxcd/pkg/apis/event v0.32.0 // indirect
 	github.com/fluxcd/pkg/envsubst v1.9.0 // indirect
-	github.com/fluxcd/pkg/kustomize v1.44.0 // indirect
-	github.com/fluxcd/pkg/sourceignore v0.22.0 // indirect
 	github.com/fsnotify/fsnotify v1.10.1 // indirect
 	github.com/fxamacker/cbor/v2 v2.9.3 // indirect
 	github.com/go-errors/errors v1.5.1 // indirect
@@ -93,7 +94,6 @@ require (
 	github.com/pjbgf/sha1cd v0.7.0 // indirect
 	github.com/pkg/errors v0.9.1 // indirect
 	github.com/pmezard/go-difflib v1.0.1-0.20181226105442-5d4384ee4fb2 // indirect
-	github.com/prometheus/client_model v0.6.3 // indirect
 	github.com/prometheus/common v0.72.0 // indirect
 	github.com/prometheus/procfs v0.22.0 // indirect
 	github.com/russross/blackfriday/v2 v2.1.0 // indirect

@@ -398,6 +398,13 @@ func (w writeBack) write(ctx context.Context, branch, action, hash string, step 
 		return fmt.Errorf("writing the %s of %s/%s to Git: %w", action, obj.Namespace, obj.Name, err)
 	}
 	if !res.Pushed {
+		if action == "approve" && obj.Status.PendingPromotionBranch != branch {
+			// The branch says the approval already: pushed before a
+			// crash or a status conflict kept it from being recorded.
+			patch := client.MergeFromWithOptions(obj.DeepCopy(), client.MergeFromWithOptimisticLock{})
+			obj.Status.PendingPromotionBranch = branch
+			return w.r.Status().Patch(ctx, obj, patch, client.FieldOwner(w.r.ControllerName))
+		}
 		return nil
 	}
 	w.r.EventRecorder.Eventf(obj, nil, corev1.EventTypeNormal, "GitCommitPushed", "WriteBack",

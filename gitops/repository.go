@@ -83,6 +83,9 @@ type Result struct {
 	Commit string
 	// Pushed is false when the branch already said what the change wants.
 	Pushed bool
+	// Attempts is how many pushes it took: more than one when other
+	// writers moved the branch meanwhile.
+	Attempts int
 }
 
 // Writer commits and pushes changes.
@@ -284,6 +287,8 @@ func (r *Repositories) writeBatch(ctx context.Context, src Source, batch []*wait
 			b.done <- *outcomes[i]
 		}
 	}()
+	start := time.Now()
+	defer func() { logWrite(ctx, src, batch, outcomes, time.Since(start)) }()
 	res, err := r.write(ctx, src, coalesce(batch))
 	var editErr *editError
 	if len(batch) > 1 && errors.As(err, &editErr) {
@@ -382,6 +387,7 @@ func (r *Repositories) write(ctx context.Context, src Source, change Change) (Re
 		var editErr *editError
 		switch {
 		case err == nil || errors.As(err, &editErr):
+			res.Attempts = attempt + 1
 			return res, err
 		case !recloned && broken(repo):
 			// The working copy is only a cache: a broken one (objects

@@ -21,6 +21,8 @@ import (
 
 	"github.com/ProtonMail/go-crypto/openpgp"
 	"github.com/ProtonMail/go-crypto/openpgp/armor"
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
 	"golang.org/x/crypto/ssh"
 	"golang.org/x/crypto/ssh/knownhosts"
 
@@ -768,5 +770,26 @@ func TestABrokenWorkingCopyIsClonedAgain(t *testing.T) {
 				t.Fatalf("main's history is\n%s", log)
 			}
 		})
+	}
+}
+
+// TestWritesAreMeasured: each write lands in the write-duration histogram
+// by outcome.
+func TestWritesAreMeasured(t *testing.T) {
+	f := newFixture(t, map[string]string{"README.md": "apps\n"})
+	pushed := func() uint64 {
+		m := &dto.Metric{}
+		if err := writeDuration.WithLabelValues("pushed").(prometheus.Histogram).Write(m); err != nil {
+			t.Fatal(err)
+		}
+		return m.GetHistogram().GetSampleCount()
+	}
+	before := pushed()
+	if _, err := f.repos.Write(context.Background(), f.source(), Change{Branch: "main", Message: "m",
+		Author: Signature{Name: "s", Email: "s@x"}, Edit: setFile("x.yaml", "x\n")}); err != nil {
+		t.Fatal(err)
+	}
+	if got := pushed(); got != before+1 {
+		t.Fatalf("%d pushed writes measured, want %d", got, before+1)
 	}
 }
