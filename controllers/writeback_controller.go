@@ -419,8 +419,16 @@ func (w writeBack) write(ctx context.Context, branch, action, hash string, step 
 	if err := w.r.Status().Patch(ctx, obj, patch, client.FieldOwner(w.r.ControllerName)); err != nil {
 		return err
 	}
-	if branch == w.git.branch {
-		return w.source.requestReconcile(ctx, w.r.Client)
+	if branch != w.git.branch {
+		return nil
+	}
+	if err := w.source.requestReconcile(ctx, w.r.Client); err != nil {
+		return err
+	}
+	if action == "promote" || action == "reject" {
+		// The candidate's fate is in Git: any approval branch of its is
+		// stale, the one a crash kept from being recorded as pending too.
+		return w.pruneBranches(ctx, "")
 	}
 	return nil
 }

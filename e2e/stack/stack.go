@@ -521,6 +521,16 @@ func (s *Stack) StopSluice(kill bool) {
 	}
 }
 
+// SluiceRunning tells whether sluice runs.
+func (s *Stack) SluiceRunning() bool {
+	for _, p := range s.procs {
+		if p.name == "sluice" && p.exited() == nil {
+			return true
+		}
+	}
+	return false
+}
+
 // StartSluice starts sluice again after StopSluice and waits until it is
 // ready.
 func (s *Stack) StartSluice(ctx context.Context) error {
