@@ -93,8 +93,10 @@ func renderStrategy(policy *deliveryv1.DeliveryPolicySpec, rolling *appsv1.Rolli
 		maxSurge, maxUnavailable = rolling.MaxSurge, rolling.MaxUnavailable
 	}
 	if bg := policy.BlueGreen; bg != nil {
+		// NOTE: a blue-green release runs the whole preview beside the
+		// active pods; Argo's blue-green maxUnavailable only bounds
+		// restarts, so the Deployment's has nothing to carry.
 		return rolloutsv1.RolloutStrategy{BlueGreen: &rolloutsv1.BlueGreenStrategy{
-			MaxUnavailable:        maxUnavailable,
 			ActiveService:         bg.ActiveService,
 			PreviewService:        bg.PreviewService,
 			AutoPromotionEnabled:  bg.AutoPromotionEnabled,
