@@ -22,9 +22,11 @@ import (
 	rolloutsv1 "github.com/argoproj/argo-rollouts/pkg/apis/rollouts/v1alpha1"
 	kustomizev1 "github.com/fluxcd/kustomize-controller/api/v1"
 	sourcev1 "github.com/fluxcd/source-controller/api/v1"
+	"github.com/go-logr/logr"
 	"k8s.io/apimachinery/pkg/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 
 	deliveryv1 "github.com/sluice-dev/sluice/apis/v1alpha1"
 	"github.com/sluice-dev/sluice/e2e/stack"
@@ -43,6 +45,8 @@ func TestMain(m *testing.M) {
 }
 
 func run(m *testing.M) int {
+	// The suite's own clients log nothing; the components log to files.
+	ctrllog.SetLogger(logr.Discard())
 	root, err := filepath.Abs("..")
 	if err != nil {
 		log.Print(err)
