@@ -6,9 +6,9 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"net/http/httptest"
-	"sync/atomic"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
