@@ -144,6 +144,12 @@ func (r *DeliveryReconciler) finalize(ctx context.Context, obj *deliveryv1.Deliv
 		if err := r.Delete(ctx, rollout); client.IgnoreNotFound(err) != nil {
 			return ctrl.Result{}, fmt.Errorf("deleting Rollout: %w", err)
 		}
+		// NOTE: Argo Rollouts may reconcile the Rollout between the
+		// release and the deletion and put its hash back in the
+		// selectors; its pods terminate now, so release again.
+		if err := r.releaseServices(ctx, rollout); err != nil {
+			return ctrl.Result{}, err
+		}
 	}
 	if deployment.Name != "" {
 		r.event(obj, corev1.EventTypeNormal, deliveryv1.HandoverReason,
