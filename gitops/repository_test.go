@@ -793,3 +793,29 @@ func TestWritesAreMeasured(t *testing.T) {
 		t.Fatalf("%d pushed writes measured, want %d", got, before+1)
 	}
 }
+
+// TestPrivateDir: the working copies' folder is sluice's alone; a link in
+// its place is refused.
+func TestPrivateDir(t *testing.T) {
+	parent := t.TempDir()
+	dir := filepath.Join(parent, "git")
+	if err := os.MkdirAll(dir, 0o777); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(dir, 0o777); err != nil {
+		t.Fatal(err)
+	}
+	if err := PrivateDir(dir); err != nil {
+		t.Fatal(err)
+	}
+	if info, err := os.Stat(dir); err != nil || info.Mode().Perm() != 0o700 {
+		t.Fatalf("the folder's mode is %v (%v), want 0700", info.Mode().Perm(), err)
+	}
+	link := filepath.Join(parent, "link")
+	if err := os.Symlink(dir, link); err != nil {
+		t.Fatal(err)
+	}
+	if err := PrivateDir(link); err == nil {
+		t.Fatal("a link was taken for the working copies' folder")
+	}
+}
