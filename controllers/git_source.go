@@ -149,7 +149,7 @@ func postBuildVariables(ctx context.Context, c client.Client, ks *kustomizev1.Ku
 	}
 	vars, err := generator.LoadVariables(ctx, c, unstructured.Unstructured{Object: obj})
 	if err != nil {
-		if apierrors.IsForbidden(errors.Unwrap(err)) || strings.Contains(err.Error(), "forbidden") {
+		if apierrors.IsForbidden(err) {
 			return nil, fmt.Errorf("%w: the postBuild.substituteFrom of Kustomization %s/%s: %v; bind the ClusterRole sluice-secret-reader to sluice's ServiceAccount in namespace %s",
 				errCredentialsUnavailable, ks.Namespace, ks.Name, err, ks.Namespace)
 		}
