@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"strings"
+	"time"
 
 	"github.com/fluxcd/pkg/apis/meta"
 	"github.com/fluxcd/pkg/runtime/conditions"
@@ -138,17 +139,8 @@ func (r *DeliveryReconciler) finalize(ctx context.Context, obj *deliveryv1.Deliv
 	}
 
 	if owned {
-		if err := r.releaseServices(ctx, rollout); err != nil {
-			return ctrl.Result{}, err
-		}
-		if err := r.Delete(ctx, rollout); client.IgnoreNotFound(err) != nil {
-			return ctrl.Result{}, fmt.Errorf("deleting Rollout: %w", err)
-		}
-		// NOTE: Argo Rollouts may reconcile the Rollout between the
-		// release and the deletion and put its hash back in the
-		// selectors; its pods terminate now, so release again.
-		if err := r.releaseServices(ctx, rollout); err != nil {
-			return ctrl.Result{}, err
+		if done, result, err := r.removeRollout(ctx, rollout); !done {
+			return result, err
 		}
 	}
 	if deployment.Name != "" {
@@ -158,6 +150,47 @@ func (r *DeliveryReconciler) finalize(ctx context.Context, obj *deliveryv1.Deliv
 	recordPhase(obj, true)
 	controllerutil.RemoveFinalizer(obj, deliveryv1.DeliveryFinalizer)
 	return ctrl.Result{}, nil
+}
+
+// handBackFinalizer keeps a Rollout that is being deleted, and so its pods,
+// until sluice has released the Services it switched.
+const handBackFinalizer = "delivery.sluice.dev/hand-back"
+
+// handBackSettle is how long a Rollout marked for deletion waits before the
+// Services are released: long enough for Argo Rollouts to have seen the
+// mark, after which it no longer reconciles the Rollout.
+const handBackSettle = 2 * time.Second
+
+// removeRollout deletes the Rollout without a moment at which the Services
+// it switched select only its terminating pods. Argo Rollouts reconciles a
+// Rollout, and puts its hash back in the Services' selectors, until the
+// Rollout is marked for deletion; so the Rollout is marked first, held by a
+// finalizer of sluice's with its pods running, then the Services are
+// released, then the Rollout goes. done is false while that is under way.
+func (r *DeliveryReconciler) removeRollout(ctx context.Context, rollout *rolloutsv1.Rollout) (done bool, _ ctrl.Result, _ error) {
+	if rollout.DeletionTimestamp.IsZero() {
+		if controllerutil.AddFinalizer(rollout, handBackFinalizer) {
+			if err := r.Update(ctx, rollout); err != nil {
+				return false, ctrl.Result{}, fmt.Errorf("holding Rollout %s for the hand-back: %w", rollout.Name, err)
+			}
+		}
+		if err := r.Delete(ctx, rollout); client.IgnoreNotFound(err) != nil {
+			return false, ctrl.Result{}, fmt.Errorf("deleting Rollout: %w", err)
+		}
+		return false, ctrl.Result{RequeueAfter: handBackSettle}, nil
+	}
+	if wait := handBackSettle - time.Since(rollout.DeletionTimestamp.Time); wait > 0 {
+		return false, ctrl.Result{RequeueAfter: wait}, nil
+	}
+	if err := r.releaseServices(ctx, rollout); err != nil {
+		return false, ctrl.Result{}, err
+	}
+	if controllerutil.RemoveFinalizer(rollout, handBackFinalizer) {
+		if err := r.Update(ctx, rollout); client.IgnoreNotFound(err) != nil {
+			return false, ctrl.Result{}, fmt.Errorf("releasing Rollout %s: %w", rollout.Name, err)
+		}
+	}
+	return true, ctrl.Result{}, nil
 }
 
 // servingReplicas is what the app serves with: the Delivery's replicas, or
