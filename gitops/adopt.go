@@ -102,10 +102,7 @@ func Adopt(root string, a Adoption) (Adopted, bool, error) {
 		}
 	}
 
-	if err := refuseSubstituted(root, k, deployment.file, a.Deployment, "spec", "replicas"); err != nil {
-		return Adopted{}, false, err
-	}
-	line, _, err := fieldLine(root, deployment.file, a.Deployment, "spec", "replicas")
+	line, err := literalField(root, k, deployment.file, a.Deployment, "spec", "replicas")
 	if err != nil {
 		return Adopted{}, false, err
 	}

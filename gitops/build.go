@@ -63,6 +63,15 @@ func (id ObjectID) String() string {
 	return id.Kind + "/" + id.Namespace + "/" + id.Name
 }
 
+// in is id in namespace when id leaves its namespace out: the switched
+// objects of a policy are in the Deployment's namespace unless it says.
+func (id ObjectID) in(namespace string) ObjectID {
+	if id.Namespace == "" {
+		id.Namespace = namespace
+	}
+	return id
+}
+
 // matches tells whether id names the object other: same kind and name, and
 // the same namespace unless either leaves it to a kustomization (a built
 // namespace may come from a kustomization or Flux's targetNamespace).
@@ -136,7 +145,7 @@ func build(root string, k Kustomization) ([]built, error) {
 			return nil, err
 		}
 		if k.substitutes() {
-			if err := substitute(flux, res); err != nil {
+			if err := substitute(flux, k.Flux.Spec.PostBuild.SubstituteStrategy == kustomizev1.SubstituteStrategyAlways, res); err != nil {
 				return nil, fmt.Errorf("substituting the variables of %s in %s: %w", b.id, k.Path, err)
 			}
 			b.id = ObjectID{Kind: res.GetKind(), Namespace: res.GetNamespace(), Name: res.GetName()}
@@ -217,13 +226,10 @@ func (k Kustomization) unstructured() (unstructured.Unstructured, error) {
 }
 
 // substitute runs Flux's postBuild variable substitution on res with the
-// resolved variables, which flux holds as its inline ones (a resource
-// marked substitute: disabled is left as it is).
-func substitute(flux unstructured.Unstructured, res *resource.Resource) error {
-	always := false
-	if s, ok, _ := unstructured.NestedString(flux.Object, "spec", "postBuild", "substituteStrategy"); ok {
-		always = s == "Always"
-	}
+// resolved variables, which flux holds as its inline ones, always or only
+// when there are variables (a resource marked substitute: disabled is left
+// as it is).
+func substitute(flux unstructured.Unstructured, always bool, res *resource.Resource) error {
 	_, err := generator.SubstituteVariables(context.Background(), nil, flux, res,
 		generator.SubstituteWithDryRun(true), generator.SubstituteWithAlways(always))
 	return err

@@ -25,11 +25,16 @@ func securePath(root, path string) (string, error) {
 	if err != nil {
 		return "", fmt.Errorf("path %q: %w", path, err)
 	}
-	rel, err := filepath.Rel(root, p)
-	if err != nil || rel == ".." || strings.HasPrefix(rel, ".."+string(filepath.Separator)) {
+	if !within(root, p) {
 		return "", fmt.Errorf("path %q leaves the repository", path)
 	}
 	return p, nil
+}
+
+// within tells whether path is root or below it.
+func within(root, path string) bool {
+	rel, err := filepath.Rel(root, path)
+	return err == nil && rel != ".." && !strings.HasPrefix(rel, ".."+string(filepath.Separator))
 }
 
 // readDocuments reads the YAML documents of a file, keeping comments, key

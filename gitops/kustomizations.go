@@ -6,7 +6,6 @@ import (
 	"path"
 	"path/filepath"
 	"slices"
-	"strings"
 
 	"sigs.k8s.io/kustomize/kyaml/yaml"
 )
@@ -77,14 +76,13 @@ func registerResource(root, dir, rel string) (bool, error) {
 	return true, writeDocuments(kfile, []*yaml.RNode{k})
 }
 
-// within tells whether path is root or below it, symbolic links of root
-// resolved.
-func within(root, path string) bool {
-	if resolved, err := filepath.EvalSymlinks(root); err == nil {
-		root = resolved
+// resolved is path with its symbolic links resolved, or path when they
+// cannot be.
+func resolved(path string) string {
+	if p, err := filepath.EvalSymlinks(path); err == nil {
+		return p
 	}
-	rel, err := filepath.Rel(root, path)
-	return err == nil && rel != ".." && !strings.HasPrefix(rel, ".."+string(filepath.Separator))
+	return path
 }
 
 // readKustomization reads the kustomization.yaml of dir; k is nil when dir
@@ -98,7 +96,7 @@ func readKustomization(root, dir string) (file string, k *yaml.RNode, err error)
 	if file == "" {
 		return "", nil, nil
 	}
-	if target, err := filepath.EvalSymlinks(file); err != nil || !within(root, target) {
+	if target, err := filepath.EvalSymlinks(file); err != nil || !within(resolved(root), target) {
 		return "", nil, fmt.Errorf("%w: %s is a symbolic link that leaves the repository", ErrCannotEdit, relTo(root, file))
 	}
 	docs, err := readDocuments(file)

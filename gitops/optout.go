@@ -43,7 +43,7 @@ func RemoveDelivery(root string, o OptOut) (bool, error) {
 		}
 		changed = true
 	}
-	if err := refuseSubstituted(root, k, deploymentFile, o.Deployment, "spec", "replicas"); err != nil {
+	if _, err := literalField(root, k, deploymentFile, o.Deployment, "spec", "replicas"); err != nil {
 		return false, err
 	}
 	set, err := setDeploymentReplicas(root, deploymentFile, o.Deployment, o.Replicas, "")
@@ -52,9 +52,7 @@ func RemoveDelivery(root string, o OptOut) (bool, error) {
 	}
 	changed = changed || set
 	for _, obj := range o.Switched {
-		if obj.Namespace == "" {
-			obj.Namespace = o.Deployment.Namespace
-		}
+		obj = obj.in(o.Deployment.Namespace)
 		if file := fileOf(objs, obj); file != "" {
 			removed, err := removeAnnotation(root, file, obj, FluxSSAAnnotation, FluxSSAIfAbsent)
 			if err != nil {

@@ -1,7 +1,6 @@
 package gitops
 
 import (
-	"cmp"
 	"fmt"
 	"strconv"
 	"strings"
@@ -103,7 +102,7 @@ func keepParked(root string, k Kustomization, objs []built, deploymentFile strin
 		touched = append(touched, deploymentFile)
 	}
 	for _, want := range switched {
-		if o := find(objs, ObjectID{Kind: want.Kind, Namespace: cmp.Or(want.Namespace, id.Namespace), Name: want.Name}); o != nil && o.file != "" {
+		if o := find(objs, want.in(id.Namespace)); o != nil && o.file != "" {
 			touched = append(touched, o.file)
 		}
 	}
@@ -119,7 +118,7 @@ func keepParked(root string, k Kustomization, objs []built, deploymentFile strin
 
 	changed := false
 	if deploymentFile != "" {
-		if err := refuseSubstituted(root, k, deploymentFile, id, "spec", "replicas"); err != nil {
+		if _, err := literalField(root, k, deploymentFile, id, "spec", "replicas"); err != nil {
 			return false, err
 		}
 		set, err := setDeploymentReplicas(root, deploymentFile, id, 0, parkedComment)

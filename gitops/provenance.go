@@ -31,18 +31,16 @@ func fieldLine(root, rel string, id ObjectID, fields ...string) (line int, value
 	return n.YNode().Line, n.YNode().Value, nil
 }
 
-// refuseSubstituted fails with ErrCannotEdit when the field at fields of
-// the object's document in rel holds a variable Flux's postBuild
+// literalField returns the line of the field at fields of the object's
+// document in rel (0 when the document does not set it), and fails with
+// ErrCannotEdit when the field holds a variable Flux's postBuild
 // substitutes: sluice does not write a literal over it.
-func refuseSubstituted(root string, k Kustomization, rel string, id ObjectID, fields ...string) error {
-	if !k.substitutes() {
-		return nil
-	}
+func literalField(root string, k Kustomization, rel string, id ObjectID, fields ...string) (int, error) {
 	line, value, err := fieldLine(root, rel, id, fields...)
-	if err != nil || !substituted(value) {
-		return err
+	if err != nil || !k.substitutes() || !substituted(value) {
+		return line, err
 	}
-	return fmt.Errorf("%w: %s:%d: %s of %s is %q, which the postBuild of %s substitutes; sluice writes no literal over a variable: set it literally there, or take it out of the variable",
+	return line, fmt.Errorf("%w: %s:%d: %s of %s is %q, which the postBuild of %s substitutes; sluice writes no literal over a variable: set it literally there, or take it out of the variable",
 		ErrCannotEdit, rel, line, strings.Join(fields, "."), id, value, k.name())
 }
 
@@ -80,13 +78,13 @@ func whatSets(root string, k Kustomization, id ObjectID, file string, holds func
 	}
 	var found []string
 	for _, kf := range includingKustomizations(root, k.Path, file) {
-		_, doc, err := readKustomization(root, kf)
+		kfile, doc, err := readKustomization(root, kf)
 		if err != nil || doc == nil {
 			continue
 		}
 		for _, field := range []string{"patches", "patchesStrategicMerge", "patchesJson6902", "replicas", "images", "components"} {
 			if f := doc.Field(field); f != nil {
-				found = append(found, fmt.Sprintf("the %s field of %s (line %d)", field, kustomizationFileIn(root, kf), f.Key.YNode().Line))
+				found = append(found, fmt.Sprintf("the %s field of %s (line %d)", field, relTo(root, kfile), f.Key.YNode().Line))
 			}
 		}
 	}
@@ -94,18 +92,6 @@ func whatSets(root string, k Kustomization, id ObjectID, file string, holds func
 		return "a transformer of the build"
 	}
 	return strings.Join(found, ", ")
-}
-
-// kustomizationFileIn is the repository-relative kustomization file of dir.
-func kustomizationFileIn(root, dir string) string {
-	abs, err := securePath(root, dir)
-	if err != nil {
-		return dir
-	}
-	if f := findKustomization(abs); f != "" {
-		return relTo(root, f)
-	}
-	return dir
 }
 
 // includingKustomizations returns the repository folders, from the

@@ -16,9 +16,7 @@ func markSwitched(root string, objs []built, namespace string, switched []Object
 	var found []built
 	changed := false
 	for _, want := range switched {
-		if want.Namespace == "" {
-			want.Namespace = namespace
-		}
+		want = want.in(namespace)
 		for _, o := range objs {
 			if !o.id.matches(want) || o.file == "" {
 				continue
