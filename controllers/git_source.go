@@ -1,6 +1,7 @@
 package controllers
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -188,8 +189,8 @@ type gitSettings struct {
 // push branch, write credentials, author and signing key.
 func (s *gitSource) settingsFor(ctx context.Context, c client.Client, namespace string, policy *deliveryv1.DeliveryPolicySpec) (gitSettings, error) {
 	g := gitSettings{src: s.src, branch: s.branch, author: gitops.Signature{
-		Name:  ptrOr(policy.Git.Commit.Author.Name, "sluice"),
-		Email: ptrOr(policy.Git.Commit.Author.Email, "sluice@sluice.dev"),
+		Name:  cmp.Or(policy.Git.Commit.Author.Name, "sluice"),
+		Email: cmp.Or(policy.Git.Commit.Author.Email, "sluice@sluice.dev"),
 	}}
 	if b := policy.Git.Push.Branch; b != "" {
 		g.branch = b
@@ -242,11 +243,4 @@ func readSecret(ctx context.Context, c client.Reader, namespace, name, what stri
 	default:
 		return nil, fmt.Errorf("%s: %w", what, err)
 	}
-}
-
-func ptrOr(v, def string) string {
-	if v == "" {
-		return def
-	}
-	return v
 }

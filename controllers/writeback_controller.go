@@ -38,7 +38,7 @@ const (
 	kustomizationNamespaceLabel = "kustomize.toolkit.fluxcd.io/namespace"
 )
 
-// WriteBackGit is what the promotion controller needs from Git.
+// WriteBackGit is what the write-back controller needs from Git.
 type WriteBackGit interface {
 	gitops.Writer
 	PruneBranches(ctx context.Context, src gitops.Source, owned func(message string) bool, keep string, protect ...string) ([]string, error)
