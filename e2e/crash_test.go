@@ -44,22 +44,6 @@ spec:
       - analysis:
           templates:
             - name: failing-rate
----
-apiVersion: argoproj.io/v1alpha1
-kind: AnalysisTemplate
-metadata:
-  name: failing-rate
-  namespace: crash
-spec:
-  metrics:
-    - name: success-rate
-      count: 1
-      failureLimit: 0
-      successCondition: result >= 0.99
-      provider:
-        web:
-          url: %s
-          jsonPath: "{$.successRate}"
 `
 
 // TestCrashSafety kills sluice with SIGKILL at random moments, 30 times,
@@ -78,7 +62,7 @@ func TestCrashSafety(t *testing.T) {
 	gated, failing := []string{"alpha", "bravo", "charlie"}, []string{"delta", "echo"}
 	files := map[string]string{
 		"apps/crash/namespace.yaml": namespace("crash"),
-		"apps/crash/policies.yaml":  fmt.Sprintf(crashPolicies, metric.URL),
+		"apps/crash/policies.yaml":  crashPolicies + "---\n" + successRateTemplate("crash", "failing-rate", metric.URL),
 	}
 	for _, app := range append(append([]string{}, gated...), failing...) {
 		policy := "gated"

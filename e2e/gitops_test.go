@@ -168,27 +168,22 @@ func fluxCreate(t *testing.T, c client.Client, name, repoURL, path string,
 			SourceRef:     kustomizev1.CrossNamespaceSourceReference{Kind: sourcev1.GitRepositoryKind, Name: name},
 		},
 	}
+	// The dependents are the Kustomization as flux create makes it, on
+	// other paths.
+	plain := ks.DeepCopy()
 	if customize != nil {
 		customize(source, ks)
 	}
 	g.Expect(c.Create(ctx, source)).To(Succeed())
 	previous := name
 	for i, p := range dependents {
-		dependent := fmt.Sprintf("%s-after-%d", name, i+1)
-		g.Expect(c.Create(ctx, &kustomizev1.Kustomization{
-			ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: dependent},
-			Spec: kustomizev1.KustomizationSpec{
-				Interval:      metav1.Duration{Duration: time.Minute},
-				RetryInterval: &metav1.Duration{Duration: 2 * time.Second},
-				Path:          p,
-				Prune:         true,
-				Wait:          true,
-				Timeout:       &metav1.Duration{Duration: 2 * time.Minute},
-				DependsOn:     []kustomizev1.DependencyReference{{Name: previous}},
-				SourceRef:     kustomizev1.CrossNamespaceSourceReference{Kind: sourcev1.GitRepositoryKind, Name: name},
-			},
-		})).To(Succeed())
-		previous = dependent
+		dependent := plain.DeepCopy()
+		dependent.Name = fmt.Sprintf("%s-after-%d", name, i+1)
+		dependent.Spec.Path = p
+		dependent.Spec.RetryInterval = &metav1.Duration{Duration: 2 * time.Second}
+		dependent.Spec.DependsOn = []kustomizev1.DependencyReference{{Name: previous}}
+		g.Expect(c.Create(ctx, dependent)).To(Succeed())
+		previous = dependent.Name
 	}
 	g.Expect(c.Create(ctx, ks)).To(Succeed())
 }

@@ -45,7 +45,7 @@ func TestFluxHealthChecks(t *testing.T) {
 	t.Cleanup(metric.Close)
 
 	deployment := webApp("bank", 2, "registry.example/web:v1", "sluice.dev/strategy: canary", "sluice.dev/policy: gated")
-	policy := strings.NewReplacer("namespace: store", "namespace: bank", "  git:\n    rollback: revert\n", "").Replace(fmt.Sprintf(storePolicy, metric.URL))
+	policy := strings.NewReplacer("namespace: store", "namespace: bank", "  git:\n    rollback: revert\n", "").Replace(storePolicy(metric.URL))
 	configMap := "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: after\n  namespace: bank\ndata:\n  version: \"%s\"\n"
 	repo := newGitRepo(t, "bank")
 	repo.write(map[string]string{

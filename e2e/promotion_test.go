@@ -21,7 +21,13 @@ import (
 
 var storeDeployment = webApp("store", 2, "registry.example/web:v1", "sluice.dev/strategy: canary", "sluice.dev/policy: gated")
 
-const storePolicy = `apiVersion: delivery.sluice.dev/v1alpha1
+// storePolicy is the store's gated policy and its analysis, which asks
+// metricURL for the success rate.
+func storePolicy(metricURL string) string {
+	return storeGatedPolicy + "---\n" + successRateTemplate("store", "success-rate", metricURL+"/success-rate")
+}
+
+const storeGatedPolicy = `apiVersion: delivery.sluice.dev/v1alpha1
 kind: DeliveryPolicy
 metadata:
   name: gated
@@ -36,12 +42,16 @@ spec:
       - pause: {} # approved by merging sluice's promotion branch
   git:
     rollback: revert
----
-apiVersion: argoproj.io/v1alpha1
+`
+
+// successRateTemplate is an AnalysisTemplate named name in namespace whose
+// one metric, success-rate, must be at least 0.99 at url.
+func successRateTemplate(namespace, name, url string) string {
+	return fmt.Sprintf(`apiVersion: argoproj.io/v1alpha1
 kind: AnalysisTemplate
 metadata:
-  name: success-rate
-  namespace: store
+  name: %s
+  namespace: %s
 spec:
   metrics:
     - name: success-rate
@@ -50,9 +60,10 @@ spec:
       successCondition: result >= 0.99
       provider:
         web:
-          url: %s/success-rate
+          url: %s
           jsonPath: "{$.successRate}"
-`
+`, name, namespace, url)
+}
 
 // TestPromotionThroughGit plays a release approved by merging sluice's
 // promotion branch, then a release whose analysis fails and is rejected and
@@ -74,7 +85,7 @@ func TestPromotionThroughGit(t *testing.T) {
 	repo.write(map[string]string{
 		"apps/store/deployment.yaml": storeDeployment,
 		// The adoption's message comes from the policy.
-		"apps/store/policy.yaml": strings.Replace(fmt.Sprintf(storePolicy, metric.URL), "    rollback: revert\n",
+		"apps/store/policy.yaml": strings.Replace(storePolicy(metric.URL), "    rollback: revert\n",
 			"    rollback: revert\n    commit:\n      messageTemplates:\n        adoption: \"Adopt {{.Deployment.Name}} for {{.Strategy}} delivery, as the store team asked\"\n", 1),
 	})
 	repo.commitAndPush("Add the store")
