@@ -50,11 +50,12 @@ type gitSource struct {
 	repo   *sourcev1.GitRepository
 	src    gitops.Source
 	branch string
-	build  gitops.Kustomization
+	// build is read through kustomization, which resolves its variables.
+	build gitops.Kustomization
 }
 
 // resolveGitSource resolves the Kustomization's GitRepository, the branch it
-// follows, its credentials and the variables its postBuild substitutes.
+// follows and its credentials.
 func resolveGitSource(ctx context.Context, c client.Client, ks *kustomizev1.Kustomization) (*gitSource, error) {
 	if ks.Spec.Suspend {
 		return nil, fmt.Errorf("Kustomization %s/%s is %w: sluice writes to its source once it is resumed", ks.Namespace, ks.Name, errSourceSuspended)
@@ -102,12 +103,21 @@ func resolveGitSource(ctx context.Context, c client.Client, ks *kustomizev1.Kust
 	if repo.Spec.Ignore != nil {
 		s.build.Ignore = *repo.Spec.Ignore
 	}
-	if ks.Spec.PostBuild != nil {
-		if s.build.Vars, err = postBuildVariables(ctx, c, ks); err != nil {
-			return nil, err
-		}
-	}
 	return s, nil
+}
+
+// kustomization is how Flux builds the Kustomization's path, its postBuild
+// variables resolved. They are read when sluice is about to write, once per
+// source, not at every reconcile.
+func (s *gitSource) kustomization(ctx context.Context, c client.Client) (gitops.Kustomization, error) {
+	if s.ks.Spec.PostBuild != nil && s.build.Vars == nil {
+		vars, err := postBuildVariables(ctx, c, s.ks)
+		if err != nil {
+			return gitops.Kustomization{}, err
+		}
+		s.build.Vars = vars
+	}
+	return s.build, nil
 }
 
 // followedBranch returns the branch a GitRepository follows; one pinned to

@@ -294,12 +294,16 @@ func (r *KustomizationReconciler) adopt(ctx context.Context, source *gitSource, 
 	// NOTE: the commit moves replicas out of the Deployment. Flux applies
 	// with force, so a field no manager owns would fall back to 1: sluice
 	// must co-own spec.replicas before the commit lands.
+	build, err := source.kustomization(ctx, r.Client)
+	if err != nil {
+		return err
+	}
 	if err := holdDeploymentReplicas(ctx, r.Client, r.ControllerName, d); err != nil {
 		return err
 	}
 
 	adoption := gitops.Adoption{
-		Kustomization: source.build,
+		Kustomization: build,
 		Deployment:    gitops.ObjectID{Kind: "Deployment", Namespace: d.Namespace, Name: d.Name},
 		Strategy:      d.Annotations[StrategyAnnotation],
 		Policy:        d.Annotations[PolicyAnnotation],
@@ -361,13 +365,17 @@ func (r *KustomizationReconciler) optOut(ctx context.Context, source *gitSource,
 	if err != nil {
 		return err
 	}
+	build, err := source.kustomization(ctx, r.Client)
+	if err != nil {
+		return err
+	}
 	rollout := &rolloutsv1.Rollout{}
 	err = r.Get(ctx, client.ObjectKeyFromObject(obj), rollout)
 	if client.IgnoreNotFound(err) != nil {
 		return err
 	}
 	optOut := gitops.OptOut{
-		Kustomization: source.build,
+		Kustomization: build,
 		Delivery:      gitops.ObjectID{Kind: deliveryv1.DeliveryKind, Namespace: obj.Namespace, Name: obj.Name},
 		Deployment:    gitops.ObjectID{Kind: "Deployment", Namespace: obj.Namespace, Name: obj.Spec.DeploymentRef.Name},
 		Replicas:      servingReplicas(obj, rollout, err == nil && metav1.IsControlledBy(rollout, obj)),

@@ -374,7 +374,10 @@ func (w writeBack) write(ctx context.Context, branch, action, hash string, step 
 	defaultMessage, messageTemplate string, p gitops.Promotion) error {
 
 	obj := w.obj
-	p.Kustomization = w.source.build
+	var err error
+	if p.Kustomization, err = w.source.kustomization(ctx, w.r.Client); err != nil {
+		return err
+	}
 	p.Delivery = gitops.ObjectID{Kind: deliveryv1.DeliveryKind, Namespace: obj.Namespace, Name: obj.Name}
 	p.Deployment = gitops.ObjectID{Kind: "Deployment", Namespace: obj.Namespace, Name: obj.Spec.DeploymentRef.Name}
 
