@@ -34,15 +34,16 @@ const controllerName = "sluice"
 
 func main() {
 	var (
-		metricsAddr        string
-		healthAddr         string
-		eventsAddr         string
-		gitDir             string
-		concurrent         int
-		clientOptions      client.Options
-		logOptions         logger.Options
-		leaderElection     leaderelection.Options
-		rateLimiterOptions helper.RateLimiterOptions
+		metricsAddr         string
+		healthAddr          string
+		eventsAddr          string
+		gitDir              string
+		credentialsOverHTTP bool
+		concurrent          int
+		clientOptions       client.Options
+		logOptions          logger.Options
+		leaderElection      leaderelection.Options
+		rateLimiterOptions  helper.RateLimiterOptions
 	)
 
 	pflag.StringVar(&metricsAddr, "metrics-addr", ":8080", "The address the metric endpoint binds to.")
@@ -50,6 +51,8 @@ func main() {
 	pflag.StringVar(&eventsAddr, "events-addr", "", "The address of Flux's notification-controller events endpoint; events go only to the Kubernetes API when empty.")
 	pflag.IntVar(&concurrent, "concurrent", 4, "The number of Deliveries reconciled at once.")
 	pflag.StringVar(&gitDir, "git-dir", filepath.Join(os.TempDir(), "sluice-git"), "The folder of sluice's working copies of Git repositories.")
+	pflag.BoolVar(&credentialsOverHTTP, "insecure-credentials-over-http", false,
+		"Send Git passwords and tokens to plain http:// repository URLs too; refused by default, as anyone on the network path could read them.")
 	clientOptions.BindFlags(pflag.CommandLine)
 	logOptions.BindFlags(pflag.CommandLine)
 	leaderElection.BindFlags(pflag.CommandLine)
@@ -60,14 +63,15 @@ func main() {
 	setupLog := ctrl.Log.WithName("setup")
 
 	if err := run(runOptions{
-		metricsAddr:    metricsAddr,
-		healthAddr:     healthAddr,
-		eventsAddr:     eventsAddr,
-		concurrent:     concurrent,
-		gitDir:         gitDir,
-		clientOptions:  clientOptions,
-		leaderElection: leaderElection,
-		rateLimiter:    rateLimiterOptions,
+		metricsAddr:         metricsAddr,
+		healthAddr:          healthAddr,
+		eventsAddr:          eventsAddr,
+		concurrent:          concurrent,
+		gitDir:              gitDir,
+		credentialsOverHTTP: credentialsOverHTTP,
+		clientOptions:       clientOptions,
+		leaderElection:      leaderElection,
+		rateLimiter:         rateLimiterOptions,
 	}); err != nil {
 		setupLog.Error(err, "sluice stopped")
 		os.Exit(1)
@@ -75,14 +79,15 @@ func main() {
 }
 
 type runOptions struct {
-	metricsAddr    string
-	healthAddr     string
-	eventsAddr     string
-	concurrent     int
-	gitDir         string
-	clientOptions  client.Options
-	leaderElection leaderelection.Options
-	rateLimiter    helper.RateLimiterOptions
+	metricsAddr         string
+	healthAddr          string
+	eventsAddr          string
+	concurrent          int
+	gitDir              string
+	credentialsOverHTTP bool
+	clientOptions       client.Options
+	leaderElection      leaderelection.Options
+	rateLimiter         helper.RateLimiterOptions
 }
 
 func run(o runOptions) error {
@@ -153,7 +158,11 @@ func run(o runOptions) error {
 	if err := gitops.PrivateDir(o.gitDir); err != nil {
 		return err
 	}
-	repositories := gitops.NewRepositories(o.gitDir)
+	var gitOptions []gitops.Option
+	if o.credentialsOverHTTP {
+		gitOptions = append(gitOptions, gitops.WithCredentialsOverHTTP())
+	}
+	repositories := gitops.NewRepositories(o.gitDir, gitOptions...)
 	discovery := &controllers.KustomizationReconciler{
 		Client:         mgr.GetClient(),
 		EventRecorder:  eventRecorder,

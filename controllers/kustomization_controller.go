@@ -175,10 +175,13 @@ func (r *KustomizationReconciler) Reconcile(ctx context.Context, req ctrl.Reques
 		if errors.Is(err, gitops.ErrCannotEdit) {
 			r.warn(ks, reason, err.Error())
 		}
-		if errors.Is(err, gitops.ErrPushRefused) {
+		switch {
+		case errors.Is(err, gitops.ErrPushRefused):
 			r.warn(obj, deliveryv1.GitPushRefusedReason, "give sluice credentials that may push with spec.git.push.secretRef of the DeliveryPolicy the Deployment names")
-		}
-		if !errors.Is(err, gitops.ErrCannotEdit) && !errors.Is(err, gitops.ErrPushRefused) {
+		case errors.Is(err, gitops.ErrInsecureCredentials):
+			r.warn(ks, deliveryv1.GitInsecureTransportReason, err.Error())
+		case !errors.Is(err, gitops.ErrCannotEdit):
+			// Retrying helps only what a user need not change.
 			errs = append(errs, err)
 		}
 	}

@@ -139,6 +139,8 @@ func (r *WriteBackReconciler) Reconcile(ctx context.Context, req ctrl.Request) (
 		reason, msg = deliveryv1.GitSourceNotWritableReason, err.Error()
 	case errors.Is(err, errCredentialsUnavailable):
 		reason, msg = deliveryv1.GitCredentialsUnavailableReason, err.Error()
+	case errors.Is(err, gitops.ErrInsecureCredentials):
+		reason, msg = deliveryv1.GitInsecureTransportReason, err.Error()
 	case errors.Is(err, gitops.ErrPushRefused):
 		reason, msg = deliveryv1.GitPushRefusedReason,
 			fmt.Sprintf("%v; give sluice credentials that may push with spec.git.push.secretRef of the DeliveryPolicy", err)

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"strings"
 
 	"github.com/ProtonMail/go-crypto/openpgp"
 	"github.com/go-git/go-git/v5/plumbing/transport"
@@ -14,9 +15,16 @@ import (
 	"golang.org/x/crypto/ssh/knownhosts"
 )
 
-// authMethod turns Flux-style credentials into a go-git auth method.
-func authMethod(src Source) (transport.AuthMethod, error) {
+// authMethod turns Flux-style credentials into a go-git auth method. A
+// password or token for a plain http:// URL is refused unless r allows it:
+// anyone on the path could read it.
+func (r *Repositories) authMethod(src Source) (transport.AuthMethod, error) {
 	c := src.Credentials
+	if len(c.Identity) == 0 && (c.BearerToken != "" || c.Username != "" || c.Password != "") &&
+		!r.credentialsOverHTTP && strings.HasPrefix(strings.ToLower(src.URL), "http://") {
+		return nil, fmt.Errorf("%w to %s: use an https:// URL, or start sluice with --insecure-credentials-over-http on a network where clear text is safe",
+			ErrInsecureCredentials, src.URL)
+	}
 	switch {
 	case len(c.Identity) > 0:
 		keys, err := gitssh.NewPublicKeys("git", c.Identity, c.Password)

@@ -103,6 +103,9 @@ var (
 	ErrPushRefused = errors.New("the Git server refused the push")
 	// ErrUnreachable: the repository could not be fetched.
 	ErrUnreachable = errors.New("the Git repository could not be fetched")
+	// ErrInsecureCredentials: the credentials would be sent in clear text
+	// over plain HTTP, which sluice refuses unless it is told otherwise.
+	ErrInsecureCredentials = errors.New("refusing to send Git credentials over plain HTTP")
 )
 
 // Option configures a Repositories.
@@ -117,6 +120,13 @@ func WithRetries(n int, backoff time.Duration) Option {
 	return func(r *Repositories) { r.retries, r.backoff = n, backoff }
 }
 
+// WithCredentialsOverHTTP lets basic auth and bearer tokens go to plain
+// http:// URLs, which are refused by default (as fluxcd/pkg/git's client
+// refuses them unless WithInsecureCredentialsOverHTTP is given).
+func WithCredentialsOverHTTP() Option {
+	return func(r *Repositories) { r.credentialsOverHTTP = true }
+}
+
 // Repositories keeps one working copy per repository URL under a folder,
 // updated by fetch rather than cloned again for each write, and serializes
 // the writes to each.
@@ -125,6 +135,8 @@ type Repositories struct {
 	timeout time.Duration
 	retries int
 	backoff time.Duration
+	// credentialsOverHTTP lets credentials go over plain HTTP.
+	credentialsOverHTTP bool
 
 	mu      sync.Mutex
 	locks   map[string]chan struct{}
@@ -369,7 +381,7 @@ func coalesce(batch []*waitingWrite) Change {
 // write pushes one change, fetching and editing again on the new head when
 // the push is refused because the branch moved.
 func (r *Repositories) write(ctx context.Context, src Source, change Change) (Result, error) {
-	auth, err := authMethod(src)
+	auth, err := r.authMethod(src)
 	if err != nil {
 		return Result{}, err
 	}
@@ -581,7 +593,7 @@ func (r *Repositories) PruneBranches(ctx context.Context, src Source, owned func
 		return nil, err
 	}
 	defer unlock()
-	auth, err := authMethod(src)
+	auth, err := r.authMethod(src)
 	if err != nil {
 		return nil, err
 	}

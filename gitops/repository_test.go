@@ -10,12 +10,15 @@ import (
 	"fmt"
 	"io/fs"
 	"net"
+	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -56,7 +59,7 @@ func newFixture(t *testing.T, files map[string]string) *fixture {
 	if err != nil {
 		t.Fatal(err)
 	}
-	f := &fixture{t: t, server: server, url: url, repos: NewRepositories(t.TempDir(), WithRetries(5, 10*time.Millisecond))}
+	f := &fixture{t: t, server: server, url: url, repos: NewRepositories(t.TempDir(), WithRetries(5, 10*time.Millisecond), WithCredentialsOverHTTP())}
 	work := f.clone()
 	for path, content := range files {
 		writeTestFile(t, filepath.Join(work, path), content)
@@ -226,7 +229,7 @@ func TestWriteWithABearerToken(t *testing.T) {
 	f.server.Token = token
 	src := f.source()
 	src.Credentials = Credentials{BearerToken: token}
-	res, err := NewRepositories(t.TempDir()).Write(context.Background(), src, Change{
+	res, err := NewRepositories(t.TempDir(), WithCredentialsOverHTTP()).Write(context.Background(), src, Change{
 		Branch: "main", Message: "with a token", Author: Signature{Name: "s", Email: "s@x"}, Edit: setFile("t.yaml", "t\n"),
 	})
 	if err != nil {
@@ -237,12 +240,46 @@ func TestWriteWithABearerToken(t *testing.T) {
 	}
 }
 
+// TestCredentialsAreNotSentOverPlainHTTP: a password or a token for an
+// http:// URL is refused before anything is sent, and says how to go on;
+// an anonymous write to the same URL is not.
+func TestCredentialsAreNotSentOverPlainHTTP(t *testing.T) {
+	f := newFixture(t, map[string]string{"README.md": "apps\n"})
+	var requests atomic.Int32
+	listener := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		requests.Add(1)
+		http.Error(w, "authentication required", http.StatusUnauthorized)
+	}))
+	t.Cleanup(listener.Close)
+	repos := NewRepositories(t.TempDir())
+	for _, c := range []Credentials{{Username: user, Password: password}, {BearerToken: token}} {
+		src := Source{URL: listener.URL + "/apps.git", Branch: "main", Credentials: c}
+		_, err := repos.Write(context.Background(), src, Change{Branch: "main", Edit: setFile("x.yaml", "x\n")})
+		if !errors.Is(err, ErrInsecureCredentials) || !strings.Contains(err.Error(), "https://") {
+			t.Fatalf("Write with %+v = %v, want ErrInsecureCredentials saying what to use", c, err)
+		}
+		if strings.Contains(err.Error(), password) || strings.Contains(err.Error(), token) {
+			t.Fatalf("the error shows the secret: %v", err)
+		}
+	}
+	if n := requests.Load(); n != 0 {
+		t.Fatalf("%d requests reached the server", n)
+	}
+
+	// Told that clear text is safe, the same write goes through.
+	if _, err := NewRepositories(t.TempDir(), WithCredentialsOverHTTP()).Write(context.Background(), f.source(), Change{
+		Branch: "main", Message: "m", Author: Signature{Name: "s", Email: "s@x"}, Edit: setFile("x.yaml", "x\n"),
+	}); err != nil {
+		t.Fatal(err)
+	}
+}
+
 func TestWriteRefusedKeepsTheSecret(t *testing.T) {
 	f := newFixture(t, map[string]string{"README.md": "apps\n"})
 	f.server.ReadOnlyUsername, f.server.ReadOnlyPassword = "reader", "read-only-s3cret"
 	src := f.source()
 	src.Credentials = Credentials{Username: "reader", Password: "read-only-s3cret"}
-	_, err := NewRepositories(t.TempDir()).Write(context.Background(), src, Change{
+	_, err := NewRepositories(t.TempDir(), WithCredentialsOverHTTP()).Write(context.Background(), src, Change{
 		Branch: "main", Message: "m", Author: Signature{Name: "s", Email: "s@x"}, Edit: setFile("x.yaml", "x\n"),
 	})
 	if !errors.Is(err, ErrPushRefused) {
@@ -262,7 +299,7 @@ func TestWriteRefusedKeepsTheSecret(t *testing.T) {
 func TestWriteWithCredentialsInTheURL(t *testing.T) {
 	f := newFixture(t, map[string]string{"README.md": "apps\n"})
 	dir := t.TempDir()
-	repos := NewRepositories(dir)
+	repos := NewRepositories(dir, WithCredentialsOverHTTP())
 	withUserinfo := func(repoURL, pass string) Source {
 		u, _ := url.Parse(repoURL)
 		u.User = url.UserPassword(user, pass)
@@ -401,7 +438,7 @@ func TestWriteOverSSH(t *testing.T) {
 func TestWriteAfterACrashBetweenCommitAndPush(t *testing.T) {
 	f := newFixture(t, map[string]string{"README.md": "apps\n"})
 	dir := t.TempDir()
-	repos := NewRepositories(dir)
+	repos := NewRepositories(dir, WithCredentialsOverHTTP())
 	change := Change{Branch: "main", Message: "sluice's change", Author: Signature{Name: "s", Email: "s@x"}, Edit: setFile("a.yaml", "a\n")}
 	// Warm the working copy, then leave a commit in it that never reached
 	// the server, as a crash after commit and before push would.
@@ -417,7 +454,7 @@ func TestWriteAfterACrashBetweenCommitAndPush(t *testing.T) {
 	f.git(copies[0], "commit", "-q", "-m", "sluice's change")
 
 	// After the restart, the same intent gives one commit, pushed once.
-	if _, err := NewRepositories(dir).Write(context.Background(), f.source(), change); err != nil {
+	if _, err := NewRepositories(dir, WithCredentialsOverHTTP()).Write(context.Background(), f.source(), change); err != nil {
 		t.Fatal(err)
 	}
 	clone := f.clone()

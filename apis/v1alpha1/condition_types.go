@@ -67,6 +67,11 @@ const (
 	// sluice-secret-reader to sluice's ServiceAccount in its namespace.
 	GitCredentialsUnavailableReason string = "GitCredentialsUnavailable"
 
+	// GitInsecureTransportReason: the credentials would go in clear text
+	// to a plain http:// repository URL, which sluice refuses; use an
+	// https:// URL, or run sluice with --insecure-credentials-over-http.
+	GitInsecureTransportReason string = "GitInsecureTransport"
+
 	// HandoverReason: traffic is moving between the Deployment's pods and
 	// the Rollout's pods (adoption or opt-out).
 	HandoverReason string = "Handover"

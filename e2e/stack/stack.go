@@ -490,6 +490,8 @@ func (s *Stack) startSluice(ctx context.Context) error {
 	args := append([]string{
 		"--health-addr=" + addr(p[0]),
 		"--metrics-addr=" + addr(p[1]),
+		// The stack's Git server is plain HTTP on loopback.
+		"--insecure-credentials-over-http",
 	}, s.opts.SluiceArgs...)
 	kubeconfig, err := s.sluiceKubeconfig(ctx)
 	if err != nil {
