@@ -15,6 +15,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -89,10 +90,14 @@ func run(m *testing.M) int {
 		Sluice:      sluice,
 		GitUsername: "sluice-e2e",
 		GitPassword: randomString(),
-		Logf:        log.Printf,
+		// Debug lines must hold no secret either.
+		SluiceArgs: []string{"--log-level=debug"},
+		Logf:       log.Printf,
 	}
 	opts := stackOptions
 	opts.Dir = dir
+	// The working copies are searched for secrets.
+	opts.SluiceArgs = append(slices.Clone(opts.SluiceArgs), "--git-dir="+sluiceGitDirIn(dir))
 	env, err = stack.Start(ctx, opts)
 	if err != nil {
 		log.Printf("starting the stack: %v", err)
@@ -103,6 +108,8 @@ func run(m *testing.M) int {
 	// Credentials that may fetch but not push, for the read-only source
 	// scenario; set before any request reaches the server.
 	env.Git.ReadOnlyUsername, env.Git.ReadOnlyPassword = "reader", randomString()
+	// A bearer token it accepts too.
+	env.Git.Token = randomString()
 
 	for _, add := range []func(*runtime.Scheme) error{
 		clientgoscheme.AddToScheme, deliveryv1.AddToScheme, sourcev1.AddToScheme, kustomizev1.AddToScheme, rolloutsv1.AddToScheme,
@@ -155,6 +162,13 @@ func printTail(path string, n int) {
 		fmt.Fprintln(os.Stderr, l)
 	}
 }
+
+// sluiceGitDirIn is where the sluice of the stack in dir keeps its working
+// copies.
+func sluiceGitDirIn(dir string) string { return filepath.Join(dir, "sluice-git") }
+
+// sluiceGitDir is where the suite's sluice keeps its working copies.
+func sluiceGitDir() string { return sluiceGitDirIn(env.Dir) }
 
 func randomString() string {
 	b := make([]byte, 12)
