@@ -412,6 +412,50 @@ func TestEngine_HandBack(t *testing.T) {
 	}, timeout).Should(Succeed())
 }
 
+// TestEngine_HandBackStalls: a Deployment that cannot get its replicas back
+// (a quota refuses its pods) stalls the hand-back with a condition and an
+// event that say why and what to do, the Rollout keeps serving, and the
+// annotation the message names hands the app back anyway.
+func TestEngine_HandBackStalls(t *testing.T) {
+	g := NewWithT(t)
+	ctx := context.Background()
+	ns := newNamespace(t)
+	delivery, deployment := startHealthy(t, g, ns, nil)
+	g.Eventually(func(g Gomega) *int32 { return getDeployment(g, deployment).Spec.Replicas }, timeout).
+		Should(HaveValue(BeEquivalentTo(0)))
+	g.Expect(k8sClient.Delete(ctx, getDelivery(g, delivery))).To(Succeed())
+	g.Eventually(func(g Gomega) *int32 { return getDeployment(g, deployment).Spec.Replicas }, timeout).
+		Should(HaveValue(BeEquivalentTo(2)))
+
+	// The Deployment controller reports the quota refusing its pods.
+	d := getDeployment(g, deployment)
+	d.Status = appsv1.DeploymentStatus{ObservedGeneration: d.Generation, Conditions: []appsv1.DeploymentCondition{{
+		Type: appsv1.DeploymentReplicaFailure, Status: corev1.ConditionTrue, Reason: "FailedCreate",
+		Message: `pods "web-1" is forbidden: exceeded quota: pods, requested: pods=1, used: pods=2, limited: pods=2`,
+	}}}
+	g.Expect(k8sClient.Status().Update(ctx, d)).To(Succeed())
+	g.Eventually(func(g Gomega) {
+		got := getDelivery(g, delivery)
+		g.Expect(conditions.IsStalled(got)).To(BeTrue())
+		g.Expect(conditions.GetReason(got, meta.StalledCondition)).To(Equal(deliveryv1.HandBackStalledReason))
+		g.Expect(conditions.GetMessage(got, meta.StalledCondition)).To(And(
+			ContainSubstring("0 of 2 replicas available"), ContainSubstring("exceeded quota"),
+			ContainSubstring("annotate delivery web sluice.dev/hand-back=force")))
+		g.Expect(conditions.Has(got, meta.ReconcilingCondition)).To(BeFalse())
+	}, timeout).Should(Succeed())
+	g.Eventually(func(g Gomega) []string { return warningEvents(g, getDelivery(g, delivery)) }, timeout).Should(ContainElement(deliveryv1.HandBackStalledReason))
+	g.Consistently(func(g Gomega) { g.Expect(getRollout(g, delivery)).NotTo(BeNil()) }, "1s").Should(Succeed())
+
+	got := getDelivery(g, delivery)
+	update(g, got, func() { got.Annotations = map[string]string{HandBackAnnotation: HandBackForce} })
+	g.Eventually(func(g Gomega) {
+		err := k8sClient.Get(ctx, client.ObjectKeyFromObject(delivery), &deliveryv1.Delivery{})
+		g.Expect(apierrors.IsNotFound(err)).To(BeTrue())
+		err = k8sClient.Get(ctx, client.ObjectKeyFromObject(delivery), &rolloutsv1.Rollout{})
+		g.Expect(apierrors.IsNotFound(err)).To(BeTrue())
+	}, timeout).Should(Succeed())
+}
+
 func TestEngine_AutoscaledRollout(t *testing.T) {
 	g := NewWithT(t)
 	ctx := context.Background()

@@ -55,7 +55,7 @@ func (r *DeliveryReconciler) SetupWithManager(ctx context.Context, mgr ctrl.Mana
 
 	return ctrl.NewControllerManagedBy(mgr).
 		For(&deliveryv1.Delivery{}, builder.WithPredicates(
-			predicate.Or(predicate.GenerationChangedPredicate{}, predicates.ReconcileRequestedPredicate{}, gitWriteBackChanged),
+			predicate.Or(predicate.GenerationChangedPredicate{}, predicates.ReconcileRequestedPredicate{}, gitWriteBackChanged, handBackForced),
 		)).
 		Owns(&rolloutsv1.Rollout{}).
 		Watches(&appsv1.Deployment{},
@@ -89,6 +89,18 @@ var availableReplicasChanged = predicate.Funcs{
 // gitWriteBackChanged passes Delivery updates in which the promotion
 // controller changed the GitWriteBack condition, which the Delivery
 // controller reports.
+// handBackForced passes a Delivery just annotated to hand back without
+// waiting for its Deployment's replicas.
+var handBackForced = predicate.Funcs{
+	UpdateFunc: func(e event.UpdateEvent) bool {
+		return e.ObjectNew.GetAnnotations()[HandBackAnnotation] == HandBackForce &&
+			e.ObjectOld.GetAnnotations()[HandBackAnnotation] != HandBackForce
+	},
+	CreateFunc:  func(event.CreateEvent) bool { return false },
+	DeleteFunc:  func(event.DeleteEvent) bool { return false },
+	GenericFunc: func(event.GenericEvent) bool { return false },
+}
+
 var gitWriteBackChanged = predicate.Funcs{
 	UpdateFunc: func(e event.UpdateEvent) bool {
 		o, okOld := e.ObjectOld.(*deliveryv1.Delivery)

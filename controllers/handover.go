@@ -8,6 +8,7 @@ import (
 
 	"github.com/fluxcd/pkg/apis/meta"
 	"github.com/fluxcd/pkg/runtime/conditions"
+	"github.com/fluxcd/pkg/runtime/jitter"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -127,14 +128,33 @@ func (r *DeliveryReconciler) finalize(ctx context.Context, obj *deliveryv1.Deliv
 			}
 		}
 		if !deploymentAvailable(deployment, want) {
-			msg := fmt.Sprintf("Deployment %s has %d of %d replicas available; the Rollout keeps serving until it has all",
-				deployment.Name, deployment.Status.AvailableReplicas, want)
-			obj.Status.Phase = deliveryv1.PhaseHandingBack
-			conditions.MarkReconciling(obj, deliveryv1.HandoverReason, "%s", msg)
-			conditions.MarkFalse(obj, meta.ReadyCondition, deliveryv1.HandoverReason, "%s", msg)
-			// The Deployment watch brings the Delivery back when the
-			// Deployment's available replicas change.
-			return ctrl.Result{}, nil
+			if obj.Annotations[HandBackAnnotation] == HandBackForce {
+				r.event(obj, corev1.EventTypeWarning, deliveryv1.HandoverReason,
+					fmt.Sprintf("handing back to Deployment %s with %d of %d replicas available, as annotation %s=%s asks",
+						deployment.Name, deployment.Status.AvailableReplicas, want, HandBackAnnotation, HandBackForce))
+			} else {
+				obj.Status.Phase = deliveryv1.PhaseHandingBack
+				stuck, retry := handBackStuck(deployment, obj.DeletionTimestamp.Time)
+				if stuck == "" {
+					msg := fmt.Sprintf("Deployment %s has %d of %d replicas available; the Rollout keeps serving until it has all",
+						deployment.Name, deployment.Status.AvailableReplicas, want)
+					conditions.Delete(obj, meta.StalledCondition)
+					conditions.MarkReconciling(obj, deliveryv1.HandoverReason, "%s", msg)
+					conditions.MarkFalse(obj, meta.ReadyCondition, deliveryv1.HandoverReason, "%s", msg)
+					// The Deployment watch brings the Delivery back when
+					// the Deployment's available replicas change.
+					return ctrl.Result{RequeueAfter: retry}, nil
+				}
+				msg := fmt.Sprintf("Deployment %s has %d of %d replicas available and gets no more: %s. The Rollout keeps serving: give the namespace the quota or the nodes the capacity the Deployment needs, or hand back with what it has: kubectl -n %s annotate delivery %s %s=%s",
+					deployment.Name, deployment.Status.AvailableReplicas, want, stuck, obj.Namespace, obj.Name, HandBackAnnotation, HandBackForce)
+				if conditions.GetMessage(obj, meta.StalledCondition) != msg {
+					r.event(obj, corev1.EventTypeWarning, deliveryv1.HandBackStalledReason, msg)
+				}
+				conditions.MarkStalled(obj, deliveryv1.HandBackStalledReason, "%s", msg)
+				conditions.MarkFalse(obj, meta.ReadyCondition, deliveryv1.HandBackStalledReason, "%s", msg)
+				conditions.Delete(obj, meta.ReconcilingCondition)
+				return ctrl.Result{RequeueAfter: jitter.JitteredIntervalDuration(obj.GetRequeueAfter())}, nil
+			}
 		}
 	}
 
@@ -150,6 +170,36 @@ func (r *DeliveryReconciler) finalize(ctx context.Context, obj *deliveryv1.Deliv
 	recordPhase(obj, true)
 	controllerutil.RemoveFinalizer(obj, deliveryv1.DeliveryFinalizer)
 	return ctrl.Result{}, nil
+}
+
+// HandBackAnnotation set to HandBackForce on a Delivery that is being
+// removed hands the app back to its Deployment without waiting for the
+// Deployment's replicas: the way out when they cannot be had.
+const (
+	HandBackAnnotation = "sluice.dev/hand-back"
+	HandBackForce      = "force"
+)
+
+// handBackStuck tells why a Deployment taking the app back since since
+// will not get its replicas without a person's help, from what its
+// controller reports (a quota or an admission refusing its pods, its
+// progress deadline exceeded) or, when it reports nothing, from its
+// progress deadline having passed; empty, with when to look again, while
+// it may still get them.
+func handBackStuck(d *appsv1.Deployment, since time.Time) (string, time.Duration) {
+	for _, c := range d.Status.Conditions {
+		switch {
+		case c.Type == appsv1.DeploymentReplicaFailure && c.Status == corev1.ConditionTrue:
+			return fmt.Sprintf("%s: %s", c.Reason, c.Message), 0
+		case c.Type == appsv1.DeploymentProgressing && c.Status == corev1.ConditionFalse && c.Reason == "ProgressDeadlineExceeded":
+			return fmt.Sprintf("%s: %s", c.Reason, c.Message), 0
+		}
+	}
+	deadline := time.Duration(ptr.Deref(d.Spec.ProgressDeadlineSeconds, 600)) * time.Second
+	if waited := time.Since(since); waited < deadline {
+		return "", deadline - waited
+	}
+	return fmt.Sprintf("its pods are not available after %s, its progress deadline", deadline), 0
 }
 
 // handBackFinalizer keeps a Rollout that is being deleted, and so its pods,

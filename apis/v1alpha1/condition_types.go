@@ -91,4 +91,10 @@ const (
 	// RejectedReason: Argo Rollouts aborted the candidate, or
 	// spec.promotion.rejection names the candidate's template.
 	RejectedReason string = "Rejected"
+
+	// HandBackStalledReason: the Delivery is being removed and its
+	// Deployment cannot get the replicas to take the app back (a quota,
+	// no capacity); the Rollout keeps serving until it can, or until the
+	// Delivery is annotated sluice.dev/hand-back=force.
+	HandBackStalledReason string = "HandBackStalled"
 )
