@@ -401,7 +401,7 @@ func (r *Repositories) write(ctx context.Context, src Source, change Change) (Re
 		case err == nil || errors.As(err, &editErr):
 			res.Attempts = attempt + 1
 			return res, err
-		case !recloned && broken(repo):
+		case !recloned && (broken(repo) || errors.As(err, new(*workingCopyError))):
 			// The working copy is only a cache: a broken one (objects
 			// lost to a crash or a full disk) is cloned again, once.
 			recloned = true
@@ -437,15 +437,15 @@ func (r *Repositories) commitAndPush(ctx context.Context, repo *git.Repository, 
 
 	wt, err := repo.Worktree()
 	if err != nil {
-		return Result{}, err
+		return Result{}, &workingCopyError{err}
 	}
 	// Start from exactly the remote head: whatever a crashed earlier
 	// attempt left behind is thrown away, and its intent recomputed.
 	if err := wt.Checkout(&git.CheckoutOptions{Hash: base.Hash(), Force: true}); err != nil {
-		return Result{}, fmt.Errorf("checking out %s: %w", base.Hash(), err)
+		return Result{}, &workingCopyError{fmt.Errorf("checking out %s: %w", base.Hash(), err)}
 	}
 	if err := wt.Clean(&git.CleanOptions{Dir: true}); err != nil {
-		return Result{}, err
+		return Result{}, &workingCopyError{err}
 	}
 
 	changed, err := safeEdit(change.Edit, wt.Filesystem.Root())
@@ -543,6 +543,12 @@ func (r *Repositories) reclone(ctx context.Context, src Source, auth transport.A
 	}
 	return repo, nil
 }
+
+// workingCopyError is a failure to read the working copy itself, such as
+// objects a crash left truncated; the write clones again.
+type workingCopyError struct{ error }
+
+func (e *workingCopyError) Unwrap() error { return e.error }
 
 // broken tells whether a working copy lost what a clone gave it: its head
 // or the head's commit.

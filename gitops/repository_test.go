@@ -782,6 +782,23 @@ func TestABrokenWorkingCopyIsClonedAgain(t *testing.T) {
 				t.Fatal(err)
 			}
 		}},
+		{"an object truncated", func(t *testing.T, dotGit string) {
+			// The head's commit reads, its tree does not: as a fetch
+			// killed while it wrote objects leaves a working copy.
+			out, err := exec.Command("git", "--git-dir", dotGit, "rev-parse", "HEAD^{tree}").Output()
+			if err != nil {
+				t.Fatal(err)
+			}
+			tree := strings.TrimSpace(string(out))
+			object := filepath.Join(dotGit, "objects", tree[:2], tree[2:])
+			info, err := os.Stat(object)
+			if err != nil {
+				t.Fatalf("the head's tree is not a loose object: %v", err)
+			}
+			if err := os.Truncate(object, info.Size()/2); err != nil {
+				t.Fatal(err)
+			}
+		}},
 		{"clone half-written", func(t *testing.T, dotGit string) {
 			if err := os.Remove(filepath.Join(dotGit, cloneComplete)); err != nil {
 				t.Fatal(err)
