@@ -112,6 +112,16 @@ func (r *WriteBackReconciler) Reconcile(ctx context.Context, req ctrl.Request) (
 	if err != nil || ks == nil {
 		return ctrl.Result{}, err
 	}
+	if !inInventory(ks, obj) {
+		// Labels anyone may write; the inventory only Flux writes. Flux
+		// lists what it applied right after applying it, before its
+		// health checks, and the new inventory brings the Delivery back.
+		if !conditions.IsReconciling(ks) {
+			r.EventRecorder.Eventf(obj, nil, corev1.EventTypeWarning, notInInventoryReason, "WriteBack",
+				"Kustomization %s/%s, which the Delivery's labels name, did not apply it: sluice writes to Git only through the Kustomization whose inventory lists the Delivery", ks.Namespace, ks.Name)
+		}
+		return ctrl.Result{}, nil
+	}
 	policy, err := resolvePolicy(ctx, r.Client, obj)
 	if err != nil {
 		// The Delivery controller reports a missing or invalid policy.
@@ -183,6 +193,10 @@ func (r *WriteBackReconciler) setWriteBack(ctx context.Context, obj *deliveryv1.
 	conditions.Set(obj, &metav1.Condition{Type: deliveryv1.GitWriteBackCondition, Status: status, Reason: reason, Message: msg})
 	return r.Status().Patch(ctx, obj, patch, client.FieldOwner(r.ControllerName))
 }
+
+// notInInventoryReason: the Kustomization a Delivery's labels name does not
+// list it; nothing is written for it.
+const notInInventoryReason = "NotInInventory"
 
 // kustomization returns the Kustomization that applied the Delivery, or nil
 // when it was not applied by Flux.
