@@ -29,15 +29,15 @@ import (
 	deliveryv1 "github.com/sluice-dev/sluice/apis/v1alpha1"
 )
 
-// +kubebuilder:rbac:groups=delivery.sluice.dev,resources=deliveries,verbs=get;list;watch;update;patch
-// +kubebuilder:rbac:groups=delivery.sluice.dev,resources=deliveries/status,verbs=get;update;patch
+// +kubebuilder:rbac:groups=delivery.sluice.dev,resources=deliveries,verbs=get;list;watch;patch
+// +kubebuilder:rbac:groups=delivery.sluice.dev,resources=deliveries/status,verbs=patch
 // +kubebuilder:rbac:groups=delivery.sluice.dev,resources=deliveries/finalizers,verbs=update
 // +kubebuilder:rbac:groups=delivery.sluice.dev,resources=deliverypolicies,verbs=get;list;watch
 // +kubebuilder:rbac:groups=apps,resources=deployments,verbs=get;list;watch;patch
 // +kubebuilder:rbac:groups="",resources=services,verbs=get;patch
 // +kubebuilder:rbac:groups=autoscaling,resources=horizontalpodautoscalers,verbs=list
 // +kubebuilder:rbac:groups=argoproj.io,resources=rollouts,verbs=get;list;watch;create;update;patch;delete
-// +kubebuilder:rbac:groups=argoproj.io,resources=rollouts/status,verbs=get;patch
+// +kubebuilder:rbac:groups=argoproj.io,resources=rollouts/status,verbs=patch
 // +kubebuilder:rbac:groups=argoproj.io,resources=analysisruns,verbs=get;list
 // +kubebuilder:rbac:groups=argoproj.io,resources=analysistemplates;clusteranalysistemplates,verbs=get
 // +kubebuilder:rbac:groups="",resources=events,verbs=create;patch
