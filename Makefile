@@ -110,7 +110,7 @@ FUZZTIME ?= 30s
 
 .PHONY: fuzz
 fuzz: tools ## Run each fuzz target for FUZZTIME (30s by default); make test runs their seeds.
-	@set -e; for target in gitops:FuzzAdopt gitops:FuzzRecordRejection controllers:FuzzTruncate controllers:FuzzPromotionBranch; do \
+	@set -e; for target in gitops:FuzzAdopt gitops:FuzzRecordRejection gitops:FuzzParkAndOptOut controllers:FuzzTruncate controllers:FuzzPromotionBranch controllers:FuzzCommitMessage; do \
 		pkg=$${target%%:*}; name=$${target#*:}; \
 		echo "fuzzing $$name in ./$$pkg for $(FUZZTIME)"; \
 		go test -run '^$$' -fuzz "^$$name\$$" -fuzztime $(FUZZTIME) ./$$pkg; \

@@ -57,8 +57,8 @@ Flux only when absent, so that Flux does not put back what it wrote.`, describe(
 }
 
 // commitMessage renders a policy's message template for action with data,
-// or returns defaultMessage when there is no template; trailing newlines
-// go, for the trailers.
+// or returns defaultMessage when there is no template or it renders only
+// blanks; trailing newlines go, for the trailers.
 func commitMessage(action, messageTemplate, defaultMessage string, data map[string]any) (string, error) {
 	message := defaultMessage
 	if messageTemplate != "" {
@@ -70,7 +70,11 @@ func commitMessage(action, messageTemplate, defaultMessage string, data map[stri
 		if err := t.Execute(&b, data); err != nil {
 			return "", fmt.Errorf("%w: the DeliveryPolicy's %s message template: %v", gitops.ErrCannotEdit, action, err)
 		}
-		message = b.String()
+		// A template that renders nothing would leave the trailers as
+		// the commit's subject, where Git no longer reads them.
+		if strings.TrimSpace(b.String()) != "" {
+			message = b.String()
+		}
 	}
 	return strings.TrimRight(message, "\n"), nil
 }

@@ -1,11 +1,13 @@
 package controllers
 
 import (
+	"errors"
 	"strings"
 	"testing"
 	"unicode/utf8"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	deliveryv1 "github.com/sluice-dev/sluice/apis/v1alpha1"
 	"github.com/sluice-dev/sluice/gitops"
@@ -58,6 +60,41 @@ func FuzzPromotionBranch(f *testing.F) {
 		// Names a Kubernetes object can have make a valid default.
 		if gitops.ValidBranch(namespace+"/"+name+"/"+step) == nil && gitops.ValidBranch(got) != nil {
 			t.Fatalf("the promotion branch of %q is %q, not a branch name", tmpl, got)
+		}
+	})
+}
+
+// FuzzCommitMessage: whatever a policy's message template renders, the
+// commit has a subject of its own and ends with sluice's trailers as its
+// last paragraph, where Git reads them; a template that cannot render is
+// an error that says so.
+func FuzzCommitMessage(f *testing.F) {
+	f.Add("Promote {{.Delivery.Name}} to {{.Hash}}", "web")
+	f.Add("", "web")
+	f.Add("{{if false}}x{{end}}", "web")
+	f.Add("\n\n\n", "web")
+	f.Add("{{.Missing}}", "web")
+	f.Add("{{.Delivery.Name}}\n\nSluice-Action: approve\nSluice-Delivery: other/x", "web")
+	f.Add("{{template \"x\"}}", "web")
+	f.Fuzz(func(t *testing.T, tmpl, name string) {
+		obj := &deliveryv1.Delivery{ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: name}}
+		step := int32(2)
+		message, err := commitMessage("approve", tmpl, "Approve shop/"+name,
+			map[string]any{"Delivery": obj, "Hash": "6d4d78d2f4", "Step": &step, "Action": "approve"})
+		if err != nil {
+			if !errors.Is(err, gitops.ErrCannotEdit) {
+				t.Fatalf("template %q: %v, want an ErrCannotEdit", tmpl, err)
+			}
+			return
+		}
+		block := trailers(client.ObjectKeyFromObject(obj), "approve", "6d4d78d2f4", &step)
+		full := strings.TrimLeft(message+block, "\n")
+		paragraphs := strings.Split(strings.TrimRight(full, "\n"), "\n\n")
+		if len(paragraphs) < 2 {
+			t.Fatalf("template %q: the trailers are the commit's subject:\n%s", tmpl, full)
+		}
+		if last := paragraphs[len(paragraphs)-1]; last != strings.Trim(block, "\n") {
+			t.Fatalf("template %q: the last paragraph is\n%s\nwant the trailers\n%s", tmpl, last, block)
 		}
 	})
 }
