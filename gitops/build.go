@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 
 	kustomizev1 "github.com/fluxcd/kustomize-controller/api/v1"
 	generator "github.com/fluxcd/pkg/kustomize"
@@ -14,8 +15,12 @@ import (
 	"github.com/fluxcd/pkg/sourceignore"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
+	"sigs.k8s.io/kustomize/api/krusty"
+	"sigs.k8s.io/kustomize/api/resmap"
 	"sigs.k8s.io/kustomize/api/resource"
 	kustypes "sigs.k8s.io/kustomize/api/types"
+	"sigs.k8s.io/kustomize/kyaml/filesys"
+	"sigs.k8s.io/kustomize/kyaml/openapi"
 	"sigs.k8s.io/kustomize/kyaml/yaml"
 	sigsyaml "sigs.k8s.io/yaml"
 )
@@ -130,7 +135,7 @@ func build(root string, k Kustomization) ([]built, error) {
 	if err := fs.WriteFile(kfile, manifest); err != nil {
 		return nil, err
 	}
-	resMap, err := generator.Build(fs, dir)
+	resMap, err := kustomize(fs, dir)
 	if err != nil {
 		return nil, fmt.Errorf("building %s: %w", k.Path, err)
 	}
@@ -153,6 +158,39 @@ func build(root string, k Kustomization) ([]built, error) {
 		out = append(out, b)
 	}
 	return out, nil
+}
+
+// kustomizeMu serializes builds: kustomize keeps global state (its OpenAPI
+// schema, and maps it does not guard, kubernetes-sigs/kustomize#3659).
+var kustomizeMu sync.Mutex
+
+// builtinSchema is the OpenAPI schema version kustomize uses when no
+// kustomization names one.
+var builtinSchema = openapi.GetSchemaVersion()
+
+// kustomize runs kustomize on dir with the options of Flux's Build: no load
+// restriction (the file system stops at the repository), builtin plugins
+// only, a panic returned as an error. Flux's Build also resets kustomize's
+// global OpenAPI schema to the builtin one before every build and parses
+// it again, which is most of a build's time; this resets it only after a
+// build whose kustomizations named a schema of their own (the openapi
+// field), so every build still starts from the builtin schema alone.
+func kustomize(fs filesys.FileSystem, dir string) (_ resmap.ResMap, err error) {
+	kustomizeMu.Lock()
+	defer kustomizeMu.Unlock()
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("recovered from kustomize build panic: %v", r)
+		}
+		if openapi.GetSchemaVersion() != builtinSchema {
+			openapi.ResetOpenAPI()
+		}
+	}()
+	k := krusty.MakeKustomizer(&krusty.Options{
+		LoadRestrictions: kustypes.LoadRestrictionsNone,
+		PluginConfig:     kustypes.DisabledPluginConfig(),
+	})
+	return k.Run(fs, dir)
 }
 
 // generate returns the kustomization Flux builds the folder dir with, and

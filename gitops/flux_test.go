@@ -10,6 +10,11 @@ import (
 	deliveryv1 "github.com/sluice-dev/sluice/apis/v1alpha1"
 
 	kustomizev1 "github.com/fluxcd/kustomize-controller/api/v1"
+	generator "github.com/fluxcd/pkg/kustomize"
+	securefs "github.com/fluxcd/pkg/kustomize/filesys"
+	"sigs.k8s.io/kustomize/api/resmap"
+	"sigs.k8s.io/kustomize/kyaml/filesys"
+	"sigs.k8s.io/kustomize/kyaml/openapi"
 	sigsyaml "sigs.k8s.io/yaml"
 
 	"github.com/sluice-dev/sluice/internal/golden"
@@ -125,6 +130,69 @@ func wantError(t *testing.T, err error, want []string) {
 	for _, w := range want {
 		if !strings.Contains(err.Error(), w) {
 			t.Errorf("the error does not say %q: %v", w, err)
+		}
+	}
+}
+
+// TestBuildsAsFlux: sluice's kustomize run gives what Flux's Build gives for
+// every case, one after the other, a kustomization with its own OpenAPI
+// schema among them: the schema it names applies to its own build (a
+// strategic merge by the schema's key) and to no build after it.
+func TestBuildsAsFlux(t *testing.T) {
+	cases := []string{filepath.Join("testdata", "openapi")}
+	flux, err := filepath.Glob(filepath.Join("testdata", "flux", "*"))
+	if err != nil || len(flux) == 0 {
+		t.Fatalf("no Flux cases: %v", err)
+	}
+	cases = append(append(cases, flux...), cases...)
+	for _, dir := range cases {
+		root := t.TempDir()
+		copyTree(t, filepath.Join(dir, "in"), root)
+		k := Kustomization{Path: "apps/custom"}
+		if _, err := os.Stat(filepath.Join(dir, "flux.yaml")); err == nil {
+			k = fluxKustomization(t, dir)
+		}
+		build := func(run func(filesys.FileSystem, string) (resmap.ResMap, error)) string {
+			path := filepath.Join(root, k.Path)
+			spec, err := k.unstructured()
+			if err != nil {
+				t.Fatal(err)
+			}
+			ignored, err := ignoredUnder(root, path, k.Ignore)
+			if err != nil {
+				t.Fatal(err)
+			}
+			manifest, kfile, err := generate(root, path, ignored, spec)
+			if err != nil {
+				t.Fatal(err)
+			}
+			disk, err := securefs.MakeFsOnDiskSecure(root)
+			if err != nil {
+				t.Fatal(err)
+			}
+			fs := securefs.MakeFsInMemory(disk)
+			if err := fs.WriteFile(kfile, manifest); err != nil {
+				t.Fatal(err)
+			}
+			res, err := run(fs, path)
+			if err != nil {
+				t.Fatalf("%s: %v", dir, err)
+			}
+			out, err := res.AsYaml()
+			if err != nil {
+				t.Fatal(err)
+			}
+			return string(out)
+		}
+		ours := build(kustomize)
+		if v := openapi.GetSchemaVersion(); v != builtinSchema {
+			t.Fatalf("after building %s kustomize's schema is %q, want the builtin %q", dir, v, builtinSchema)
+		}
+		if theirs := build(generator.Build); ours != theirs {
+			t.Fatalf("%s builds\n%s\nFlux builds\n%s", dir, ours, theirs)
+		}
+		if strings.HasSuffix(dir, "openapi") && !strings.Contains(ours, "compile:v1") {
+			t.Fatalf("the schema's merge key was not used: the patch replaced the list\n%s", ours)
 		}
 	}
 }
