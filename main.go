@@ -22,6 +22,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	ctrl "sigs.k8s.io/controller-runtime"
+	ctrlcache "sigs.k8s.io/controller-runtime/pkg/cache"
 	ctrlclient "sigs.k8s.io/controller-runtime/pkg/client"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
@@ -39,6 +40,7 @@ func main() {
 		eventsAddr          string
 		gitDir              string
 		credentialsOverHTTP bool
+		watchLabelSelector  string
 		concurrent          int
 		clientOptions       client.Options
 		logOptions          logger.Options
@@ -53,6 +55,8 @@ func main() {
 	pflag.StringVar(&gitDir, "git-dir", filepath.Join(os.TempDir(), "sluice-git"), "The folder of sluice's working copies of Git repositories.")
 	pflag.BoolVar(&credentialsOverHTTP, "insecure-credentials-over-http", false,
 		"Send Git passwords and tokens to plain http:// repository URLs too; refused by default, as anyone on the network path could read them.")
+	pflag.StringVar(&watchLabelSelector, "watch-label-selector", "",
+		"Reconcile only the Kustomizations with matching labels, and the Deliveries they applied, e.g. 'sharding.fluxcd.io/key=shard1': instances with disjoint selectors split a fleet, as Flux's controllers shard.")
 	clientOptions.BindFlags(pflag.CommandLine)
 	logOptions.BindFlags(pflag.CommandLine)
 	leaderElection.BindFlags(pflag.CommandLine)
@@ -69,6 +73,7 @@ func main() {
 		concurrent:          concurrent,
 		gitDir:              gitDir,
 		credentialsOverHTTP: credentialsOverHTTP,
+		watchLabelSelector:  watchLabelSelector,
 		clientOptions:       clientOptions,
 		leaderElection:      leaderElection,
 		rateLimiter:         rateLimiterOptions,
@@ -85,6 +90,7 @@ type runOptions struct {
 	concurrent          int
 	gitDir              string
 	credentialsOverHTTP bool
+	watchLabelSelector  string
 	clientOptions       client.Options
 	leaderElection      leaderelection.Options
 	rateLimiter         helper.RateLimiterOptions
@@ -108,6 +114,16 @@ func run(o runOptions) error {
 		return err
 	}
 
+	watchSelector, err := helper.GetWatchSelector(helper.WatchOptions{LabelSelector: o.watchLabelSelector})
+	if err != nil {
+		return fmt.Errorf("--watch-label-selector: %w", err)
+	}
+	leaderElectionID := "sluice-leader-election"
+	if o.watchLabelSelector != "" {
+		// Each shard elects its own leader.
+		leaderElectionID = leaderelection.GenerateID(leaderElectionID, o.watchLabelSelector)
+	}
+
 	restConfig := client.GetConfigOrDie(o.clientOptions)
 	mgr, err := ctrl.NewManager(restConfig, ctrl.Options{
 		Scheme:                        scheme,
@@ -118,13 +134,16 @@ func run(o runOptions) error {
 		LeaseDuration:                 &o.leaderElection.LeaseDuration,
 		RenewDeadline:                 &o.leaderElection.RenewDeadline,
 		RetryPeriod:                   &o.leaderElection.RetryPeriod,
-		LeaderElectionID:              "sluice-leader-election",
+		LeaderElectionID:              leaderElectionID,
 		Client: ctrlclient.Options{Cache: &ctrlclient.CacheOptions{
 			// Read Secrets, ConfigMaps (postBuild variables) and
 			// GitRepositories only when needed, straight from the API
 			// server: no cluster-wide watch, no cached copies of every
 			// Secret, and RBAC that only needs get.
 			DisableFor: []ctrlclient.Object{&corev1.Secret{}, &corev1.ConfigMap{}, &sourcev1.GitRepository{}},
+		}},
+		Cache: ctrlcache.Options{ByObject: map[ctrlclient.Object]ctrlcache.ByObject{
+			&kustomizev1.Kustomization{}: {Label: watchSelector},
 		}},
 		Logger: ctrl.Log,
 	})
@@ -139,12 +158,14 @@ func run(o runOptions) error {
 	}
 
 	ctx := ctrl.SetupSignalHandler()
+	shard := controllers.Shard{Selector: watchSelector, Reader: mgr.GetClient()}
 	deliveries := &controllers.DeliveryReconciler{
 		Client:         mgr.GetClient(),
 		EventRecorder:  eventRecorder,
 		APIReader:      mgr.GetAPIReader(),
 		Metrics:        helper.NewMetrics(mgr, metrics.MustMakeRecorder(), deliveryv1.DeliveryFinalizer),
 		ControllerName: controllerName,
+		Shard:          shard,
 	}
 	if err := deliveries.SetupWithManager(ctx, mgr, controllers.DeliveryReconcilerOptions{
 		MaxConcurrentReconciles: o.concurrent,
@@ -178,6 +199,7 @@ func run(o runOptions) error {
 		EventRecorder:  eventRecorder,
 		Git:            repositories,
 		ControllerName: controllerName,
+		Shard:          shard,
 	}
 	if err := writeBack.SetupWithManager(mgr); err != nil {
 		return fmt.Errorf("setting up the write-back controller: %w", err)

@@ -57,6 +57,9 @@ type DeliveryReconciler struct {
 
 	// ControllerName is the field manager of everything sluice applies.
 	ControllerName string
+
+	// Shard says which Deliveries are this instance's; all when empty.
+	Shard Shard
 }
 
 // stalledError is an error the user must fix: the Delivery is marked
@@ -88,6 +91,9 @@ func (r *DeliveryReconciler) Reconcile(ctx context.Context, req ctrl.Request) (r
 	obj := &deliveryv1.Delivery{}
 	if err := r.APIReader.Get(ctx, req.NamespacedName, obj); err != nil {
 		return ctrl.Result{}, client.IgnoreNotFound(err)
+	}
+	if owned, err := r.Shard.Owns(ctx, obj); err != nil || !owned {
+		return ctrl.Result{}, err
 	}
 
 	patcher := patch.NewSerialPatcher(obj, r.Client)

@@ -17,6 +17,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/client-go/rest"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
@@ -29,6 +30,10 @@ import (
 // k8sClient reads straight from the API server, never from a cache, so that
 // tests observe what the reconciler really wrote.
 var k8sClient client.Client
+
+// testConfig is the suite's API server, for a test that needs clients of
+// its own.
+var testConfig *rest.Config
 
 func TestMain(m *testing.M) {
 	os.Exit(runSuite(m))
@@ -45,10 +50,12 @@ func runSuite(m *testing.M) int {
 		CRDDirectoryPaths: []string{
 			filepath.Join("..", "config", "crd", "bases"),
 			filepath.Join("..", "bin", "share", "argo-rollouts", "crds"),
+			filepath.Join("..", "bin", "share", "kustomize-controller", "bases"),
 		},
 		ErrorIfCRDPathMissing: true,
 	}
 	cfg, err := env.Start()
+	testConfig = cfg
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "starting envtest (run 'make tools' first): %v\n", err)
 		return 1

@@ -56,6 +56,8 @@ type WriteBackReconciler struct {
 	EventRecorder  fluxevents.Recorder
 	Git            WriteBackGit
 	ControllerName string
+	// Shard says which Deliveries are this instance's; all when empty.
+	Shard Shard
 
 	// parked remembers, by Delivery, the Kustomization revision and
 	// Delivery generation at which Git was last found parking it, so that
@@ -107,6 +109,9 @@ func (r *WriteBackReconciler) Reconcile(ctx context.Context, req ctrl.Request) (
 	}
 	if !obj.DeletionTimestamp.IsZero() || obj.Spec.Suspend || obj.Status.ObservedGeneration == 0 && obj.Status.Phase == "" {
 		return ctrl.Result{}, nil
+	}
+	if owned, err := r.Shard.Owns(ctx, obj); err != nil || !owned {
+		return ctrl.Result{}, err
 	}
 	ks, err := r.kustomization(ctx, obj)
 	if err != nil || ks == nil {
