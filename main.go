@@ -114,6 +114,9 @@ func run(o runOptions) error {
 		RenewDeadline:                 &o.leaderElection.RenewDeadline,
 		RetryPeriod:                   &o.leaderElection.RetryPeriod,
 		LeaderElectionID:              "sluice-leader-election",
+		// In a cluster, the lease is in sluice's own namespace; out of
+		// one, in the namespace RUNTIME_NAMESPACE names, as for Flux.
+		LeaderElectionNamespace: os.Getenv(helper.EnvRuntimeNamespace),
 		Client: ctrlclient.Options{Cache: &ctrlclient.CacheOptions{
 			// Read Secrets, ConfigMaps (postBuild variables) and
 			// GitRepositories only when needed, straight from the API
