@@ -2,7 +2,11 @@ package stack
 
 import (
 	"errors"
+	"fmt"
 	"net"
+	"os"
+	"strconv"
+	"strings"
 	"sync"
 	"time"
 )
@@ -89,3 +93,45 @@ func peerHolds(c net.Conn) bool {
 		}
 	}
 }
+
+// HeldBy is how many connections to the host process pid holds open, from
+// the sockets of its file descriptors and the kernel's TCP table.
+func (h *HangingHost) HeldBy(pid int) (int, error) {
+	_, port, err := net.SplitHostPort(h.listener.Addr().String())
+	if err != nil {
+		return 0, err
+	}
+	p, err := strconv.Atoi(port)
+	if err != nil {
+		return 0, err
+	}
+	remote := fmt.Sprintf(":%04X", p)
+	fds, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", pid))
+	if err != nil {
+		return 0, err
+	}
+	sockets := map[string]bool{}
+	for _, fd := range fds {
+		link, err := os.Readlink(fmt.Sprintf("/proc/%d/fd/%s", pid, fd.Name()))
+		if inode, ok := strings.CutPrefix(link, "socket:["); err == nil && ok {
+			sockets[strings.TrimSuffix(inode, "]")] = true
+		}
+	}
+	table, err := os.ReadFile(fmt.Sprintf("/proc/%d/net/tcp", pid))
+	if err != nil {
+		return 0, err
+	}
+	held := 0
+	for _, line := range strings.Split(string(table), "\n")[1:] {
+		// sl local_address rem_address st tx_queue:rx_queue tr:tm->when
+		// retrnsmt uid timeout inode
+		f := strings.Fields(line)
+		if len(f) > 9 && strings.HasSuffix(f[2], remote) && f[3] == tcpEstablished && sockets[f[9]] {
+			held++
+		}
+	}
+	return held, nil
+}
+
+// tcpEstablished is the state of an open connection in /proc/net/tcp.
+const tcpEstablished = "01"

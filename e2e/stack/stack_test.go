@@ -306,6 +306,17 @@ func TestHangingHost(t *testing.T) {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
+	if held, err := h.HeldBy(os.Getpid()); err != nil || held != 1 {
+		t.Fatalf("this process holds %d connections to the host (%v), want 1", held, err)
+	}
+	other := exec.Command("sleep", "5")
+	if err := other.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = other.Process.Kill(); _ = other.Wait() })
+	if held, err := h.HeldBy(other.Process.Pid); err != nil || held != 0 {
+		t.Fatalf("another process holds %d connections to the host (%v), want 0", held, err)
+	}
 	c.Close()
 	for h.Open() != 0 {
 		if time.Now().After(deadline) {
