@@ -259,8 +259,8 @@ func TestHangingGitHost(t *testing.T) {
 	})
 	suspend(g, "held", false)
 
-	// sluice has api to adopt and web's approval to push to the hanging
-	// host, and a connection of sluice's hangs there.
+	// sluice has api's adoption and web's promotion state to write to the
+	// hanging host, and a connection of sluice's hangs there.
 	heldBySluice := func(g Gomega) int {
 		n, err := hanging.HeldBy(env.SluicePID())
 		g.Expect(err).NotTo(HaveOccurred())
@@ -276,21 +276,21 @@ func TestHangingGitHost(t *testing.T) {
 
 	// Another repository's app: adopted, handed over and its first stable
 	// template recorded, each write as prompt as with no host hanging.
-	steady := newGitRepo(t, "steady")
-	steady.write(map[string]string{"apps/steady/app.yaml": webApp("steady", 2, "registry.example/web:v1", "sluice.dev/strategy: canary")})
-	user := steady.commitAndPush("Add web")
-	fluxSync(t, "steady", env.Git.RepositoryURL("steady"), "./apps/steady")
+	prompt := newGitRepo(t, "prompt")
+	prompt.write(map[string]string{"apps/prompt/app.yaml": webApp("prompt", 2, "registry.example/web:v1", "sluice.dev/strategy: canary")})
+	user := prompt.commitAndPush("Add web")
+	fluxSync(t, "prompt", env.Git.RepositoryURL("prompt"), "./apps/prompt")
 	g.Eventually(func(g Gomega) {
-		ks := getObj(g, &kustomizev1.Kustomization{ObjectMeta: metav1.ObjectMeta{Namespace: "flux-system", Name: "steady"}})
+		ks := getObj(g, &kustomizev1.Kustomization{ObjectMeta: metav1.ObjectMeta{Namespace: "flux-system", Name: "prompt"}})
 		g.Expect(ks.Status.LastAppliedRevision).To(HaveSuffix(user))
 	}, time.Minute, 50*time.Millisecond).Should(Succeed())
 	applied := time.Now()
 	g.Eventually(func() string {
-		return steady.git("", "ls-remote", "origin", "refs/heads/main")
+		return prompt.git("", "ls-remote", "origin", "refs/heads/main")
 	}, 10*time.Second, 100*time.Millisecond).ShouldNot(HavePrefix(user), "the adoption was not pushed within 10s of Flux applying the app")
-	t.Logf("steady applied → adoption pushed in %s", time.Since(applied).Round(10*time.Millisecond))
-	waitHealthy(g, "steady", "web", 2)
-	t.Logf("steady applied → adopted, handed over, stable recorded in %s", time.Since(applied).Round(10*time.Millisecond))
+	t.Logf("prompt applied → adoption pushed in %s", time.Since(applied).Round(10*time.Millisecond))
+	waitHealthy(g, "prompt", "web", 2)
+	t.Logf("prompt applied → adopted, handed over, stable recorded in %s", time.Since(applied).Round(10*time.Millisecond))
 
 	// All of it while sluice's write to the hanging host was still held:
 	// it ends at the source's timeout, a minute by default.
@@ -298,8 +298,8 @@ func TestHangingGitHost(t *testing.T) {
 	g.Expect(events(g, "Deployment", "held", "api", "AdoptionFailed")).To(BeEmpty())
 	d := getObj(g, &deliveryv1.Delivery{ObjectMeta: metav1.ObjectMeta{Namespace: "held", Name: "web"}})
 	g.Expect(d.Status.PendingPromotionBranch).To(BeEmpty())
-	intents := sluiceIntents(steady)
-	expectEachOnce(g, intents, []string{"steady/web"}, map[string]int{"adopt": 1, "promote": 1})
+	intents := sluiceIntents(prompt)
+	expectEachOnce(g, intents, []string{"prompt/web"}, map[string]int{"adopt": 1, "promote": 1})
 }
 
 // TestAPIServerRestartMidHandover kills kube-apiserver while a Deployment
