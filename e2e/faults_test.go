@@ -89,8 +89,8 @@ func waitArtifact(g *WithT, name, commit string) {
 	}, time.Minute, 100*time.Millisecond).Should(Succeed())
 }
 
-// suspend suspends or resumes a Kustomization.
-func suspend(g *WithT, name string, suspended bool) {
+// suspendKustomization suspends or resumes a Kustomization.
+func suspendKustomization(g *WithT, name string, suspended bool) {
 	ks := getObj(g, &kustomizev1.Kustomization{ObjectMeta: metav1.ObjectMeta{Namespace: "flux-system", Name: name}})
 	update(g, ks, func() { ks.Spec.Suspend = suspended })
 }
@@ -113,9 +113,9 @@ func failedWrites(g Gomega) int {
 	return 0
 }
 
-// approve merges the Delivery's promotion branch into main, as a reviewer
-// does, once sluice has pushed it.
-func approve(t *testing.T, g *WithT, repo *gitRepo, ns, name string, within time.Duration) {
+// mergePromotionBranch merges the Delivery's promotion branch into main,
+// as a reviewer does, once sluice has pushed it.
+func mergePromotionBranch(t *testing.T, g *WithT, repo *gitRepo, ns, name string, within time.Duration) {
 	t.Helper()
 	var heads string
 	g.Eventually(func() string {
@@ -150,7 +150,7 @@ func TestGitServerDown(t *testing.T) {
 
 	// Release alpha v2 and add bravo; Flux fetches the commit, and applies
 	// it only once the server is down.
-	suspend(g, ns, true)
+	suspendKustomization(g, ns, true)
 	pushWithRetry(t, repo, "Release alpha v2, add bravo", func() {
 		replaceInFile(t, filepath.Join(repo.dir, "apps/outage/alpha.yaml"), "alpha:v1", "alpha:v2")
 		repo.write(map[string]string{"apps/outage/bravo.yaml": deployment("bravo", ns, "2", "registry.example/bravo:v1",
@@ -169,7 +169,7 @@ func TestGitServerDown(t *testing.T) {
 			}
 		}
 	})
-	suspend(g, ns, false)
+	suspendKustomization(g, ns, false)
 
 	// sluice tries to adopt bravo and to push alpha's approval, fails, and
 	// says so.
@@ -200,7 +200,7 @@ func TestGitServerDown(t *testing.T) {
 
 	// Back: sluice adopts bravo and pushes alpha's promotion branch
 	// without being restarted.
-	approve(t, g, repo, ns, "alpha", 2*time.Minute)
+	mergePromotionBranch(t, g, repo, ns, "alpha", 2*time.Minute)
 	t.Logf("server back → alpha's promotion branch pushed in %s", time.Since(up).Round(time.Second))
 	waitHealthy(g, ns, "bravo", 2)
 	t.Logf("server back → bravo adopted and healthy in %s", time.Since(up).Round(time.Second))
@@ -242,7 +242,7 @@ func TestHangingGitHost(t *testing.T) {
 
 	// Flux fetches a release of web and a new app, api; then the source
 	// moves to the hanging host, and Flux applies what it fetched.
-	suspend(g, "held", true)
+	suspendKustomization(g, "held", true)
 	pushWithRetry(t, held, "Release web v2, add api", func() {
 		replaceInFile(t, filepath.Join(held.dir, "apps/held/web.yaml"), "web:v1", "web:v2")
 		held.write(map[string]string{"apps/held/api.yaml": deployment("api", "held", "2", "registry.example/api:v1",
@@ -257,7 +257,7 @@ func TestHangingGitHost(t *testing.T) {
 		src := getObj(g, &sourcev1.GitRepository{ObjectMeta: metav1.ObjectMeta{Namespace: "flux-system", Name: "held"}})
 		update(g, src, func() { src.Spec.URL = env.Git.RepositoryURL("held") })
 	})
-	suspend(g, "held", false)
+	suspendKustomization(g, "held", false)
 
 	// sluice has api's adoption and web's promotion state to write to the
 	// hanging host, and a connection of sluice's hangs there.
@@ -461,14 +461,18 @@ func TestLeaderKilledMidPush(t *testing.T) {
 
 	// Each of sluice's pushes to the repository waits for its answer until
 	// the test has looked at it; the first two are the leader's last.
-	landed, answer := make(chan struct{}), make(chan struct{})
+	landed, answer, done := make(chan struct{}), make(chan struct{}), make(chan struct{})
+	t.Cleanup(func() { close(done) })
 	env.Git.OnPush(func(repository string) {
 		if repository != ns {
 			return
 		}
 		select {
 		case landed <- struct{}{}:
-			<-answer
+			select {
+			case <-answer:
+			case <-done:
+			}
 		default:
 		}
 	})
@@ -485,7 +489,8 @@ func TestLeaderKilledMidPush(t *testing.T) {
 		l.Stop(true)
 		answer <- struct{}{}
 		killed[l.Name] = true
-		t.Logf("kill %d: %s killed mid-push", kill, l.Name)
+		repo.git("", "fetch", "--quiet", "origin")
+		t.Logf("kill %d: %s killed after the server took in %q", kill, l.Name, repo.git("", "log", "-1", "--format=%s", "origin/main"))
 		// A new replica waits beside the one that takes over.
 		startReplica(fmt.Sprintf("sluice-%c", 'b'+kill))
 	}
