@@ -403,10 +403,11 @@ var leaderElectionArgs = []string{
 }
 
 // TestLeaderKilledMidPush runs sluice as replicas with leader election and
-// kills the leader with SIGKILL while its push is taken in by the server
-// and before it hears so, twice, while four apps are adopted and their
-// first stable templates recorded. A replica that waited takes over each
-// time; every commit sluice intended is in Git exactly once.
+// kills the leader with SIGKILL once the server has taken in its push and
+// before it hears so, twice (an adoption, then a promotion), while four
+// apps are adopted and their first stable templates recorded. A replica
+// that waited takes over each time; every commit sluice intended is in Git
+// exactly once.
 func TestLeaderKilledMidPush(t *testing.T) {
 	g := NewWithT(t)
 	ctx := context.Background()
@@ -460,7 +461,7 @@ func TestLeaderKilledMidPush(t *testing.T) {
 	g.Eventually(leader, 30*time.Second, 100*time.Millisecond).ShouldNot(BeNil())
 
 	// Each of sluice's pushes to the repository waits for its answer until
-	// the test has looked at it; the first two are the leader's last.
+	// the test has looked at it.
 	landed, answer, done := make(chan struct{}), make(chan struct{}), make(chan struct{})
 	t.Cleanup(func() { close(done) })
 	env.Git.OnPush(func(repository string) {
@@ -477,22 +478,32 @@ func TestLeaderKilledMidPush(t *testing.T) {
 		}
 	})
 	fluxSync(t, ns, env.Git.RepositoryURL(ns), "./apps/leader")
+	// The first kill comes with an adoption (the discovery controller's
+	// push), the second with a promotion (the write-back controller's).
 	killed := map[string]bool{}
-	for kill := 1; kill <= 2; kill++ {
-		select {
-		case <-landed:
-		case <-time.After(2 * time.Minute):
-			t.Fatalf("no push of sluice's reached the server before kill %d", kill)
+	for kill, action := range []string{"adopt", "promote"} {
+		var pushed string
+		for !strings.Contains(pushed, "\nSluice-Action: "+action+"\n") {
+			if pushed != "" {
+				answer <- struct{}{}
+			}
+			select {
+			case <-landed:
+			case <-time.After(2 * time.Minute):
+				t.Fatalf("no %s of sluice's reached the server", action)
+			}
+			repo.git("", "fetch", "--quiet", "origin")
+			pushed = repo.git("", "log", "-1", "--format=%B", "origin/main") + "\n"
 		}
 		var l *stack.SluiceReplica
 		g.Eventually(func(g Gomega) { l = leader(g) }, 10*time.Second, 100*time.Millisecond).Should(Succeed())
 		l.Stop(true)
 		answer <- struct{}{}
 		killed[l.Name] = true
-		repo.git("", "fetch", "--quiet", "origin")
-		t.Logf("kill %d: %s killed after the server took in %q", kill, l.Name, repo.git("", "log", "-1", "--format=%s", "origin/main"))
+		subject, _, _ := strings.Cut(pushed, "\n")
+		t.Logf("kill %d: %s killed after the server took in %q", kill+1, l.Name, subject)
 		// A new replica waits beside the one that takes over.
-		startReplica(fmt.Sprintf("sluice-%c", 'b'+kill))
+		startReplica(fmt.Sprintf("sluice-%c", 'c'+kill))
 	}
 	env.Git.OnPush(nil)
 	g.Expect(killed).To(HaveLen(2), "the same replica was killed twice")
