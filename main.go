@@ -24,6 +24,7 @@ import (
 	ctrl "sigs.k8s.io/controller-runtime"
 	ctrlcache "sigs.k8s.io/controller-runtime/pkg/cache"
 	ctrlclient "sigs.k8s.io/controller-runtime/pkg/client"
+	ctrlconfig "sigs.k8s.io/controller-runtime/pkg/config"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	deliveryv1 "github.com/sluice-dev/sluice/apis/v1alpha1"
@@ -51,7 +52,7 @@ func main() {
 	pflag.StringVar(&metricsAddr, "metrics-addr", ":8080", "The address the metric endpoint binds to.")
 	pflag.StringVar(&healthAddr, "health-addr", ":9440", "The address the health endpoint binds to.")
 	pflag.StringVar(&eventsAddr, "events-addr", "", "The address of Flux's notification-controller events endpoint; events go only to the Kubernetes API when empty.")
-	pflag.IntVar(&concurrent, "concurrent", 4, "The number of Deliveries reconciled at once.")
+	pflag.IntVar(&concurrent, "concurrent", 4, "The number of objects each controller reconciles at once.")
 	pflag.StringVar(&gitDir, "git-dir", filepath.Join(os.TempDir(), "sluice-git"), "The folder of sluice's working copies of Git repositories.")
 	pflag.BoolVar(&credentialsOverHTTP, "insecure-credentials-over-http", false,
 		"Send Git passwords and tokens to plain http:// repository URLs too; refused by default, as anyone on the network path could read them.")
@@ -135,6 +136,13 @@ func run(o runOptions) error {
 		RenewDeadline:                 &o.leaderElection.RenewDeadline,
 		RetryPeriod:                   &o.leaderElection.RetryPeriod,
 		LeaderElectionID:              leaderElectionID,
+		// In a cluster, the lease is in sluice's own namespace; out of
+		// one, in the namespace RUNTIME_NAMESPACE names, as for Flux.
+		LeaderElectionNamespace: os.Getenv(helper.EnvRuntimeNamespace),
+		// NOTE: a Git host that never answers holds a write until the
+		// source's timeout; with one worker, every other repository's
+		// adoptions and write-backs would wait behind it.
+		Controller: ctrlconfig.Controller{MaxConcurrentReconciles: o.concurrent},
 		Client: ctrlclient.Options{Cache: &ctrlclient.CacheOptions{
 			// Read Secrets, ConfigMaps (postBuild variables) and
 			// GitRepositories only when needed, straight from the API

@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -171,16 +172,9 @@ func TestCrashSafety(t *testing.T) {
 	// Still converged with sluice running after the last kill.
 	g.Eventually(converged, 2*time.Minute, 500*time.Millisecond).Should(Succeed())
 
-	// Every commit sluice intended is in Git exactly once.
-	repo.git("", "fetch", "--quiet", "origin")
-	log := repo.git("", "log", "--all", "--author=sluice",
-		"--format=%(trailers:key=Sluice-Delivery,key=Sluice-Action,key=Sluice-Template-Hash,key=Sluice-Step,valueonly,separator=%x20)")
-	seen := map[string]int{}
-	for _, line := range strings.Split(log, "\n") {
-		if line = strings.TrimSpace(line); line != "" {
-			seen[line]++
-		}
-	}
+	// Every commit sluice intended is in Git exactly once; a commit that
+	// records several changes counts for each.
+	seen := sluiceIntents(repo)
 	for intent, n := range seen {
 		g.Expect(n).To(Equal(1), "sluice committed %q %d times", intent, n)
 	}
@@ -228,4 +222,23 @@ func pushWithRetry(t *testing.T, repo *gitRepo, message string, change func()) {
 			t.Fatalf("pushing to main: %v", err)
 		}
 	}
+}
+
+// trailerBlock is the trailers of one change a sluice commit records; a
+// commit that records several changes holds one block for each.
+var trailerBlock = regexp.MustCompile(`(?m)^Sluice-Delivery: (\S+)\nSluice-Action: (\S+)(?:\nSluice-Template-Hash: (\S+))?(?:\nSluice-Step: (\S+))?$`)
+
+// sluiceIntents counts the commits of sluice's, on every branch of the
+// repository, that record each change sluice intended: "<delivery>
+// <action> [<template hash> [<step>]]".
+func sluiceIntents(repo *gitRepo) map[string]int {
+	repo.git("", "fetch", "--quiet", "--prune", "origin")
+	log := repo.git("", "log", "--remotes=origin", "--author=sluice", "--format=%B%x00")
+	intents := map[string]int{}
+	for _, message := range strings.Split(log, "\x00") {
+		for _, m := range trailerBlock.FindAllStringSubmatch(message, -1) {
+			intents[strings.TrimSpace(strings.Join(m[1:], " "))]++
+		}
+	}
+	return intents
 }

@@ -74,6 +74,10 @@ type Change struct {
 	// SigningKey, when set, is an armored OpenPGP private key that signs
 	// the commit, decrypted with Passphrase when it is encrypted.
 	SigningKey, Passphrase []byte
+
+	// message, when set, gives the commit's message after Edit, in place
+	// of Message.
+	message func() string
 }
 
 // Result of a Write.
@@ -301,7 +305,8 @@ func (r *Repositories) writeBatch(ctx context.Context, src Source, batch []*wait
 	}()
 	start := time.Now()
 	defer func() { logWrite(ctx, src, batch, outcomes, time.Since(start)) }()
-	res, err := r.write(ctx, src, coalesce(batch))
+	change, recorded := coalesce(batch)
+	res, err := r.write(ctx, src, change)
 	var editErr *editError
 	if len(batch) > 1 && errors.As(err, &editErr) {
 		// One edit failed: each write goes on its own, so that the
@@ -313,6 +318,10 @@ func (r *Repositories) writeBatch(ctx context.Context, src Source, batch []*wait
 		return
 	}
 	for i := range batch {
+		res := res
+		// A write whose branch already said what it wants pushed nothing,
+		// whatever the others of its batch pushed.
+		res.Pushed = res.Pushed && recorded[i]
 		outcomes[i] = &writeOutcome{res, err}
 	}
 }
@@ -352,30 +361,45 @@ func batchKey(src Source, c Change) string {
 	return src.URL + "\x00" + c.Branch + "\x00" + c.From + "\x00" + hex.EncodeToString(sum[:8])
 }
 
-// coalesce makes one change of several: every edit on the same tree, every
-// message in the commit.
-func coalesce(batch []*waitingWrite) Change {
+// coalesce makes one change of several: every edit on the same tree, and
+// in the commit the message of each edit that changed it. recorded[i]
+// tells, after the last edit, whether batch[i]'s changed the tree.
+func coalesce(batch []*waitingWrite) (_ Change, recorded []bool) {
+	recorded = make([]bool, len(batch))
 	if len(batch) == 1 {
-		return batch[0].change
+		recorded[0] = true
+		return batch[0].change, recorded
 	}
 	first := batch[0].change
-	messages := make([]string, 0, len(batch))
-	for _, b := range batch {
-		messages = append(messages, strings.TrimSpace(b.change.Message))
-	}
-	first.Message = fmt.Sprintf("Record %d changes\n\n%s\n", len(batch), strings.Join(messages, "\n\n---\n\n"))
 	first.Edit = func(root string) (bool, error) {
-		changed := false
-		for _, b := range batch {
+		for i, b := range batch {
 			c, err := b.change.Edit(root)
 			if err != nil {
 				return false, err
 			}
-			changed = changed || c
+			recorded[i] = c
 		}
-		return changed, nil
+		return slices.Contains(recorded, true), nil
 	}
-	return first
+	// NOTE: a write whose edit changes nothing (its change is in Git
+	// already, pushed before a crash or by an earlier batch) must not be
+	// recorded again: its message and trailers stay out of the commit.
+	first.message = func() string {
+		var messages []string
+		for i, b := range batch {
+			if recorded[i] {
+				messages = append(messages, b.change.Message)
+			}
+		}
+		if len(messages) == 1 {
+			return messages[0]
+		}
+		for i := range messages {
+			messages[i] = strings.TrimSpace(messages[i])
+		}
+		return fmt.Sprintf("Record %d changes\n\n%s\n", len(messages), strings.Join(messages, "\n\n---\n\n"))
+	}
+	return first, recorded
 }
 
 // write pushes one change, fetching and editing again on the new head when
@@ -470,7 +494,11 @@ func (r *Repositories) commitAndPush(ctx context.Context, repo *git.Repository, 
 	if err != nil {
 		return Result{}, err
 	}
-	commit, err := wt.Commit(change.Message, &git.CommitOptions{Author: sig, Committer: sig, SignKey: signKey})
+	message := change.Message
+	if change.message != nil {
+		message = change.message()
+	}
+	commit, err := wt.Commit(message, &git.CommitOptions{Author: sig, Committer: sig, SignKey: signKey})
 	if err != nil {
 		return Result{}, fmt.Errorf("committing: %w", err)
 	}

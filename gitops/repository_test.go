@@ -504,6 +504,46 @@ func TestWritesWaitingForTheSameBranchAreCoalesced(t *testing.T) {
 	}
 }
 
+// TestACoalescedWriteThatChangesNothingIsNotRecordedAgain: a write whose
+// change the branch holds already (recorded by an earlier commit that its
+// writer did not hear of) waits with one that changes something; the
+// commit holds only the other's message, and the write that changed
+// nothing is told it pushed nothing.
+func TestACoalescedWriteThatChangesNothingIsNotRecordedAgain(t *testing.T) {
+	f := newFixture(t, map[string]string{"README.md": "apps\n", "done.yaml": "done\n"})
+	ctx := context.Background()
+	author := Signature{Name: "sluice", Email: "sluice@example.com"}
+
+	release, firstDone := holdRepository(t, f)
+	results := map[string]chan Result{"done": make(chan Result, 1), "new": make(chan Result, 1)}
+	for name, res := range results {
+		go func() {
+			r, err := f.repos.Write(ctx, f.source(), Change{Branch: "main", Message: "write " + name + "\n\nSluice-Action: " + name + "\n",
+				Author: author, Edit: setFile(name+".yaml", name+"\n")})
+			if err != nil {
+				t.Error(err)
+			}
+			res <- r
+		}()
+	}
+	waitPending(t, f.repos, 2)
+	close(release)
+	if err := <-firstDone; err != nil {
+		t.Fatal(err)
+	}
+	done, added := <-results["done"], <-results["new"]
+	if done.Pushed || !added.Pushed {
+		t.Fatalf("the write that changed nothing got %+v, the other %+v; want only the other pushed", done, added)
+	}
+	clone := f.clone()
+	if msg := f.git(clone, "log", "-1", "--format=%B"); msg != "write new\n\nSluice-Action: new" {
+		t.Fatalf("message:\n%s", msg)
+	}
+	if log := f.git(clone, "log", "--format=%B"); strings.Contains(log, "write done") {
+		t.Fatalf("the change that was in Git already is recorded again:\n%s", log)
+	}
+}
+
 // TestACoalescedWriteWhoseEditFailsDoesNotFailTheOthers: the failing edit
 // gets its error, the other writes of its batch land.
 func TestACoalescedWriteWhoseEditFailsDoesNotFailTheOthers(t *testing.T) {

@@ -1,6 +1,7 @@
 package stack
 
 import (
+	"bytes"
 	"context"
 	"crypto/subtle"
 	"errors"
@@ -12,6 +13,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"time"
 )
 
@@ -31,7 +33,13 @@ type GitServer struct {
 	// push.
 	ReadOnlyUsername, ReadOnlyPassword string
 
+	addr    string
+	handler http.Handler
+
+	mu     sync.Mutex
 	server *http.Server
+	// onPush is told of each push the server took in.
+	onPush func(repository string)
 }
 
 // StartGitServer serves root on a free loopback port.
@@ -56,6 +64,7 @@ func StartGitServer(root, username, password string) (*GitServer, error) {
 		Root:     root,
 		Username: username,
 		Password: password,
+		addr:     l.Addr().String(),
 	}
 	backend := &cgi.Handler{
 		Path: filepath.Join(strings.TrimSpace(string(execPath)), "git-http-backend"),
@@ -65,10 +74,79 @@ func StartGitServer(root, username, password string) (*GitServer, error) {
 			"REMOTE_USER=" + username,
 		},
 	}
-	s.server = &http.Server{Handler: s.authenticate(backend), ReadHeaderTimeout: 10 * time.Second}
-	go func() { _ = s.server.Serve(l) }()
+	s.handler = s.authenticate(s.reportPushes(backend))
+	s.serve(l)
 	return s, nil
 }
+
+func (s *GitServer) serve(l net.Listener) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	server := &http.Server{Handler: s.handler, ReadHeaderTimeout: 10 * time.Second}
+	s.server = server
+	go func() { _ = server.Serve(l) }()
+}
+
+// Stop takes the server down at once: the connections in progress are
+// dropped, and connections to its address are refused until Restart.
+func (s *GitServer) Stop() error {
+	s.mu.Lock()
+	server := s.server
+	s.mu.Unlock()
+	return server.Close()
+}
+
+// Restart serves again, on the address it served on before Stop.
+func (s *GitServer) Restart() error {
+	l, err := net.Listen("tcp", s.addr)
+	if err != nil {
+		return fmt.Errorf("serving again on %s: %w", s.addr, err)
+	}
+	s.serve(l)
+	return nil
+}
+
+// OnPush calls f with the repository's name after each push the server has
+// taken in, before the pusher hears that it has; nil stops the calls.
+func (s *GitServer) OnPush(f func(repository string)) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.onPush = f
+}
+
+// reportPushes holds the answer to each push until the OnPush function,
+// if any, has returned.
+func (s *GitServer) reportPushes(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		repository, push := strings.CutSuffix(r.URL.Path, ".git/git-receive-pack")
+		s.mu.Lock()
+		onPush := s.onPush
+		s.mu.Unlock()
+		if !push || r.Method != http.MethodPost || onPush == nil {
+			next.ServeHTTP(w, r)
+			return
+		}
+		answer := &heldAnswer{header: http.Header{}, status: http.StatusOK}
+		next.ServeHTTP(answer, r)
+		onPush(strings.TrimPrefix(repository, "/"))
+		for k, v := range answer.header {
+			w.Header()[k] = v
+		}
+		w.WriteHeader(answer.status)
+		_, _ = w.Write(answer.body.Bytes())
+	})
+}
+
+// heldAnswer is an HTTP answer kept until it may be sent.
+type heldAnswer struct {
+	header http.Header
+	status int
+	body   bytes.Buffer
+}
+
+func (a *heldAnswer) Header() http.Header         { return a.header }
+func (a *heldAnswer) WriteHeader(status int)      { a.status = status }
+func (a *heldAnswer) Write(b []byte) (int, error) { return a.body.Write(b) }
 
 // authenticate lets through only requests with the server's credentials,
 // and pushes only with the read-write ones.
@@ -124,5 +202,8 @@ func (s *GitServer) RepositoryURL(name string) string {
 func (s *GitServer) Close() error {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	return s.server.Shutdown(ctx)
+	s.mu.Lock()
+	server := s.server
+	s.mu.Unlock()
+	return server.Shutdown(ctx)
 }

@@ -9,8 +9,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -76,6 +79,8 @@ type Stack struct {
 	opts    Options
 	procs   []*process
 	etcdURL string
+	// apiServerArgs start kube-apiserver again, the same as before.
+	apiServerArgs []string
 }
 
 // LogDir is the folder of the components' logs.
@@ -258,7 +263,7 @@ func (s *Stack) startAPIServer(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	proc, err := s.start("kube-apiserver", []string{
+	s.apiServerArgs = []string{
 		"--etcd-servers=" + s.etcdURL,
 		"--bind-address=127.0.0.1",
 		"--advertise-address=127.0.0.1",
@@ -273,7 +278,8 @@ func (s *Stack) startAPIServer(ctx context.Context) error {
 		"--authorization-mode=RBAC",
 		"--endpoint-reconciler-type=none",
 		"--allow-privileged=true",
-	})
+	}
+	proc, err := s.start("kube-apiserver", s.apiServerArgs)
 	if err != nil {
 		return err
 	}
@@ -292,6 +298,10 @@ func (s *Stack) startAPIServer(ctx context.Context) error {
 	}
 	s.Config.QPS, s.Config.Burst = 100, 200
 
+	return s.waitForAPIServer(ctx, proc)
+}
+
+func (s *Stack) waitForAPIServer(ctx context.Context, proc *process) error {
 	clientset, err := kubernetes.NewForConfig(s.Config)
 	if err != nil {
 		return err
@@ -299,6 +309,24 @@ func (s *Stack) startAPIServer(ctx context.Context) error {
 	return waitFor(ctx, proc, 2*time.Minute, "kube-apiserver /readyz", func(ctx context.Context) error {
 		return clientset.Discovery().RESTClient().Get().AbsPath("/readyz").Do(ctx).Error()
 	})
+}
+
+// RestartAPIServer kills kube-apiserver with SIGKILL and starts it again
+// with the same flags, on the same port and etcd, and waits until it is
+// ready; the rest of the stack runs on.
+func (s *Stack) RestartAPIServer(ctx context.Context) error {
+	i := slices.IndexFunc(s.procs, func(p *process) bool { return p.name == "kube-apiserver" })
+	if i < 0 {
+		return errors.New("kube-apiserver does not run")
+	}
+	s.procs[i].kill()
+	proc, err := startProcess("kube-apiserver", filepath.Join(s.opts.BinDir, "kube-apiserver"), s.apiServerArgs, nil, s.LogDir(), s.pidDir())
+	if err != nil {
+		return err
+	}
+	// In its place, so that Stop still stops it after what depends on it.
+	s.procs[i] = proc
+	return s.waitForAPIServer(ctx, proc)
 }
 
 func (s *Stack) startControllerManager(ctx context.Context) error {
@@ -483,26 +511,106 @@ func (s *Stack) startSluice(ctx context.Context) error {
 	if s.opts.Sluice == "" {
 		return nil
 	}
-	p, err := ports(2)
+	replica, err := s.startSluiceProcess(ctx, "sluice", s.opts.SluiceArgs)
 	if err != nil {
 		return err
 	}
-	args := append([]string{
+	s.SluiceMetricsURL = replica.MetricsURL
+	return nil
+}
+
+// startSluiceProcess starts sluice as process name, on ports of its own,
+// with args, and waits until it is ready.
+func (s *Stack) startSluiceProcess(ctx context.Context, name string, args []string) (*SluiceReplica, error) {
+	p, err := ports(2)
+	if err != nil {
+		return nil, err
+	}
+	args = append([]string{
 		"--health-addr=" + addr(p[0]),
 		"--metrics-addr=" + addr(p[1]),
 		// The stack's Git server is plain HTTP on loopback.
 		"--insecure-credentials-over-http",
-	}, s.opts.SluiceArgs...)
+	}, args...)
 	kubeconfig, err := s.sluiceKubeconfig(ctx)
 	if err != nil {
-		return fmt.Errorf("giving sluice its own identity: %w", err)
+		return nil, fmt.Errorf("giving sluice its own identity: %w", err)
 	}
-	proc, err := s.start("sluice", args, "KUBECONFIG="+kubeconfig)
+	// RUNTIME_NAMESPACE is where sluice, out of a cluster, keeps its
+	// leader election lease.
+	proc, err := startProcess(name, s.opts.Sluice, args, []string{"KUBECONFIG=" + kubeconfig, "RUNTIME_NAMESPACE=" + SluiceNamespace}, s.LogDir(), s.pidDir())
 	if err != nil {
-		return err
+		return nil, err
 	}
-	s.SluiceMetricsURL = "http://" + addr(p[1]) + "/metrics"
-	return waitFor(ctx, proc, time.Minute, "sluice /readyz", httpOK("http://"+addr(p[0])+"/readyz"))
+	s.procs = append(s.procs, proc)
+	replica := &SluiceReplica{Name: name, MetricsURL: "http://" + addr(p[1]) + "/metrics", stack: s, proc: proc}
+	if err := waitFor(ctx, proc, time.Minute, name+" /readyz", httpOK("http://"+addr(p[0])+"/readyz")); err != nil {
+		replica.Stop(true)
+		return nil, err
+	}
+	return replica, nil
+}
+
+// SluiceReplica is one more sluice process, beside or instead of the one
+// the stack starts.
+type SluiceReplica struct {
+	// Name names its log file, logs/<Name>.log.
+	Name string
+	// MetricsURL is its Prometheus endpoint.
+	MetricsURL string
+
+	stack *Stack
+	proc  *process
+}
+
+// StartSluiceReplica starts another sluice process, named name, with the
+// identity of the stack's sluice, ports and working copies of its own, and
+// args after the stack's SluiceArgs, and waits until it is ready.
+func (s *Stack) StartSluiceReplica(ctx context.Context, name string, args ...string) (*SluiceReplica, error) {
+	if name == "sluice" {
+		return nil, errors.New("the stack's own sluice is started with StartSluice")
+	}
+	// Its own working copies win over any --git-dir in SluiceArgs.
+	args = append(append(slices.Clone(s.opts.SluiceArgs), "--git-dir="+filepath.Join(s.Dir, name+"-git")), args...)
+	return s.startSluiceProcess(ctx, name, args)
+}
+
+// Stop stops the replica, with SIGTERM or with SIGKILL when kill is set.
+func (r *SluiceReplica) Stop(kill bool) {
+	if kill {
+		r.proc.kill()
+	} else {
+		r.proc.stop()
+	}
+	_ = os.Remove(filepath.Join(r.stack.pidDir(), r.Name+".pid"))
+	r.stack.procs = slices.DeleteFunc(r.stack.procs, func(p *process) bool { return p == r.proc })
+}
+
+// Running tells whether the replica runs.
+func (r *SluiceReplica) Running() bool { return r.proc.exited() == nil }
+
+// Leader tells whether the replica holds sluice's leader election lease,
+// from its leader_election_master_status metric.
+func (r *SluiceReplica) Leader(ctx context.Context) (bool, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, r.MetricsURL, nil)
+	if err != nil {
+		return false, err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return false, err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return false, err
+	}
+	for _, line := range strings.Split(string(body), "\n") {
+		if strings.HasPrefix(line, `leader_election_master_status{name="sluice-leader-election"}`) {
+			return strings.HasSuffix(line, " 1"), nil
+		}
+	}
+	return false, nil
 }
 
 // StopSluice stops sluice, with SIGTERM or with SIGKILL when kill is set;
@@ -521,6 +629,17 @@ func (s *Stack) StopSluice(kill bool) {
 		s.procs = append(s.procs[:i], s.procs[i+1:]...)
 		return
 	}
+}
+
+// SluicePID is the process ID of the stack's sluice, or 0 when it does not
+// run.
+func (s *Stack) SluicePID() int {
+	for _, p := range s.procs {
+		if p.name == "sluice" && p.exited() == nil {
+			return p.cmd.Process.Pid
+		}
+	}
+	return 0
 }
 
 // SluiceRunning tells whether sluice runs.

@@ -3,6 +3,7 @@ package stack
 import (
 	"crypto/x509"
 	"encoding/pem"
+	"net"
 	"net/url"
 	"os"
 	"os/exec"
@@ -230,5 +231,97 @@ func TestStopAbandoned(t *testing.T) {
 	case err := <-otherExited:
 		t.Fatalf("a process that took a recorded PID was stopped: %v", err)
 	case <-time.After(500 * time.Millisecond):
+	}
+}
+
+// TestGitServerStopAndRestart: a stopped server refuses connections, and
+// serves the same repositories on the same address once restarted; OnPush
+// hears of each push before the pusher does.
+func TestGitServerStopAndRestart(t *testing.T) {
+	s, err := StartGitServer(filepath.Join(t.TempDir(), "repos"), "alice", "s3cret")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = s.Close() })
+	if _, err := s.CreateRepository("apps"); err != nil {
+		t.Fatal(err)
+	}
+	u, _ := url.Parse(s.RepositoryURL("apps"))
+	u.User = url.UserPassword("alice", "s3cret")
+	work := t.TempDir()
+	mustGit(t, work, "clone", "--quiet", u.String(), "apps")
+	apps := filepath.Join(work, "apps")
+	mustGit(t, apps, "commit", "--quiet", "--allow-empty", "-m", "First")
+
+	var pushed []string
+	s.OnPush(func(repository string) { pushed = append(pushed, repository) })
+	mustGit(t, apps, "push", "--quiet", "origin", "HEAD:main")
+	if len(pushed) != 1 || pushed[0] != "apps" {
+		t.Fatalf("OnPush heard of %v, want [apps]", pushed)
+	}
+	s.OnPush(nil)
+
+	if err := s.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := net.DialTimeout("tcp", strings.TrimPrefix(s.URL, "http://"), time.Second); err == nil {
+		t.Fatal("a stopped server accepts connections")
+	}
+	if out, err := git(t, apps, "fetch", "origin"); err == nil {
+		t.Fatalf("fetching from a stopped server succeeded: %s", out)
+	}
+	if err := s.Restart(); err != nil {
+		t.Fatal(err)
+	}
+	mustGit(t, apps, "commit", "--quiet", "--allow-empty", "-m", "Second")
+	mustGit(t, apps, "push", "--quiet", "origin", "HEAD:main")
+	if got, want := mustGit(t, apps, "ls-remote", "origin", "main"), mustGit(t, apps, "rev-parse", "HEAD"); !strings.HasPrefix(got, want) {
+		t.Fatalf("main after the restart = %s, want %s", got, want)
+	}
+}
+
+// TestHangingHost: a client's request gets no answer, and the host tells
+// the connections the client holds from those it closed.
+func TestHangingHost(t *testing.T) {
+	h, err := StartHangingHost()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = h.Close() })
+	c, err := net.Dial("tcp", strings.TrimPrefix(h.URL, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Write([]byte("GET /apps.git/info/refs HTTP/1.1\r\nHost: x\r\n\r\n")); err != nil {
+		t.Fatal(err)
+	}
+	_ = c.SetReadDeadline(time.Now().Add(300 * time.Millisecond))
+	if n, err := c.Read(make([]byte, 1)); err == nil || n > 0 {
+		t.Fatal("the hanging host answered")
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for h.Accepted() != 1 || h.Open() != 1 {
+		if time.Now().After(deadline) {
+			t.Fatalf("accepted %d, open %d; want 1 and 1", h.Accepted(), h.Open())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if held, err := h.HeldBy(os.Getpid()); err != nil || held != 1 {
+		t.Fatalf("this process holds %d connections to the host (%v), want 1", held, err)
+	}
+	other := exec.Command("sleep", "5")
+	if err := other.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = other.Process.Kill(); _ = other.Wait() })
+	if held, err := h.HeldBy(other.Process.Pid); err != nil || held != 0 {
+		t.Fatalf("another process holds %d connections to the host (%v), want 0", held, err)
+	}
+	c.Close()
+	for h.Open() != 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("open %d after the client closed, want 0", h.Open())
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }
