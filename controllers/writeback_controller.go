@@ -163,6 +163,14 @@ func (r *WriteBackReconciler) Reconcile(ctx context.Context, req ctrl.Request) (
 		reason, msg = deliveryv1.GitCannotEditReason, err.Error()
 	case errors.Is(err, gitops.ErrConflict):
 		reason, msg = deliveryv1.GitConflictReason, err.Error()
+	case errors.Is(err, gitops.ErrUnreachable):
+		// Nothing for the user to change, but something to know; looked
+		// at again soon rather than after a growing backoff, so that
+		// records catch up soon after the host is back.
+		r.EventRecorder.Eventf(obj, nil, corev1.EventTypeWarning, gitUnreachableReason, "WriteBack",
+			"%v; sluice tries again in %s", err, unreachableRetry)
+		ctrl.LoggerFrom(ctx).Error(err, "writing the promotion state to Git")
+		return ctrl.Result{RequeueAfter: unreachableRetry}, nil
 	case err != nil:
 		return ctrl.Result{}, err
 	}
@@ -198,6 +206,12 @@ func (r *WriteBackReconciler) setWriteBack(ctx context.Context, obj *deliveryv1.
 	conditions.Set(obj, &metav1.Condition{Type: deliveryv1.GitWriteBackCondition, Status: status, Reason: reason, Message: msg})
 	return r.Status().Patch(ctx, obj, patch, client.FieldOwner(r.ControllerName))
 }
+
+// gitUnreachableReason: the repository could not be fetched or pushed to;
+// sluice tries again after unreachableRetry.
+const gitUnreachableReason = "GitUnreachable"
+
+const unreachableRetry = 30 * time.Second
 
 // notInInventoryReason: the Kustomization a Delivery's labels name does not
 // list it; nothing is written for it.

@@ -179,6 +179,7 @@ func TestGitServerDown(t *testing.T) {
 		d := getObj(g, &deliveryv1.Delivery{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "alpha"}})
 		g.Expect(d.Status.Phase).To(Equal(deliveryv1.PhaseWaitingForApproval))
 		g.Expect(d.Status.PendingPromotionBranch).To(BeEmpty())
+		g.Expect(events(g, "Delivery", ns, "alpha", "GitUnreachable")).To(ContainElement(ContainSubstring("could not be fetched")))
 	}, 45*time.Second, 200*time.Millisecond).Should(Succeed())
 	failedEarly := failedWrites(g)
 	g.Expect(failedEarly).To(BeNumerically(">", failedBefore))
