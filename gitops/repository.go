@@ -482,13 +482,6 @@ func (r *Repositories) commitAndPush(ctx context.Context, repo *git.Repository, 
 	if err := wt.AddWithOptions(&git.AddOptions{All: true}); err != nil {
 		return Result{}, err
 	}
-	status, err := wt.Status()
-	if err != nil {
-		return Result{}, err
-	}
-	if status.IsClean() {
-		return Result{Commit: base.Hash().String()}, nil
-	}
 	sig := &object.Signature{Name: change.Author.Name, Email: change.Author.Email, When: time.Now()}
 	signKey, err := signingEntity(change.SigningKey, change.Passphrase)
 	if err != nil {
@@ -499,7 +492,11 @@ func (r *Repositories) commitAndPush(ctx context.Context, repo *git.Repository, 
 		message = change.message()
 	}
 	commit, err := wt.Commit(message, &git.CommitOptions{Author: sig, Committer: sig, SignKey: signKey})
-	if err != nil {
+	switch {
+	case errors.Is(err, git.ErrEmptyCommit):
+		// The edits wrote what the tree already held.
+		return Result{Commit: base.Hash().String()}, nil
+	case err != nil:
 		return Result{}, fmt.Errorf("committing: %w", err)
 	}
 
@@ -561,6 +558,9 @@ func (r *Repositories) reclone(ctx context.Context, src Source, auth transport.A
 		Auth:          auth,
 		ReferenceName: plumbing.NewBranchReferenceName(src.Branch),
 		CABundle:      src.Credentials.CA,
+		// The heads are enough to edit and commit on, and a push from
+		// a shallow copy walks only them, not the whole history.
+		Depth: 1,
 	})
 	if err != nil {
 		_ = os.RemoveAll(dir)
@@ -599,6 +599,7 @@ func (r *Repositories) fetch(ctx context.Context, repo *git.Repository, src Sour
 		Force:      true,
 		Prune:      true,
 		CABundle:   src.Credentials.CA,
+		Depth:      1,
 	})
 	if err != nil && !errors.Is(err, git.NoErrAlreadyUpToDate) {
 		return fmt.Errorf("%w: fetching %s: %v", ErrUnreachable, src.URL, err)
