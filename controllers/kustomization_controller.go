@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"reflect"
 	"strings"
 	"time"
 
@@ -185,9 +186,9 @@ func (r *KustomizationReconciler) Reconcile(ctx context.Context, req ctrl.Reques
 			errs = append(errs, err)
 		}
 	}
-	for _, c := range candidates {
-		if err := r.adopt(ctx, source, c); err != nil {
-			failed(c.deployment, adoptionFailedReason, err)
+	for i, err := range r.adopt(ctx, source, candidates) {
+		if err != nil {
+			failed(candidates[i].deployment, adoptionFailedReason, err)
 		}
 	}
 	for _, dl := range optOuts {
@@ -292,17 +293,84 @@ type candidate struct {
 	policy     deliveryv1.DeliveryPolicySpec
 }
 
-func (r *KustomizationReconciler) adopt(ctx context.Context, source *gitSource, c candidate) error {
+// adopt pushes the adoptions of the candidates, those that share a branch
+// and credentials in one commit (a revision that adds a hundred annotated
+// Deployments is one commit, not a hundred), and returns each candidate's
+// error.
+func (r *KustomizationReconciler) adopt(ctx context.Context, source *gitSource, candidates []candidate) []error {
+	errs := make([]error, len(candidates))
+	type write struct {
+		candidate int
+		change    gitops.Change
+		adopted   *gitops.Adopted
+	}
+	// One WriteAll per source (URL and credentials) the policies make.
+	type group struct {
+		src    gitops.Source
+		writes []write
+	}
+	var groups []*group
+	groupOf := func(src gitops.Source) *group {
+		for _, g := range groups {
+			if g.src.URL == src.URL && reflect.DeepEqual(g.src.Credentials, src.Credentials) {
+				return g
+			}
+		}
+		g := &group{src: src}
+		groups = append(groups, g)
+		return g
+	}
+	for i, c := range candidates {
+		src, change, adopted, err := r.adoption(ctx, source, c)
+		if err != nil {
+			errs[i] = fmt.Errorf("adopting Deployment %s/%s: %w", c.deployment.Namespace, c.deployment.Name, err)
+			continue
+		}
+		g := groupOf(src)
+		g.writes = append(g.writes, write{candidate: i, change: change, adopted: adopted})
+	}
+	written := false
+	for _, g := range groups {
+		changes := make([]gitops.Change, len(g.writes))
+		for i, w := range g.writes {
+			changes[i] = w.change
+		}
+		results, writeErrs := r.Git.WriteAll(ctx, g.src, changes)
+		for i, w := range g.writes {
+			d := candidates[w.candidate].deployment
+			if err := writeErrs[i]; err != nil {
+				errs[w.candidate] = fmt.Errorf("adopting Deployment %s/%s: %w", d.Namespace, d.Name, err)
+				continue
+			}
+			written = true
+			if results[i].Pushed {
+				r.EventRecorder.Eventf(d, nil, corev1.EventTypeNormal, adoptedReason, "Adopt",
+					"pushed %s: the Delivery is in %s", results[i].Commit[:12], w.adopted.DeliveryFile)
+			}
+		}
+	}
+	if written {
+		// Flux applies what Git now says without waiting for its
+		// interval.
+		if err := source.requestReconcile(ctx, r.Client); err != nil {
+			ctrl.LoggerFrom(ctx).Error(err, "requesting a reconcile after the adoptions")
+		}
+	}
+	return errs
+}
+
+// adoption prepares the commit that adopts one candidate, and where it goes.
+func (r *KustomizationReconciler) adoption(ctx context.Context, source *gitSource, c candidate) (gitops.Source, gitops.Change, *gitops.Adopted, error) {
 	d, policy := c.deployment, c.policy
 	// NOTE: the commit moves replicas out of the Deployment. Flux applies
 	// with force, so a field no manager owns would fall back to 1: sluice
 	// must co-own spec.replicas before the commit lands.
 	build, err := source.kustomization(ctx, r.Client)
 	if err != nil {
-		return err
+		return gitops.Source{}, gitops.Change{}, nil, err
 	}
 	if err := holdDeploymentReplicas(ctx, r.Client, r.ControllerName, d); err != nil {
-		return err
+		return gitops.Source{}, gitops.Change{}, nil, err
 	}
 
 	adoption := gitops.Adoption{
@@ -314,7 +382,7 @@ func (r *KustomizationReconciler) adopt(ctx context.Context, source *gitSource, 
 	}
 	settings, err := source.settingsFor(ctx, r.Client, d.Namespace, &policy)
 	if err != nil {
-		return err
+		return gitops.Source{}, gitops.Change{}, nil, err
 	}
 	adoption.Switched = switchedObjects(&policy)
 
@@ -322,12 +390,12 @@ func (r *KustomizationReconciler) adopt(ctx context.Context, source *gitSource, 
 	message, err := commitMessage("adopt", policy.Git.Commit.MessageTemplates.Adoption, adoptionMessage(d, adoption),
 		map[string]any{"Deployment": d, "Strategy": adoption.Strategy, "Policy": adoption.Policy, "Hash": hash, "Action": "adopt"})
 	if err != nil {
-		return err
+		return gitops.Source{}, gitops.Change{}, nil, err
 	}
 	message += trailers(client.ObjectKeyFromObject(d), "adopt", hash, nil)
 
-	var adopted gitops.Adopted
-	res, err := r.Git.Write(ctx, settings.src, gitops.Change{
+	adopted := &gitops.Adopted{}
+	return settings.src, gitops.Change{
 		Branch:     settings.branch,
 		Message:    message,
 		Author:     settings.author,
@@ -336,18 +404,10 @@ func (r *KustomizationReconciler) adopt(ctx context.Context, source *gitSource, 
 		Edit: func(root string) (bool, error) {
 			var changed bool
 			var err error
-			adopted, changed, err = gitops.Adopt(root, adoption)
+			*adopted, changed, err = gitops.Adopt(root, adoption)
 			return changed, err
 		},
-	})
-	if err != nil {
-		return fmt.Errorf("adopting Deployment %s/%s: %w", d.Namespace, d.Name, err)
-	}
-	if res.Pushed {
-		r.EventRecorder.Eventf(d, nil, corev1.EventTypeNormal, adoptedReason, "Adopt",
-			"pushed %s: the Delivery is in %s", res.Commit[:12], adopted.DeliveryFile)
-	}
-	return source.requestReconcile(ctx, r.Client)
+	}, adopted, nil
 }
 
 // optOut pushes the commit that hands the Delivery's Deployment back: the

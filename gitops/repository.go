@@ -95,6 +95,7 @@ type Result struct {
 // Writer commits and pushes changes.
 type Writer interface {
 	Write(ctx context.Context, src Source, change Change) (Result, error)
+	WriteAll(ctx context.Context, src Source, changes []Change) ([]Result, []error)
 }
 
 // Sentinel errors a caller can tell apart with errors.Is.
@@ -245,44 +246,70 @@ func ValidBranch(name string) error {
 // to the same branch that wait while another is under way are coalesced
 // into one commit and one push.
 func (r *Repositories) Write(ctx context.Context, src Source, change Change) (Result, error) {
+	results, errs := r.WriteAll(ctx, src, []Change{change})
+	return results[0], errs[0]
+}
+
+// WriteAll writes each change as Write does, queued together: the changes
+// to one branch with the same credentials share a commit and a push. The
+// i-th result and error are changes[i]'s.
+func (r *Repositories) WriteAll(ctx context.Context, src Source, changes []Change) ([]Result, []error) {
 	src = src.withoutUserinfo()
-	if change.From == "" {
-		change.From = change.Branch
-	}
-	w := &waitingWrite{change: change, done: make(chan writeOutcome, 1)}
-	key := batchKey(src, change)
+	writes := make([]*waitingWrite, len(changes))
+	var keys []string
 	r.mu.Lock()
-	r.pending[key] = append(r.pending[key], w)
+	for i, change := range changes {
+		if change.From == "" {
+			change.From = change.Branch
+		}
+		writes[i] = &waitingWrite{change: change, done: make(chan writeOutcome, 1)}
+		key := batchKey(src, change)
+		if !slices.Contains(keys, key) {
+			keys = append(keys, key)
+		}
+		r.pending[key] = append(r.pending[key], writes[i])
+	}
 	r.mu.Unlock()
 
+	results, errs := make([]Result, len(changes)), make([]error, len(changes))
 	unlock, err := r.lock(ctx, src.URL)
 	if err != nil {
-		r.mu.Lock()
-		taken := !slices.Contains(r.pending[key], w)
-		if !taken {
-			r.pending[key] = slices.DeleteFunc(r.pending[key], func(p *waitingWrite) bool { return p == w })
+		for i, w := range writes {
+			key := batchKey(src, w.change)
+			r.mu.Lock()
+			taken := !slices.Contains(r.pending[key], w)
+			if !taken {
+				r.pending[key] = slices.DeleteFunc(r.pending[key], func(p *waitingWrite) bool { return p == w })
+			}
+			r.mu.Unlock()
+			if !taken {
+				errs[i] = err
+				continue
+			}
+			// A writer that holds the repository took this write into
+			// its batch: its outcome is this write's.
+			out := <-w.done
+			results[i], errs[i] = out.res, out.err
 		}
-		r.mu.Unlock()
-		if !taken {
-			return Result{}, err
-		}
-		// A writer that holds the repository took this write into its
-		// batch: its outcome is this write's.
-		out := <-w.done
-		return out.res, out.err
+		return results, errs
 	}
 	defer unlock()
 
-	r.mu.Lock()
-	batch := r.pending[key]
-	delete(r.pending, key)
-	r.mu.Unlock()
-	if len(batch) > 0 {
-		r.writeBatch(ctx, src, batch)
+	for _, key := range keys {
+		r.mu.Lock()
+		batch := r.pending[key]
+		delete(r.pending, key)
+		r.mu.Unlock()
+		if len(batch) > 0 {
+			r.writeBatch(ctx, src, batch)
+		}
 	}
-	// Either this write's batch, or an earlier writer's that took it.
-	out := <-w.done
-	return out.res, out.err
+	// Each write's batch, or an earlier writer's that took it.
+	for i, w := range writes {
+		out := <-w.done
+		results[i], errs[i] = out.res, out.err
+	}
+	return results, errs
 }
 
 // writeBatch writes a batch of waiting writes as one commit, and tells each

@@ -504,6 +504,34 @@ func TestWritesWaitingForTheSameBranchAreCoalesced(t *testing.T) {
 	}
 }
 
+// TestWriteAllMakesOneCommit: changes written together to one branch are
+// one commit and one push; one whose change the branch already holds is
+// told it pushed nothing.
+func TestWriteAllMakesOneCommit(t *testing.T) {
+	f := newFixture(t, map[string]string{"README.md": "apps\n", "c.yaml": "c\n"})
+	author := Signature{Name: "sluice", Email: "sluice@example.com"}
+	var changes []Change
+	for _, name := range []string{"a", "b", "c"} {
+		changes = append(changes, Change{Branch: "main", Message: "write " + name, Author: author, Edit: setFile(name+".yaml", name+"\n")})
+	}
+	results, errs := f.repos.WriteAll(context.Background(), f.source(), changes)
+	for i, err := range errs {
+		if err != nil {
+			t.Fatalf("change %d: %v", i, err)
+		}
+	}
+	if results[0].Commit != results[1].Commit || !results[0].Pushed || !results[1].Pushed || results[2].Pushed {
+		t.Fatalf("results %+v, want a and b pushed in one commit, c pushing nothing", results)
+	}
+	clone := f.clone()
+	if n := f.git(clone, "rev-list", "--count", "HEAD"); n != "2" {
+		t.Fatalf("main has %s commits, want 2: initial and one for the writes", n)
+	}
+	if msg := f.git(clone, "log", "-1", "--format=%B"); !strings.HasPrefix(msg, "Record 2 changes") || strings.Contains(msg, "write c") {
+		t.Fatalf("message:\n%s", msg)
+	}
+}
+
 // TestACoalescedWriteThatChangesNothingIsNotRecordedAgain: a write whose
 // change the branch holds already (recorded by an earlier commit that its
 // writer did not hear of) waits with one that changes something; the
