@@ -3,6 +3,7 @@ package gitops
 import (
 	"context"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"slices"
@@ -14,6 +15,7 @@ import (
 	"github.com/fluxcd/pkg/sourceignore"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
+	"sigs.k8s.io/kustomize/api/konfig"
 	"sigs.k8s.io/kustomize/api/resource"
 	kustypes "sigs.k8s.io/kustomize/api/types"
 	"sigs.k8s.io/kustomize/kyaml/yaml"
@@ -109,6 +111,9 @@ func build(root string, k Kustomization) ([]built, error) {
 	if info, err := os.Stat(dir); err != nil || !info.IsDir() {
 		return nil, fmt.Errorf("the Kustomization's path %s is not a folder of the repository", k.Path)
 	}
+	if err := noLinkToScan(root, dir); err != nil {
+		return nil, err
+	}
 	flux, err := k.unstructured()
 	if err != nil {
 		return nil, err
@@ -153,6 +158,32 @@ func build(root string, k Kustomization) ([]built, error) {
 		out = append(out, b)
 	}
 	return out, nil
+}
+
+// noLinkToScan fails with ErrCannotEdit on a symbolic link among the files
+// Flux's generator scans below dir: the folders up to those with a
+// kustomization of their own. source-controller leaves links out of the
+// artifact, so kustomize-controller never sees them, and the generator
+// refuses to scan a link that leads out of the repository.
+func noLinkToScan(root, dir string) error {
+	return filepath.WalkDir(dir, func(p string, d os.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if d.Type()&fs.ModeSymlink != 0 {
+			return fmt.Errorf("%w: %s is a symbolic link, which Flux leaves out of what it applies; sluice builds only what Flux builds: replace the link with the file, or remove it",
+				ErrCannotEdit, relTo(root, p))
+		}
+		if d.IsDir() {
+			for _, name := range konfig.RecognizedKustomizationFileNames() {
+				if info, err := os.Lstat(filepath.Join(p, name)); err == nil && !info.IsDir() {
+					// Built by kustomize from what it lists, not scanned.
+					return filepath.SkipDir
+				}
+			}
+		}
+		return nil
+	})
 }
 
 // generate returns the kustomization Flux builds the folder dir with, and
