@@ -40,6 +40,7 @@ import (
 // +kubebuilder:rbac:groups=argoproj.io,resources=rollouts/status,verbs=get;patch
 // +kubebuilder:rbac:groups=argoproj.io,resources=analysisruns,verbs=get;list
 // +kubebuilder:rbac:groups=argoproj.io,resources=analysistemplates;clusteranalysistemplates,verbs=get
+// +kubebuilder:rbac:groups=gateway.networking.k8s.io,resources=httproutes,verbs=get
 // +kubebuilder:rbac:groups="",resources=events,verbs=create;patch
 
 // DeliveryReconciler keeps a Delivery's status true to what runs.
@@ -143,9 +144,9 @@ func (r *DeliveryReconciler) Reconcile(ctx context.Context, req ctrl.Request) (r
 			r.event(obj, corev1.EventTypeWarning, se.reason, se.Error())
 		}
 		// Retrying at once changes nothing: the watches bring the Delivery
-		// back when the user fixes what the message names. Services and
-		// AnalysisTemplates are not watched, so a fix there is seen at the
-		// interval, or at once with a reconcile request.
+		// back when the user fixes what the message names. Services,
+		// HTTPRoutes and AnalysisTemplates are not watched, so a fix there
+		// is seen at the interval, or at once with a reconcile request.
 		return ctrl.Result{RequeueAfter: jitter.JitteredIntervalDuration(obj.GetRequeueAfter())}, nil
 	case err != nil:
 		conditions.MarkFalse(obj, meta.ReadyCondition, meta.ReconciliationFailedReason, "%s", err.Error())
