@@ -227,8 +227,13 @@ func (r *DeliveryReconciler) reconcile(ctx context.Context, obj *deliveryv1.Deli
 	}
 	// Git must be able to say what runs: a refused push stalls the Delivery
 	// until the user gives sluice credentials that may push.
+	//
+	// NOTE: the phase stays what runs. The write-back controller writes for
+	// the phase; a Failed one would have it find nothing to write, declare
+	// that it writes again and so lift the stall, only for the next write
+	// to fail: the two would take turns for as long as the cause remains.
 	if c := conditions.Get(obj, deliveryv1.GitWriteBackCondition); c != nil && c.Status == metav1.ConditionFalse {
-		return stalled(c.Reason, "%s", c.Message)
+		return &stalledError{reason: c.Reason, phase: obj.Status.Phase, err: errors.New(c.Message)}
 	}
 	return nil
 }
