@@ -521,7 +521,7 @@ func TestBadInput(t *testing.T) {
 		{ObjectMeta: metav1.ObjectMeta{Namespace: nsSecrets, Name: "other-keys"},
 			StringData: map[string]string{"user": env.Git.Username, "pass": env.Git.Password}},
 		{ObjectMeta: metav1.ObjectMeta{Namespace: nsSecrets, Name: "wrong-password"},
-			StringData: map[string]string{"username": env.Git.Username, "password": "not-" + env.Git.Password}},
+			StringData: map[string]string{"username": env.Git.Username, "password": randomString()}},
 		{ObjectMeta: metav1.ObjectMeta{Namespace: nsSecrets, Name: "not-a-key"},
 			StringData: map[string]string{"git.asc": "-----BEGIN PGP PRIVATE KEY BLOCK-----\n\nbm90IGEga2V5\n-----END PGP PRIVATE KEY BLOCK-----\n"}},
 	} {
@@ -568,6 +568,18 @@ func TestBadInput(t *testing.T) {
 		}
 		kustomizations[k.path] = true
 		name := "bi-" + filepath.Base(k.path)
+		// The scenarios after this one need not share the stack with
+		// Kustomizations that keep failing.
+		t.Cleanup(func() {
+			for _, obj := range []client.Object{
+				&kustomizev1.Kustomization{ObjectMeta: metav1.ObjectMeta{Namespace: stack.FluxNamespace, Name: name}},
+				&sourcev1.GitRepository{ObjectMeta: metav1.ObjectMeta{Namespace: stack.FluxNamespace, Name: name}},
+			} {
+				if err := k8sClient.Delete(context.Background(), obj); client.IgnoreNotFound(err) != nil {
+					t.Errorf("deleting %s: %v", name, err)
+				}
+			}
+		})
 		if k.source == nil {
 			g.Expect(k8sClient.Create(ctx, caseKustomizationOf(name, "badinput", k))).To(Succeed())
 			continue
