@@ -344,3 +344,49 @@ func TestAdoptRefusesLinksFluxLeavesOut(t *testing.T) {
 		})
 	}
 }
+
+// TestAdoptRefusesAnchorsThatExpandWithoutEnd: a file whose aliases stand
+// for billions of nodes stops the adoption at once, naming the file; one
+// whose aliases stay small, and a file with stars but no aliases, do not.
+func TestAdoptRefusesAnchorsThatExpandWithoutEnd(t *testing.T) {
+	deployment := "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: web\n  annotations:\n    sluice.dev/strategy: canary\nspec:\n  replicas: 2\n  template:\n    spec:\n      containers:\n        - name: web\n          image: web:1\n"
+	laughs := func(levels int) string {
+		var b strings.Builder
+		b.WriteString("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: laughs\ndata:\n  l0: &l0 \"lol\"\n")
+		for i := 1; i <= levels; i++ {
+			fmt.Fprintf(&b, "  l%d: &l%d [%s]\n", i, i, strings.TrimSuffix(strings.Repeat(fmt.Sprintf("*l%d, ", i-1), 10), ", "))
+		}
+		return b.String()
+	}
+	var large strings.Builder
+	large.WriteString("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: large\n  annotations:\n    hosts: \"*.example.com\"\ndata:\n")
+	for i := range 20_000 {
+		fmt.Fprintf(&large, "  k%d: v\n", i)
+	}
+	tests := []struct {
+		name, file, content string
+		refused             bool
+	}{
+		{name: "billion laughs in the folder", file: "apps/web/laughs.yaml", content: laughs(9), refused: true},
+		{name: "billion laughs elsewhere in the repository", file: "apps/base/laughs.yaml", content: laughs(9), refused: true},
+		{name: "a thousand laughs", file: "apps/web/laughs.yaml", content: laughs(3)},
+		{name: "large without aliases", file: "apps/other/large.yaml", content: large.String()},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			root := t.TempDir()
+			writeTestFile(t, filepath.Join(root, "apps/web/deployment.yaml"), deployment)
+			writeTestFile(t, filepath.Join(root, tt.file), tt.content)
+			_, changed, err := Adopt(root, Adoption{Kustomization: Kustomization{Path: "apps/web"}, Deployment: ObjectID{Kind: "Deployment", Name: "web"}, Strategy: "canary", LiveReplicas: 2})
+			if !tt.refused {
+				if err != nil || !changed {
+					t.Fatalf("Adopt = %v, %v; want the adoption", changed, err)
+				}
+				return
+			}
+			if !errors.Is(err, ErrCannotEdit) || !strings.Contains(fmt.Sprint(err), tt.file+": its YAML aliases expand to more than") {
+				t.Fatalf("Adopt = %v; want ErrCannotEdit naming %s", err, tt.file)
+			}
+		})
+	}
+}
