@@ -40,6 +40,7 @@ import (
 // +kubebuilder:rbac:groups=argoproj.io,resources=rollouts/status,verbs=patch
 // +kubebuilder:rbac:groups=argoproj.io,resources=analysisruns,verbs=get;list
 // +kubebuilder:rbac:groups=argoproj.io,resources=analysistemplates;clusteranalysistemplates,verbs=get
+// +kubebuilder:rbac:groups=gateway.networking.k8s.io,resources=httproutes,verbs=get
 // +kubebuilder:rbac:groups="",resources=events,verbs=create;patch
 
 // DeliveryReconciler keeps a Delivery's status true to what runs.
@@ -149,9 +150,9 @@ func (r *DeliveryReconciler) Reconcile(ctx context.Context, req ctrl.Request) (r
 			r.event(obj, corev1.EventTypeWarning, se.reason, se.Error())
 		}
 		// Retrying at once changes nothing: the watches bring the Delivery
-		// back when the user fixes what the message names. Services and
-		// AnalysisTemplates are not watched, so a fix there is seen at the
-		// interval, or at once with a reconcile request.
+		// back when the user fixes what the message names. Services,
+		// HTTPRoutes and AnalysisTemplates are not watched, so a fix there
+		// is seen at the interval, or at once with a reconcile request.
 		return ctrl.Result{RequeueAfter: jitter.JitteredIntervalDuration(obj.GetRequeueAfter())}, nil
 	case err != nil:
 		conditions.MarkFalse(obj, meta.ReadyCondition, meta.ReconciliationFailedReason, "%s", err.Error())
@@ -232,8 +233,13 @@ func (r *DeliveryReconciler) reconcile(ctx context.Context, obj *deliveryv1.Deli
 	}
 	// Git must be able to say what runs: a refused push stalls the Delivery
 	// until the user gives sluice credentials that may push.
+	//
+	// NOTE: the phase stays what runs. The write-back controller writes for
+	// the phase; a Failed one would have it find nothing to write, declare
+	// that it writes again and so lift the stall, only for the next write
+	// to fail: the two would take turns for as long as the cause remains.
 	if c := conditions.Get(obj, deliveryv1.GitWriteBackCondition); c != nil && c.Status == metav1.ConditionFalse {
-		return stalled(c.Reason, "%s", c.Message)
+		return &stalledError{reason: c.Reason, phase: obj.Status.Phase, err: errors.New(c.Message)}
 	}
 	return nil
 }

@@ -1,6 +1,7 @@
 package controllers
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"strings"
@@ -11,9 +12,11 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -156,8 +159,9 @@ func (r *DeliveryReconciler) applyRollout(ctx context.Context, desired, live *ro
 	return applied, nil
 }
 
-// checkReferences checks that the Services and AnalysisTemplates the policy
-// names exist, naming the policy field that refers to a missing one.
+// checkReferences checks that the Services, HTTPRoute and AnalysisTemplates
+// the policy names exist, naming the policy field that refers to a missing
+// one.
 func (r *DeliveryReconciler) checkReferences(ctx context.Context, namespace string, policy *deliveryv1.DeliveryPolicySpec) error {
 	type ref struct {
 		field, kind string
@@ -165,6 +169,11 @@ func (r *DeliveryReconciler) checkReferences(ctx context.Context, namespace stri
 		key         client.ObjectKey
 	}
 	var refs []ref
+	httpRoute := func(field string, g *deliveryv1.GatewayAPIRouting) {
+		route := &unstructured.Unstructured{}
+		route.SetGroupVersionKind(httpRouteKind)
+		refs = append(refs, ref{field, "HTTPRoute", route, client.ObjectKey{Namespace: cmp.Or(g.Namespace, namespace), Name: g.HTTPRoute}})
+	}
 	service := func(field, name string) {
 		if name != "" {
 			refs = append(refs, ref{field, "Service", &corev1.Service{}, client.ObjectKey{Namespace: namespace, Name: name}})
@@ -187,6 +196,7 @@ func (r *DeliveryReconciler) checkReferences(ctx context.Context, namespace stri
 		if g := c.TrafficRouting; g != nil && g.GatewayAPI != nil {
 			service("spec.canary.trafficRouting.gatewayAPI.stableService", g.GatewayAPI.StableService)
 			service("spec.canary.trafficRouting.gatewayAPI.canaryService", g.GatewayAPI.CanaryService)
+			httpRoute("spec.canary.trafficRouting.gatewayAPI.httpRoute", g.GatewayAPI)
 		}
 		analysis("spec.canary.backgroundAnalysis", c.BackgroundAnalysis)
 		for i, s := range c.Steps {
@@ -204,11 +214,18 @@ func (r *DeliveryReconciler) checkReferences(ctx context.Context, namespace stri
 			if apierrors.IsNotFound(err) {
 				return stalled(deliveryv1.InvalidPolicyReason, "%s: %s %s not found", ref.field, ref.kind, ref.key.Name)
 			}
+			if meta.IsNoMatchError(err) {
+				return stalled(deliveryv1.InvalidPolicyReason, "%s: %s %s not found: the cluster has no %s API", ref.field, ref.kind, ref.key.Name, ref.kind)
+			}
 			return fmt.Errorf("checking %s: %w", ref.field, err)
 		}
 	}
 	return nil
 }
+
+// httpRouteKind is the Gateway API's HTTPRoute, whose weights the Gateway API
+// plugin sets.
+var httpRouteKind = schema.GroupVersionKind{Group: "gateway.networking.k8s.io", Version: "v1", Kind: "HTTPRoute"}
 
 // switchedServices are the Services whose selectors Argo Rollouts switches
 // for the policy.

@@ -43,12 +43,13 @@ const (
 
 // Reasons of the events the discovery controller records.
 const (
-	adoptedReason         = "Adopted"
-	adoptionFailedReason  = "AdoptionFailed"
-	invalidStrategyReason = "InvalidStrategy"
-	optedOutReason        = "OptedOut"
-	optOutFailedReason    = "OptOutFailed"
-	sourceSuspendedReason = "SourceSuspended"
+	adoptedReason           = "Adopted"
+	adoptionFailedReason    = "AdoptionFailed"
+	invalidStrategyReason   = "InvalidStrategy"
+	optedOutReason          = "OptedOut"
+	optOutFailedReason      = "OptOutFailed"
+	sourceSuspendedReason   = "SourceSuspended"
+	unknownAnnotationReason = "UnknownAnnotation"
 )
 
 // +kubebuilder:rbac:groups=delivery.sluice.dev,resources=deliveries,verbs=delete
@@ -217,6 +218,7 @@ func (r *KustomizationReconciler) scan(ctx context.Context, ks *kustomizev1.Kust
 			}
 			return nil, nil, err
 		}
+		r.warnUnknownAnnotations(d)
 		delivery := &deliveryv1.Delivery{}
 		err := r.Get(ctx, client.ObjectKeyFromObject(d), delivery)
 		if err != nil && !apierrors.IsNotFound(err) {
@@ -271,6 +273,18 @@ func (r *KustomizationReconciler) scan(ctx context.Context, ks *kustomizev1.Kust
 		candidates = append(candidates, c)
 	}
 	return candidates, optOuts, nil
+}
+
+// warnUnknownAnnotations warns about the annotations of the Deployment in
+// sluice's domain that sluice does not read, which are most likely a
+// misspelt strategy or policy that would otherwise go unnoticed.
+func (r *KustomizationReconciler) warnUnknownAnnotations(d *appsv1.Deployment) {
+	for key := range d.Annotations {
+		if strings.HasPrefix(key, "sluice.dev/") && key != StrategyAnnotation && key != PolicyAnnotation {
+			r.warn(d, unknownAnnotationReason, fmt.Sprintf("annotation %s is not one sluice reads on a Deployment; use %s and %s",
+				key, StrategyAnnotation, PolicyAnnotation))
+		}
+	}
 }
 
 // handingBack tells whether the Delivery is one an adoption wrote for the

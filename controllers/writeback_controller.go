@@ -121,10 +121,11 @@ func (r *WriteBackReconciler) Reconcile(ctx context.Context, req ctrl.Request) (
 		// Labels anyone may write; the inventory only Flux writes. Flux
 		// lists what it applied right after applying it, before its
 		// health checks, and the new inventory brings the Delivery back.
-		if !conditions.IsReconciling(ks) {
-			r.EventRecorder.Eventf(obj, nil, corev1.EventTypeWarning, notInInventoryReason, "WriteBack",
-				"Kustomization %s/%s, which the Delivery's labels name, did not apply it: sluice writes to Git only through the Kustomization whose inventory lists the Delivery", ks.Namespace, ks.Name)
+		if conditions.IsReconciling(ks) {
+			return ctrl.Result{RequeueAfter: 10 * time.Second}, nil
 		}
+		r.EventRecorder.Eventf(obj, nil, corev1.EventTypeWarning, notInInventoryReason, "WriteBack",
+			"Kustomization %s/%s, which the Delivery's labels name, did not apply it: sluice writes to Git only through the Kustomization whose inventory lists the Delivery", ks.Namespace, ks.Name)
 		return ctrl.Result{}, nil
 	}
 	policy, err := resolvePolicy(ctx, r.Client, obj)

@@ -2,6 +2,7 @@ package gitops
 
 import (
 	"errors"
+	"fmt"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -292,6 +293,99 @@ func TestAdoptDoesNotWriteThroughSymlinks(t *testing.T) {
 			}
 			if data, _ := os.ReadFile(filepath.Join(root, "shared/kustomization.yaml")); string(data) != kustomization {
 				t.Errorf("the link's target in the repository changed:\n%s", data)
+			}
+		})
+	}
+}
+
+// TestAdoptRefusesLinksFluxLeavesOut: a link in a folder Flux's generator
+// scans, out of the repository or within it, is not in Flux's artifact.
+// The adoption names it and writes nothing; a link beside a kustomization
+// that does not list it is left alone.
+func TestAdoptRefusesLinksFluxLeavesOut(t *testing.T) {
+	deployment := "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: web\n  annotations:\n    sluice.dev/strategy: canary\nspec:\n  replicas: 2\n  template:\n    spec:\n      containers:\n        - name: web\n          image: web:1\n"
+	tests := []struct {
+		name, link, target string
+		kustomization      bool
+		refused            string
+	}{
+		{name: "file out of the repository", link: "apps/web/passwd.yaml", target: "/etc/passwd", refused: "apps/web/passwd.yaml is a symbolic link"},
+		{name: "folder out of the repository", link: "apps/web/sub/etc", target: "/etc", refused: "apps/web/sub/etc is a symbolic link"},
+		{name: "file within the repository", link: "apps/web/shared.yaml", target: "../../shared/config.yaml", refused: "apps/web/shared.yaml is a symbolic link"},
+		{name: "not listed", link: "apps/web/passwd.yaml", target: "/etc/passwd", kustomization: true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			root := t.TempDir()
+			writeTestFile(t, filepath.Join(root, "apps/web/deployment.yaml"), deployment)
+			writeTestFile(t, filepath.Join(root, "shared/config.yaml"), "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: shared\n")
+			if tt.kustomization {
+				writeTestFile(t, filepath.Join(root, "apps/web/kustomization.yaml"), "resources:\n  - deployment.yaml\n")
+			}
+			if err := os.MkdirAll(filepath.Dir(filepath.Join(root, tt.link)), 0o755); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.Symlink(tt.target, filepath.Join(root, tt.link)); err != nil {
+				t.Fatal(err)
+			}
+			_, changed, err := Adopt(root, Adoption{Kustomization: Kustomization{Path: "apps/web"}, Deployment: ObjectID{Kind: "Deployment", Name: "web"}, Strategy: "canary", LiveReplicas: 2})
+			if tt.refused == "" {
+				if err != nil || !changed {
+					t.Fatalf("Adopt = %v, %v; want the adoption", changed, err)
+				}
+				return
+			}
+			if !errors.Is(err, ErrCannotEdit) || !strings.Contains(fmt.Sprint(err), tt.refused) {
+				t.Fatalf("Adopt = %v; want ErrCannotEdit naming %q", err, tt.refused)
+			}
+			if _, err := os.Lstat(filepath.Join(root, "apps/web/web-delivery.yaml")); !os.IsNotExist(err) {
+				t.Errorf("the adoption wrote the Delivery: %v", err)
+			}
+		})
+	}
+}
+
+// TestAdoptRefusesAnchorsThatExpandWithoutEnd: a file whose aliases stand
+// for billions of nodes stops the adoption at once, naming the file; one
+// whose aliases stay small, and a file with stars but no aliases, do not.
+func TestAdoptRefusesAnchorsThatExpandWithoutEnd(t *testing.T) {
+	deployment := "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: web\n  annotations:\n    sluice.dev/strategy: canary\nspec:\n  replicas: 2\n  template:\n    spec:\n      containers:\n        - name: web\n          image: web:1\n"
+	laughs := func(levels int) string {
+		var b strings.Builder
+		b.WriteString("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: laughs\ndata:\n  l0: &l0 \"lol\"\n")
+		for i := 1; i <= levels; i++ {
+			fmt.Fprintf(&b, "  l%d: &l%d [%s]\n", i, i, strings.TrimSuffix(strings.Repeat(fmt.Sprintf("*l%d, ", i-1), 10), ", "))
+		}
+		return b.String()
+	}
+	var large strings.Builder
+	large.WriteString("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: large\n  annotations:\n    hosts: \"*.example.com\"\ndata:\n")
+	for i := range 20_000 {
+		fmt.Fprintf(&large, "  k%d: v\n", i)
+	}
+	tests := []struct {
+		name, file, content string
+		refused             bool
+	}{
+		{name: "billion laughs in the folder", file: "apps/web/laughs.yaml", content: laughs(9), refused: true},
+		{name: "billion laughs elsewhere in the repository", file: "apps/base/laughs.yaml", content: laughs(9), refused: true},
+		{name: "a thousand laughs", file: "apps/web/laughs.yaml", content: laughs(3)},
+		{name: "large without aliases", file: "apps/other/large.yaml", content: large.String()},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			root := t.TempDir()
+			writeTestFile(t, filepath.Join(root, "apps/web/deployment.yaml"), deployment)
+			writeTestFile(t, filepath.Join(root, tt.file), tt.content)
+			_, changed, err := Adopt(root, Adoption{Kustomization: Kustomization{Path: "apps/web"}, Deployment: ObjectID{Kind: "Deployment", Name: "web"}, Strategy: "canary", LiveReplicas: 2})
+			if !tt.refused {
+				if err != nil || !changed {
+					t.Fatalf("Adopt = %v, %v; want the adoption", changed, err)
+				}
+				return
+			}
+			if !errors.Is(err, ErrCannotEdit) || !strings.Contains(fmt.Sprint(err), tt.file+": its YAML aliases expand to more than") {
+				t.Fatalf("Adopt = %v; want ErrCannotEdit naming %s", err, tt.file)
 			}
 		})
 	}

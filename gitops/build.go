@@ -1,8 +1,10 @@
 package gitops
 
 import (
+	"bytes"
 	"context"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"slices"
@@ -15,6 +17,7 @@ import (
 	"github.com/fluxcd/pkg/sourceignore"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
+	"sigs.k8s.io/kustomize/api/konfig"
 	"sigs.k8s.io/kustomize/api/krusty"
 	"sigs.k8s.io/kustomize/api/resmap"
 	"sigs.k8s.io/kustomize/api/resource"
@@ -114,6 +117,12 @@ func build(root string, k Kustomization) ([]built, error) {
 	if info, err := os.Stat(dir); err != nil || !info.IsDir() {
 		return nil, fmt.Errorf("the Kustomization's path %s is not a folder of the repository", k.Path)
 	}
+	if err := noLinkToScan(root, dir); err != nil {
+		return nil, err
+	}
+	if err := boundedAliases(root); err != nil {
+		return nil, err
+	}
 	flux, err := k.unstructured()
 	if err != nil {
 		return nil, err
@@ -191,6 +200,114 @@ func kustomize(fs filesys.FileSystem, dir string) (_ resmap.ResMap, err error) {
 		PluginConfig:     kustypes.DisabledPluginConfig(),
 	})
 	return k.Run(fs, dir)
+}
+
+// noLinkToScan fails with ErrCannotEdit on a symbolic link among the files
+// Flux's generator scans below dir: the folders up to those with a
+// kustomization of their own. source-controller leaves links out of the
+// artifact, so kustomize-controller never sees them, and the generator
+// refuses to scan a link that leads out of the repository.
+func noLinkToScan(root, dir string) error {
+	return filepath.WalkDir(dir, func(p string, d os.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if d.Type()&fs.ModeSymlink != 0 {
+			return fmt.Errorf("%w: %s is a symbolic link, which Flux leaves out of what it applies; sluice builds only what Flux builds: replace the link with the file, or remove it",
+				ErrCannotEdit, relTo(root, p))
+		}
+		if d.IsDir() {
+			for _, name := range konfig.RecognizedKustomizationFileNames() {
+				if info, err := os.Lstat(filepath.Join(p, name)); err == nil && !info.IsDir() {
+					// Built by kustomize from what it lists, not scanned.
+					return filepath.SkipDir
+				}
+			}
+		}
+		return nil
+	})
+}
+
+// maxAliasedNodes bounds the YAML nodes the aliases of a document of the
+// repository may add when they are expanded.
+const maxAliasedNodes = 1 << 18
+
+// boundedAliases fails with ErrCannotEdit on a YAML file of the repository
+// at root whose aliases add more than maxAliasedNodes nodes to a document.
+// kustomize expands aliases without a bound: a few lines of anchors (a
+// "billion laughs") would hold sluice's build, and the Git writes that wait
+// on it, for good.
+func boundedAliases(root string) error {
+	return filepath.WalkDir(root, func(p string, d os.DirEntry, err error) error {
+		switch {
+		case err != nil:
+			return err
+		case d.IsDir() && d.Name() == ".git":
+			return filepath.SkipDir
+		case !d.Type().IsRegular() || (filepath.Ext(p) != ".yaml" && filepath.Ext(p) != ".yml"):
+			return nil
+		}
+		data, err := os.ReadFile(p)
+		if err != nil {
+			return err
+		}
+		if !bytes.Contains(data, []byte("*")) {
+			return nil
+		}
+		dec := yaml.NewDecoder(bytes.NewReader(data))
+		for {
+			var doc yaml.Node
+			if err := dec.Decode(&doc); err != nil {
+				// The end, or not YAML that kustomize reads either, which
+				// says so.
+				return nil
+			}
+			if aliasedNodes(&doc, map[*yaml.Node]int{}) > maxAliasedNodes {
+				return fmt.Errorf("%w: %s: its YAML aliases expand to more than %d nodes, which kustomize would build without end: write the values out",
+					ErrCannotEdit, relTo(root, p), maxAliasedNodes)
+			}
+		}
+	})
+}
+
+// aliasedNodes counts the nodes the aliases below n stand for, up to just
+// above maxAliasedNodes; sizes holds the expanded sizes of the nodes
+// aliases name.
+func aliasedNodes(n *yaml.Node, sizes map[*yaml.Node]int) int {
+	if n.Kind == yaml.AliasNode {
+		return expandedSize(n.Alias, sizes)
+	}
+	count := 0
+	for _, c := range n.Content {
+		if count += aliasedNodes(c, sizes); count > maxAliasedNodes {
+			break
+		}
+	}
+	return count
+}
+
+// expandedSize counts the nodes of n with its aliases expanded, up to just
+// above maxAliasedNodes.
+func expandedSize(n *yaml.Node, sizes map[*yaml.Node]int) int {
+	if n == nil {
+		return 0
+	}
+	if size, ok := sizes[n]; ok {
+		return size
+	}
+	// A node that holds an alias of itself expands without end.
+	sizes[n] = maxAliasedNodes + 1
+	size := 1
+	if n.Kind == yaml.AliasNode {
+		size = expandedSize(n.Alias, sizes)
+	}
+	for _, c := range n.Content {
+		if size += expandedSize(c, sizes); size > maxAliasedNodes {
+			break
+		}
+	}
+	sizes[n] = size
+	return size
 }
 
 // generate returns the kustomization Flux builds the folder dir with, and

@@ -37,7 +37,7 @@ const (
 
 	// InvalidPolicyReason: the DeliveryPolicy cannot be used for this
 	// Delivery, for example its strategy differs from spec.strategy or it
-	// names a Service or AnalysisTemplate that does not exist.
+	// names a Service, HTTPRoute or AnalysisTemplate that does not exist.
 	InvalidPolicyReason string = "InvalidPolicy"
 
 	// GitPushRefusedReason: the Git server refused sluice's push, for
