@@ -127,7 +127,10 @@ func TestOverlayWithSiblingFile(t *testing.T) {
 	waitHealthy(g, "fleet", "web", 2)
 	waitHealthy(g, "fleet", "worker", 2)
 	repo.git("", "pull", "--quiet", "origin", "main")
-	g.Expect(repo.git("", "log", "--format=%s", user+"..HEAD")).To(ContainSubstring("Adopt Deployment fleet/worker for canary delivery"))
+	// Both adoptions of the revision are one commit.
+	g.Expect(repo.git("", "log", "--format=%B", user+"..HEAD")).To(And(
+		ContainSubstring("Adopt Deployment fleet/worker for canary delivery"), ContainSubstring("Adopt Deployment fleet/web for canary delivery")))
+	g.Expect(strings.Fields(repo.git("", "log", "--format=%H", "--grep=^Sluice-Action: adopt", user+"..HEAD"))).To(HaveLen(1))
 	g.Expect(readFile(t, repo, "apps/prod/kustomization.yaml")).To(ContainSubstring("  - ../base/worker/worker-delivery.yaml\n"))
 	g.Expect(readFile(t, repo, "apps/base/worker/worker-delivery.yaml")).To(ContainSubstring("kind: Delivery"))
 	g.Expect(events(g, "Deployment", "fleet", "worker", "AdoptionFailed")).To(BeEmpty())

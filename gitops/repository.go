@@ -605,15 +605,22 @@ type workingCopyError struct{ error }
 
 func (e *workingCopyError) Unwrap() error { return e.error }
 
-// broken tells whether a working copy lost what a clone gave it: its head
-// or the head's commit.
+// broken tells whether a working copy lost what a clone gave it: its head,
+// the head's commit, or a readable reference (a crash can leave a ref file
+// empty).
 func broken(repo *git.Repository) bool {
 	head, err := repo.Head()
 	if err != nil {
 		return true
 	}
-	_, err = repo.CommitObject(head.Hash())
-	return err != nil
+	if _, err := repo.CommitObject(head.Hash()); err != nil {
+		return true
+	}
+	refs, err := repo.References()
+	if err != nil {
+		return true
+	}
+	return refs.ForEach(func(*plumbing.Reference) error { return nil }) != nil
 }
 
 func (r *Repositories) fetch(ctx context.Context, repo *git.Repository, src Source, auth transport.AuthMethod) error {

@@ -867,6 +867,16 @@ func TestABrokenWorkingCopyIsClonedAgain(t *testing.T) {
 				t.Fatal(err)
 			}
 		}},
+		{"a ref file emptied", func(t *testing.T, dotGit string) {
+			// As a fetch killed while it wrote the ref leaves it.
+			ref := filepath.Join(dotGit, "refs", "remotes", "origin", "sluice", "gone")
+			if err := os.MkdirAll(filepath.Dir(ref), 0o755); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(ref, nil, 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}},
 		{"clone half-written", func(t *testing.T, dotGit string) {
 			if err := os.Remove(filepath.Join(dotGit, cloneComplete)); err != nil {
 				t.Fatal(err)
