@@ -21,6 +21,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -30,6 +31,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 	"syscall"
@@ -245,8 +247,15 @@ func (b *bench) printTable(argo *argoResult, res *sluiceResult) {
 	row(rssLabel, fmt.Sprintf("%.0f MiB", float64(res.usage.peakRSS)/(1<<20)), "")
 	_ = w.Flush()
 
-	fmt.Fprintf(b.out, "\nsluice's commits record %s; its Git writes: %s; error lines in its logs: %d\n",
-		describeCounts(res.records), describeCounts(res.writes), res.errorLines)
+	fmt.Fprintf(b.out, "\nsluice's commits record %s; its Git writes: %s.\n", describeCounts(res.records), describeCounts(res.writes))
+	if len(res.errors) == 0 {
+		fmt.Fprintln(b.out, "sluice logged no error.")
+		return
+	}
+	fmt.Fprintln(b.out, "sluice logged these errors:")
+	for _, e := range slices.SortedFunc(maps.Keys(res.errors), func(a, b string) int { return res.errors[b] - res.errors[a] }) {
+		fmt.Fprintf(b.out, "  %4d × %s\n", res.errors[e], e)
+	}
 }
 
 func describeCounts(counts map[string]int) string {
@@ -298,23 +307,34 @@ func (b *bench) close() {
 	}
 }
 
-// countErrorLines counts the lines of a log at level error.
-func countErrorLines(path string) int {
+// logErrors counts the error lines of a log by message, with the names,
+// numbers and commits in them blanked so that alike errors count together.
+func logErrors(path string) map[string]int {
+	errs := map[string]int{}
 	f, err := os.Open(path)
 	if err != nil {
-		return 0
+		return errs
 	}
 	defer f.Close()
-	n := 0
 	sc := bufio.NewScanner(f)
 	sc.Buffer(make([]byte, 1024*1024), 1024*1024)
 	for sc.Scan() {
-		if strings.Contains(sc.Text(), `"level":"error"`) {
-			n++
+		var line struct {
+			Level string `json:"level"`
+			Msg   string `json:"msg"`
+			Error string `json:"error"`
 		}
+		if json.Unmarshal(sc.Bytes(), &line) != nil || line.Level != "error" {
+			continue
+		}
+		errs[blankDetails.ReplaceAllString(line.Msg+": "+line.Error, "…")]++
 	}
-	return n
+	return errs
 }
+
+// blankDetails matches the parts of an error that differ between alike
+// errors: quoted names, commits, numbers.
+var blankDetails = regexp.MustCompile(`"[^"]*"|\b[0-9a-f]{7,40}\b|\b\d+(\.\d+)?(ms|s)?\b`)
 
 func tail(path string, n int) []string {
 	f, err := os.Open(path)

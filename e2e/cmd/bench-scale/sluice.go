@@ -31,8 +31,8 @@ type sluiceResult struct {
 	records map[string]int
 	writes  gitWrites
 	usage   usage
-	// errorLines counts the error lines in sluice's logs.
-	errorLines int
+	// errors counts the error lines of sluice's logs by message.
+	errors map[string]int
 }
 
 // sluiceProcess is one running sluice: the stack's own, or one shard's.
@@ -106,6 +106,7 @@ func (b *bench) runSluice(ctx context.Context) (*sluiceResult, error) {
 	}
 	res.writes = gitWrites{}
 	res.usage = usage{measured: true}
+	res.errors = map[string]int{}
 	for _, p := range b.sluices {
 		w, err := scrapeGitWrites(ctx, p.metricsURL)
 		if err != nil {
@@ -117,7 +118,9 @@ func (b *bench) runSluice(ctx context.Context) (*sluiceResult, error) {
 			return res, err
 		}
 		res.usage = res.usage.add(u)
-		res.errorLines += countErrorLines(filepath.Join(b.stack.LogDir(), p.name+".log"))
+		for e, n := range logErrors(filepath.Join(b.stack.LogDir(), p.name+".log")) {
+			res.errors[e] += n
+		}
 	}
 	return res, nil
 }
