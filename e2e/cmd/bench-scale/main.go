@@ -238,7 +238,8 @@ func (b *bench) printTable(argo *argoResult, res *sluiceResult) {
 	row("every Rollout Healthy, Deployment at 0", round(res.healthy.at).String(), ratio(res.healthy.at))
 	row("every stable template in Git", round(res.recorded.at).String(), ratio(res.recorded.at))
 	row("commits", fmt.Sprint(res.commits), fmt.Sprintf("%.2f per app", float64(res.commits)/apps))
-	row("pushes", fmt.Sprint(res.writes["pushed"]), fmt.Sprintf("%.2f per app", float64(res.writes["pushed"])/apps))
+	pushes := res.writes.count["pushed"]
+	row("pushes", fmt.Sprint(pushes), fmt.Sprintf("%.2f per app, %s each", float64(pushes)/apps, round(res.writes.mean("pushed"))))
 	row("CPU", fmt.Sprintf("%.1f s", res.usage.cpu.Seconds()), fmt.Sprintf("%.0f ms per app", res.usage.cpu.Seconds()*1000/apps))
 	rssLabel := "peak RSS"
 	if len(b.sluices) > 1 {
@@ -247,7 +248,7 @@ func (b *bench) printTable(argo *argoResult, res *sluiceResult) {
 	row(rssLabel, fmt.Sprintf("%.0f MiB", float64(res.usage.peakRSS)/(1<<20)), "")
 	_ = w.Flush()
 
-	fmt.Fprintf(b.out, "\nsluice's commits record %s; its Git writes: %s.\n", describeCounts(res.records), describeCounts(res.writes))
+	fmt.Fprintf(b.out, "\nsluice's commits record %s; its Git writes: %s.\n", describeCounts(res.records), describeCounts(res.writes.count))
 	if len(res.errors) == 0 {
 		fmt.Fprintln(b.out, "sluice logged no error.")
 		return

@@ -158,43 +158,60 @@ func processUsage(pid int) (usage, error) {
 	return usage{}, fmt.Errorf("/proc/%d/status has no VmHWM", pid)
 }
 
-// gitWrites are the outcomes of sluice's Git writes, from its
-// sluice_git_write_duration_seconds histogram: pushed, unchanged, failed.
-type gitWrites map[string]int
-
-func (w gitWrites) add(o gitWrites) gitWrites {
-	sum := gitWrites{}
-	for k, v := range w {
-		sum[k] += v
-	}
-	for k, v := range o {
-		sum[k] += v
-	}
-	return sum
+// gitWrites are sluice's Git writes, from its
+// sluice_git_write_duration_seconds histogram: how many, and how long they
+// took in all, by result (pushed, unchanged, failed).
+type gitWrites struct {
+	count   map[string]int
+	seconds map[string]float64
 }
 
-// scrapeGitWrites reads the count of sluice's Git writes by result from its
-// metric endpoint.
+func (w *gitWrites) add(o gitWrites) {
+	if w.count == nil {
+		w.count, w.seconds = map[string]int{}, map[string]float64{}
+	}
+	for k, v := range o.count {
+		w.count[k] += v
+	}
+	for k, v := range o.seconds {
+		w.seconds[k] += v
+	}
+}
+
+// mean is how long a write with result took on average.
+func (w gitWrites) mean(result string) time.Duration {
+	if w.count[result] == 0 {
+		return 0
+	}
+	return time.Duration(w.seconds[result] / float64(w.count[result]) * float64(time.Second))
+}
+
+// scrapeGitWrites reads the count and duration of sluice's Git writes by
+// result from its metric endpoint.
 func scrapeGitWrites(ctx context.Context, metricsURL string) (gitWrites, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, metricsURL, nil)
 	if err != nil {
-		return nil, err
+		return gitWrites{}, err
 	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
-		return nil, err
+		return gitWrites{}, err
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("%s: %s", metricsURL, resp.Status)
+		return gitWrites{}, fmt.Errorf("%s: %s", metricsURL, resp.Status)
 	}
-	writes := gitWrites{}
+	writes := gitWrites{count: map[string]int{}, seconds: map[string]float64{}}
 	sc := bufio.NewScanner(resp.Body)
 	sc.Buffer(make([]byte, 1024*1024), 1024*1024)
-	const prefix = `sluice_git_write_duration_seconds_count{result="`
+	const metric = "sluice_git_write_duration_seconds_"
 	for sc.Scan() {
-		rest, ok := strings.CutPrefix(sc.Text(), prefix)
+		rest, ok := strings.CutPrefix(sc.Text(), metric)
 		if !ok {
+			continue
+		}
+		series, rest, ok := strings.Cut(rest, `{result="`)
+		if !ok || (series != "count" && series != "sum") {
 			continue
 		}
 		result, value, ok := strings.Cut(rest, `"} `)
@@ -203,9 +220,13 @@ func scrapeGitWrites(ctx context.Context, metricsURL string) (gitWrites, error) 
 		}
 		n, err := strconv.ParseFloat(value, 64)
 		if err != nil {
-			return nil, fmt.Errorf("%s: %q: %w", metricsURL, sc.Text(), err)
+			return gitWrites{}, fmt.Errorf("%s: %q: %w", metricsURL, sc.Text(), err)
 		}
-		writes[result] += int(n)
+		if series == "count" {
+			writes.count[result] += int(n)
+		} else {
+			writes.seconds[result] += n
+		}
 	}
 	return writes, sc.Err()
 }

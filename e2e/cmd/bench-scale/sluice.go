@@ -104,7 +104,6 @@ func (b *bench) runSluice(ctx context.Context) (*sluiceResult, error) {
 	if res.commits, res.records, err = sluiceCommits(ctx, filepath.Join(git.Root, repoName+".git")); err != nil {
 		return res, err
 	}
-	res.writes = gitWrites{}
 	res.usage = usage{measured: true}
 	res.errors = map[string]int{}
 	for _, p := range b.sluices {
@@ -112,7 +111,7 @@ func (b *bench) runSluice(ctx context.Context) (*sluiceResult, error) {
 		if err != nil {
 			return res, err
 		}
-		res.writes = res.writes.add(w)
+		res.writes.add(w)
 		u, err := processUsage(p.pid)
 		if err != nil {
 			return res, err
