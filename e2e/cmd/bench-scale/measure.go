@@ -95,13 +95,12 @@ func round(d time.Duration) time.Duration {
 // usage is what a process used: CPU time, user and system, and its peak
 // resident memory.
 type usage struct {
-	cpu      time.Duration
-	peakRSS  int64 // bytes
-	measured bool
+	cpu     time.Duration
+	peakRSS int64 // bytes
 }
 
 func (u usage) add(o usage) usage {
-	return usage{cpu: u.cpu + o.cpu, peakRSS: u.peakRSS + o.peakRSS, measured: u.measured && o.measured}
+	return usage{cpu: u.cpu + o.cpu, peakRSS: u.peakRSS + o.peakRSS}
 }
 
 // clockTicks is USER_HZ, the unit of /proc/<pid>/stat's times; 100 on
@@ -134,7 +133,7 @@ func processUsage(pid int) (usage, error) {
 		}
 		ticks += n
 	}
-	u := usage{cpu: time.Duration(ticks) * time.Second / clockTicks, measured: true}
+	u := usage{cpu: time.Duration(ticks) * time.Second / clockTicks}
 
 	status, err := os.Open(fmt.Sprintf("/proc/%d/status", pid))
 	if err != nil {

@@ -104,7 +104,6 @@ func (b *bench) runSluice(ctx context.Context) (*sluiceResult, error) {
 	if res.commits, res.records, err = sluiceCommits(ctx, filepath.Join(git.Root, repoName+".git")); err != nil {
 		return res, err
 	}
-	res.usage = usage{measured: true}
 	res.errors = map[string]int{}
 	for _, p := range b.sluices {
 		w, err := scrapeGitWrites(ctx, p.metricsURL)
