@@ -92,7 +92,7 @@ $(CRD_REF_DOCS):
 ##@ Test
 
 .PHONY: test
-test: tools vet test-unit test-envtest test-e2e demo ## Run every tier: unit, envtest, end-to-end, and the demo.
+test: tools vet test-unit test-envtest test-e2e demo bench-scale-small ## Run every tier: unit, envtest, end-to-end, the demo, and a small scale benchmark.
 
 .PHONY: test-unit
 test-unit: ## Unit tests.
@@ -139,3 +139,24 @@ demo: tools ## Play sluice's whole story through Git on a fresh stack (SLUICE_DE
 	go build -o $(BIN)/sluice .
 	go build -o $(BIN)/demo ./e2e/cmd/demo
 	$(BIN)/demo --bin $(BIN) --root $(CURDIR) --sluice $(BIN)/sluice
+
+##@ Scale
+
+# The fleet bench-scale pushes: BENCH_KUSTOMIZATIONS folders of BENCH_APPS
+# annotated Deployments each, delivered by BENCH_SHARDS sluice processes.
+BENCH_KUSTOMIZATIONS ?= 100
+BENCH_APPS ?= 10
+BENCH_SHARDS ?= 1
+BENCH_TIMEOUT ?= 30m
+
+.PHONY: bench-scale
+bench-scale: tools ## Time sluice adopting BENCH_KUSTOMIZATIONS × BENCH_APPS Deployments (100 × 10) against Argo Rollouts alone, on a fresh stack.
+	go build -o $(BIN)/sluice .
+	go build -o $(BIN)/bench-scale ./e2e/cmd/bench-scale
+	$(BIN)/bench-scale --bin $(BIN) --root $(CURDIR) --sluice $(BIN)/sluice \
+		--kustomizations $(BENCH_KUSTOMIZATIONS) --apps-per-kustomization $(BENCH_APPS) \
+		--shards $(BENCH_SHARDS) --timeout $(BENCH_TIMEOUT)
+
+.PHONY: bench-scale-small
+bench-scale-small: tools ## bench-scale at 4 × 5 apps, failing when a phase takes over 3 minutes.
+	$(MAKE) bench-scale BENCH_KUSTOMIZATIONS=4 BENCH_APPS=5 BENCH_SHARDS=1 BENCH_TIMEOUT=3m

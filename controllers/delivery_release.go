@@ -148,13 +148,16 @@ func (r *DeliveryReconciler) applyRollout(ctx context.Context, desired, live *ro
 		return nil, err
 	}
 	delete(u, "status")
-	if err := r.Apply(ctx, client.ApplyConfigurationFromUnstructured(&unstructured.Unstructured{Object: u}),
+	answer := &unstructured.Unstructured{Object: u}
+	if err := r.Apply(ctx, client.ApplyConfigurationFromUnstructured(answer),
 		client.FieldOwner(r.ControllerName), client.ForceOwnership); err != nil {
 		return nil, fmt.Errorf("applying Rollout: %w", err)
 	}
+	// NOTE: the API server's answer, not the cache, which may not hold a
+	// Rollout created a moment ago yet.
 	applied := &rolloutsv1.Rollout{}
-	if err := r.Get(ctx, client.ObjectKeyFromObject(desired), applied); err != nil {
-		return nil, err
+	if err := runtime.DefaultUnstructuredConverter.FromUnstructured(answer.Object, applied); err != nil {
+		return nil, fmt.Errorf("reading the applied Rollout: %w", err)
 	}
 	return applied, nil
 }

@@ -33,8 +33,11 @@ import (
 const (
 	FluxNamespace     = "flux-system"
 	RolloutsNamespace = "argo-rollouts"
-	// NodeName is the kwok node pods are scheduled on.
+	// NodeName is the kwok node pods are scheduled on; with more nodes,
+	// the first of them.
 	NodeName = "kwok-node-0"
+	// PodsPerNode is how many pods a kwok node holds.
+	PodsPerNode = 250
 )
 
 // Options say where the stack lives and what it runs.
@@ -53,6 +56,12 @@ type Options struct {
 	Sluice string
 	// SluiceArgs are extra arguments for sluice.
 	SluiceArgs []string
+	// DeferSluice leaves sluice stopped when the stack starts, for
+	// StartSluice or StartSluiceReplica to start later.
+	DeferSluice bool
+	// KwokNodes is the number of kwok nodes, of PodsPerNode pods each; one
+	// when zero.
+	KwokNodes int
 	// GitUsername and GitPassword protect the Git server.
 	GitUsername, GitPassword string
 	// Git, when set, is a running Git server the stack uses instead of
@@ -128,7 +137,12 @@ func Start(ctx context.Context, opts Options) (_ *Stack, retErr error) {
 		{"source-controller", s.startSourceController},
 		{"kustomize-controller", s.startKustomizeController},
 		{"git server", s.startGitServer},
-		{"sluice", s.startSluice},
+		{"sluice", func(ctx context.Context) error {
+			if s.opts.DeferSluice {
+				return nil
+			}
+			return s.startSluice(ctx)
+		}},
 	}
 	for _, step := range steps {
 		t := time.Now()
@@ -408,30 +422,38 @@ func (s *Stack) startKwok(ctx context.Context) error {
 	capacity := corev1.ResourceList{
 		corev1.ResourceCPU:    resource.MustParse("32"),
 		corev1.ResourceMemory: resource.MustParse("256Gi"),
-		corev1.ResourcePods:   resource.MustParse("250"),
+		corev1.ResourcePods:   *resource.NewQuantity(PodsPerNode, resource.DecimalSI),
 	}
-	node := &corev1.Node{
-		ObjectMeta: metav1.ObjectMeta{
-			Name:        NodeName,
-			Annotations: map[string]string{"kwok.x-k8s.io/node": "fake", "node.alpha.kubernetes.io/ttl": "0"},
-			Labels:      map[string]string{"kubernetes.io/hostname": NodeName, "kubernetes.io/os": "linux", "kubernetes.io/arch": "amd64", "type": "kwok"},
-		},
-		Status: corev1.NodeStatus{Capacity: capacity, Allocatable: capacity},
+	names := []string{NodeName}
+	for i := 1; i < s.opts.KwokNodes; i++ {
+		names = append(names, "kwok-node-"+strconv.Itoa(i))
 	}
-	if _, err := clientset.CoreV1().Nodes().Create(ctx, node, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
-		return err
-	}
-	return waitFor(ctx, proc, time.Minute, "the kwok node to be Ready", func(ctx context.Context) error {
-		n, err := clientset.CoreV1().Nodes().Get(ctx, NodeName, metav1.GetOptions{})
-		if err != nil {
+	for _, name := range names {
+		node := &corev1.Node{
+			ObjectMeta: metav1.ObjectMeta{
+				Name:        name,
+				Annotations: map[string]string{"kwok.x-k8s.io/node": "fake", "node.alpha.kubernetes.io/ttl": "0"},
+				Labels:      map[string]string{"kubernetes.io/hostname": name, "kubernetes.io/os": "linux", "kubernetes.io/arch": "amd64", "type": "kwok"},
+			},
+			Status: corev1.NodeStatus{Capacity: capacity, Allocatable: capacity},
+		}
+		if _, err := clientset.CoreV1().Nodes().Create(ctx, node, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
 			return err
 		}
-		for _, c := range n.Status.Conditions {
-			if c.Type == corev1.NodeReady && c.Status == corev1.ConditionTrue {
-				return nil
+	}
+	return waitFor(ctx, proc, time.Minute, "the kwok nodes to be Ready", func(ctx context.Context) error {
+		for _, name := range names {
+			n, err := clientset.CoreV1().Nodes().Get(ctx, name, metav1.GetOptions{})
+			if err != nil {
+				return err
+			}
+			if !slices.ContainsFunc(n.Status.Conditions, func(c corev1.NodeCondition) bool {
+				return c.Type == corev1.NodeReady && c.Status == corev1.ConditionTrue
+			}) {
+				return fmt.Errorf("node %s not Ready", name)
 			}
 		}
-		return errors.New("node not Ready")
+		return nil
 	})
 }
 
@@ -585,6 +607,9 @@ func (r *SluiceReplica) Stop(kill bool) {
 	_ = os.Remove(filepath.Join(r.stack.pidDir(), r.Name+".pid"))
 	r.stack.procs = slices.DeleteFunc(r.stack.procs, func(p *process) bool { return p == r.proc })
 }
+
+// PID is the replica's process ID.
+func (r *SluiceReplica) PID() int { return r.proc.cmd.Process.Pid }
 
 // Running tells whether the replica runs.
 func (r *SluiceReplica) Running() bool { return r.proc.exited() == nil }

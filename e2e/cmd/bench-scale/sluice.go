@@ -1,0 +1,207 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"path/filepath"
+	"strings"
+	"time"
+
+	rolloutsv1 "github.com/argoproj/argo-rollouts/pkg/apis/rollouts/v1alpha1"
+	kustomizev1 "github.com/fluxcd/kustomize-controller/api/v1"
+	"github.com/fluxcd/pkg/apis/meta"
+	appsv1 "k8s.io/api/apps/v1"
+	apimeta "k8s.io/apimachinery/pkg/api/meta"
+	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	deliveryv1 "github.com/sluice-dev/sluice/apis/v1alpha1"
+	"github.com/sluice-dev/sluice/e2e/stack"
+)
+
+// fleetPrefix names the namespaces of the fleet sluice delivers.
+const fleetPrefix = "fleet"
+
+// sluiceResult is what sluice took to adopt the fleet, and what it cost.
+type sluiceResult struct {
+	applied, deliveries, healthy, recorded *milestone
+	// commits are sluice's commits on main; records counts their
+	// Sluice-Action trailers by action.
+	commits int
+	records map[string]int
+	writes  gitWrites
+	usage   usage
+	// errors counts the error lines of sluice's logs by message.
+	errors map[string]int
+}
+
+// sluiceProcess is one running sluice: the stack's own, or one shard's.
+type sluiceProcess struct {
+	name       string
+	pid        int
+	metricsURL string
+}
+
+// startSluice starts one sluice, or one per shard, each watching only its
+// shard's Kustomizations.
+func (b *bench) startSluice(ctx context.Context) error {
+	if b.fleet.shards <= 1 {
+		if err := b.stack.StartSluice(ctx); err != nil {
+			return err
+		}
+		b.sluices = []sluiceProcess{{name: "sluice", pid: b.stack.SluicePID(), metricsURL: b.stack.SluiceMetricsURL}}
+		return nil
+	}
+	for i := range b.fleet.shards {
+		shard := fmt.Sprintf("shard%d", i+1)
+		r, err := b.stack.StartSluiceReplica(ctx, "sluice-"+shard, "--watch-label-selector="+shardLabel+"="+shard)
+		if err != nil {
+			return err
+		}
+		b.sluices = append(b.sluices, sluiceProcess{name: r.Name, pid: r.PID(), metricsURL: r.MetricsURL})
+	}
+	return nil
+}
+
+// runSluice pushes the fleet to Git in one commit, creates Flux's objects,
+// and times what follows until every app's stable template is in Git.
+func (b *bench) runSluice(ctx context.Context) (*sluiceResult, error) {
+	f := b.fleet
+	res := &sluiceResult{
+		applied:    &milestone{name: "applied", total: f.kustomizations},
+		deliveries: &milestone{name: "Deliveries", total: f.apps()},
+		healthy:    &milestone{name: "Healthy", total: f.apps()},
+		recorded:   &milestone{name: "stable in Git", total: f.apps()},
+	}
+	git := b.stack.Git
+	repoURL, err := git.CreateRepository(repoName)
+	if err != nil {
+		return nil, err
+	}
+	commit, err := pushFleet(ctx, f, repoURL, git.Username, git.Password, filepath.Join(b.dir, "clone"))
+	if err != nil {
+		return nil, err
+	}
+	fmt.Fprintf(b.out, "pushed %d Deployments in %d folders as commit %.12s\n", f.apps(), f.kustomizations, commit)
+	if err := b.startSluice(ctx); err != nil {
+		return nil, fmt.Errorf("starting sluice: %w", err)
+	}
+
+	started := time.Now()
+	for _, obj := range f.fluxObjects(repoURL, git.Username, git.Password) {
+		if err := b.kube.Create(ctx, obj); err != nil {
+			return nil, err
+		}
+	}
+	milestones := []*milestone{res.applied, res.deliveries, res.healthy, res.recorded}
+	err = poll(ctx, b.out, started, b.opts.timeout, milestones, func(ctx context.Context, elapsed time.Duration) error {
+		return b.observeFleet(ctx, res, elapsed)
+	})
+	if err != nil {
+		return res, fmt.Errorf("sluice: %w", err)
+	}
+
+	if res.commits, res.records, err = sluiceCommits(ctx, filepath.Join(git.Root, repoName+".git")); err != nil {
+		return res, err
+	}
+	res.errors = map[string]int{}
+	for _, p := range b.sluices {
+		w, err := scrapeGitWrites(ctx, p.metricsURL)
+		if err != nil {
+			return res, err
+		}
+		res.writes.add(w)
+		u, err := processUsage(p.pid)
+		if err != nil {
+			return res, err
+		}
+		res.usage = res.usage.add(u)
+		for e, n := range logErrors(filepath.Join(b.stack.LogDir(), p.name+".log")) {
+			res.errors[e] += n
+		}
+	}
+	return res, nil
+}
+
+// observeFleet counts, at elapsed, the Kustomizations Flux applied (seen
+// Ready with an applied revision once: sluice's pushes make them reconcile
+// again afterwards), the Deliveries, the apps a Healthy Rollout serves with
+// their Deployment at zero, and the Deliveries whose stable template Flux
+// applied from Git.
+func (b *bench) observeFleet(ctx context.Context, res *sluiceResult, elapsed time.Duration) error {
+	if !res.applied.reached() {
+		var list kustomizev1.KustomizationList
+		if err := b.kube.List(ctx, &list, client.InNamespace(stack.FluxNamespace)); err != nil {
+			return err
+		}
+		for _, ks := range list.Items {
+			if ks.Status.LastAppliedRevision != "" && apimeta.IsStatusConditionTrue(ks.Status.Conditions, meta.ReadyCondition) {
+				b.applied[ks.Name] = true
+			}
+		}
+		res.applied.observe(len(b.applied), elapsed)
+	}
+	if !res.deliveries.reached() || !res.recorded.reached() {
+		var list deliveryv1.DeliveryList
+		if err := b.kube.List(ctx, &list); err != nil {
+			return err
+		}
+		exist, recorded := 0, 0
+		for _, d := range list.Items {
+			if !strings.HasPrefix(d.Namespace, fleetPrefix+"-") {
+				continue
+			}
+			exist++
+			if d.Spec.Promotion.Stable != nil {
+				recorded++
+			}
+		}
+		res.deliveries.observe(exist, elapsed)
+		res.recorded.observe(recorded, elapsed)
+	}
+	if !res.healthy.reached() {
+		var rollouts rolloutsv1.RolloutList
+		if err := b.kube.List(ctx, &rollouts); err != nil {
+			return err
+		}
+		var deployments appsv1.DeploymentList
+		if err := b.kube.List(ctx, &deployments); err != nil {
+			return err
+		}
+		parked := map[client.ObjectKey]bool{}
+		for _, d := range deployments.Items {
+			if ptr.Deref(d.Spec.Replicas, 1) == 0 && d.Status.Replicas == 0 {
+				parked[client.ObjectKeyFromObject(&d)] = true
+			}
+		}
+		healthy := 0
+		for _, r := range rollouts.Items {
+			if strings.HasPrefix(r.Namespace, fleetPrefix+"-") && r.Status.Phase == rolloutsv1.RolloutPhaseHealthy &&
+				r.Status.AvailableReplicas == 1 && parked[client.ObjectKeyFromObject(&r)] {
+				healthy++
+			}
+		}
+		res.healthy.observe(healthy, elapsed)
+	}
+	return nil
+}
+
+// sluiceCommits counts the commits on main that carry sluice's
+// Sluice-Delivery trailer, and their Sluice-Action lines by action (a
+// commit that records several changes holds several).
+func sluiceCommits(ctx context.Context, gitDir string) (int, map[string]int, error) {
+	out, err := runGit(ctx, "", "--git-dir", gitDir, "log", "main", "--format=%H%n%B", "--grep", "^Sluice-Delivery: ")
+	if err != nil {
+		return 0, nil, err
+	}
+	commits, records := 0, map[string]int{}
+	for _, line := range strings.Split(out, "\n") {
+		if len(line) == 40 && strings.Trim(line, "0123456789abcdef") == "" {
+			commits++
+		}
+		if action, ok := strings.CutPrefix(line, "Sluice-Action: "); ok {
+			records[strings.TrimSpace(action)]++
+		}
+	}
+	return commits, records, nil
+}
