@@ -3,6 +3,7 @@ package controllers
 import (
 	"context"
 	"fmt"
+	"strings"
 
 	rolloutsv1 "github.com/argoproj/argo-rollouts/pkg/apis/rollouts/v1alpha1"
 	"github.com/fluxcd/pkg/runtime/conditions"
@@ -74,21 +75,20 @@ func (r *DeliveryReconciler) SetupWithManager(ctx context.Context, mgr ctrl.Mana
 }
 
 // availableReplicasChanged passes Deployment updates that change how many
-// replicas are available, which a hand-back waits for.
+// replicas are available, which a hand-back waits for, or whether its
+// controller says it cannot get them, which stalls a hand-back.
 var availableReplicasChanged = predicate.Funcs{
 	UpdateFunc: func(e event.UpdateEvent) bool {
 		oldD, okOld := e.ObjectOld.(*appsv1.Deployment)
 		newD, okNew := e.ObjectNew.(*appsv1.Deployment)
-		return okOld && okNew && oldD.Status.AvailableReplicas != newD.Status.AvailableReplicas
+		return okOld && okNew && (oldD.Status.AvailableReplicas != newD.Status.AvailableReplicas ||
+			stuckCondition(oldD) != stuckCondition(newD))
 	},
 	CreateFunc:  func(event.CreateEvent) bool { return false },
 	DeleteFunc:  func(event.DeleteEvent) bool { return false },
 	GenericFunc: func(event.GenericEvent) bool { return false },
 }
 
-// gitWriteBackChanged passes Delivery updates in which the promotion
-// controller changed the GitWriteBack condition, which the Delivery
-// controller reports.
 // handBackForced passes a Delivery just annotated to hand back without
 // waiting for its Deployment's replicas.
 var handBackForced = predicate.Funcs{
@@ -101,6 +101,22 @@ var handBackForced = predicate.Funcs{
 	GenericFunc: func(event.GenericEvent) bool { return false },
 }
 
+// stuckCondition is what the Deployment's controller says of pods it
+// cannot get, for a hand-back to stall on: its ReplicaFailure and
+// Progressing conditions.
+func stuckCondition(d *appsv1.Deployment) string {
+	var b strings.Builder
+	for _, c := range d.Status.Conditions {
+		if c.Type == appsv1.DeploymentReplicaFailure || c.Type == appsv1.DeploymentProgressing {
+			fmt.Fprintf(&b, "%s=%s/%s;", c.Type, c.Status, c.Reason)
+		}
+	}
+	return b.String()
+}
+
+// gitWriteBackChanged passes Delivery updates in which the promotion
+// controller changed the GitWriteBack condition, which the Delivery
+// controller reports.
 var gitWriteBackChanged = predicate.Funcs{
 	UpdateFunc: func(e event.UpdateEvent) bool {
 		o, okOld := e.ObjectOld.(*deliveryv1.Delivery)
