@@ -522,7 +522,7 @@ func TestBadInput(t *testing.T) {
 		{ObjectMeta: metav1.ObjectMeta{Namespace: nsSecrets, Name: "other-keys"},
 			StringData: map[string]string{"user": env.Git.Username, "pass": env.Git.Password}},
 		{ObjectMeta: metav1.ObjectMeta{Namespace: nsSecrets, Name: "wrong-password"},
-			StringData: map[string]string{"username": env.Git.Username, "password": randomString()}},
+			StringData: map[string]string{"username": env.Git.Username, "password": stack.RandomSecret()}},
 		{ObjectMeta: metav1.ObjectMeta{Namespace: nsSecrets, Name: "not-a-key"},
 			StringData: map[string]string{"git.asc": "-----BEGIN PGP PRIVATE KEY BLOCK-----\n\nbm90IGEga2V5\n-----END PGP PRIVATE KEY BLOCK-----\n"}},
 	} {

@@ -6,10 +6,7 @@
 package e2e
 
 import (
-	"bufio"
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"fmt"
 	"log"
 	"os"
@@ -89,7 +86,7 @@ func run(m *testing.M) int {
 		InstallDir:  filepath.Join(root, "config", "default"),
 		Sluice:      sluice,
 		GitUsername: "sluice-e2e",
-		GitPassword: randomString(),
+		GitPassword: stack.RandomSecret(),
 		// Debug lines must hold no secret either.
 		SluiceArgs: []string{"--log-level=debug"},
 		Logf:       log.Printf,
@@ -107,9 +104,9 @@ func run(m *testing.M) int {
 
 	// Credentials that may fetch but not push, for the read-only source
 	// scenario; set before any request reaches the server.
-	env.Git.ReadOnlyUsername, env.Git.ReadOnlyPassword = "reader", randomString()
+	env.Git.ReadOnlyUsername, env.Git.ReadOnlyPassword = "reader", stack.RandomSecret()
 	// A bearer token it accepts too.
-	env.Git.Token = randomString()
+	env.Git.Token = stack.RandomSecret()
 
 	for _, add := range []func(*runtime.Scheme) error{
 		clientgoscheme.AddToScheme, deliveryv1.AddToScheme, sourcev1.AddToScheme, kustomizev1.AddToScheme, rolloutsv1.AddToScheme,
@@ -144,21 +141,7 @@ func keepLogs(dir string) {
 }
 
 func printTail(path string, n int) {
-	f, err := os.Open(path)
-	if err != nil {
-		return
-	}
-	defer f.Close()
-	var lines []string
-	sc := bufio.NewScanner(f)
-	sc.Buffer(make([]byte, 1024*1024), 1024*1024)
-	for sc.Scan() {
-		lines = append(lines, sc.Text())
-		if len(lines) > n {
-			lines = lines[1:]
-		}
-	}
-	for _, l := range lines {
+	for _, l := range stack.Tail(path, n) {
 		fmt.Fprintln(os.Stderr, l)
 	}
 }
@@ -169,11 +152,3 @@ func sluiceGitDirIn(dir string) string { return filepath.Join(dir, "sluice-git")
 
 // sluiceGitDir is where the suite's sluice keeps its working copies.
 func sluiceGitDir() string { return sluiceGitDirIn(env.Dir) }
-
-func randomString() string {
-	b := make([]byte, 12)
-	if _, err := rand.Read(b); err != nil {
-		panic(err)
-	}
-	return hex.EncodeToString(b)
-}

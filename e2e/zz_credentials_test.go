@@ -82,7 +82,7 @@ func TestNoSecretLeaks(t *testing.T) {
 	g.Expect(err).NotTo(HaveOccurred())
 	sshPublic, err := ssh.NewPublicKey(public)
 	g.Expect(err).NotTo(HaveOccurred())
-	passphrase := randomString()
+	passphrase := stack.RandomSecret()
 	block, err := ssh.MarshalPrivateKeyWithPassphrase(private, "", []byte(passphrase))
 	g.Expect(err).NotTo(HaveOccurred())
 	identity := pem.EncodeToMemory(block)
@@ -107,7 +107,7 @@ func TestNoSecretLeaks(t *testing.T) {
 
 	// An OpenPGP signing key encrypted with a passphrase, in the policy's
 	// namespace.
-	signingPassphrase := randomString()
+	signingPassphrase := stack.RandomSecret()
 	armored := encryptedSigningKey(t, signingPassphrase)
 	secrets["the signing key's passphrase"] = signingPassphrase
 	secrets["the signing key"] = keyLine(armored)

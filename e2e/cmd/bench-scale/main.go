@@ -19,10 +19,7 @@ package main
 import (
 	"bufio"
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"encoding/json"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -175,7 +172,7 @@ func (b *bench) startStack(ctx context.Context) error {
 		DeferSluice: true,
 		KwokNodes:   b.fleet.kwokNodes(),
 		GitUsername: "bench",
-		GitPassword: randomString(),
+		GitPassword: stack.RandomSecret(),
 		Logf:        func(f string, a ...any) { fmt.Fprintf(b.out, "  "+f+"\n", a...) },
 	})
 	if err != nil {
@@ -277,7 +274,7 @@ func (b *bench) printSluiceLogs() {
 	for _, p := range b.sluices {
 		path := filepath.Join(logs, p.name+".log")
 		fmt.Fprintf(os.Stderr, "\nlast lines of %s:\n", path)
-		for _, l := range tail(path, 20) {
+		for _, l := range stack.Tail(path, 20) {
 			fmt.Fprintln(os.Stderr, "  "+l)
 		}
 	}
@@ -336,29 +333,3 @@ func logErrors(path string) map[string]int {
 // blankDetails matches the parts of an error that differ between alike
 // errors: quoted names, commits, numbers.
 var blankDetails = regexp.MustCompile(`"[^"]*"|\b[0-9a-f]{7,40}\b|\b\d+(\.\d+)?(ms|s)?\b`)
-
-func tail(path string, n int) []string {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil
-	}
-	defer f.Close()
-	var lines []string
-	sc := bufio.NewScanner(f)
-	sc.Buffer(make([]byte, 1024*1024), 1024*1024)
-	for sc.Scan() {
-		lines = append(lines, sc.Text())
-		if len(lines) > n {
-			lines = lines[1:]
-		}
-	}
-	return lines
-}
-
-func randomString() string {
-	b := make([]byte, 12)
-	if _, err := rand.Read(b); err != nil {
-		panic(errors.New("no randomness"))
-	}
-	return hex.EncodeToString(b)
-}

@@ -11,11 +11,7 @@
 package main
 
 import (
-	"bufio"
 	"context"
-	"crypto/rand"
-	"encoding/hex"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -150,7 +146,7 @@ func (d *demo) startStack(ctx context.Context) error {
 		InstallDir:  filepath.Join(d.opts.root, "config", "default"),
 		Sluice:      sluice,
 		GitUsername: "dana",
-		GitPassword: randomString(),
+		GitPassword: stack.RandomSecret(),
 		Logf:        func(f string, a ...any) { fmt.Fprintf(d.out, "      "+f+"\n", a...) },
 	})
 	if err != nil {
@@ -174,7 +170,7 @@ func (d *demo) printSluiceLog() {
 	logs := filepath.Join(d.dir, "logs")
 	path := filepath.Join(logs, "sluice.log")
 	fmt.Fprintf(os.Stderr, "\nlast lines of %s:\n", path)
-	for _, l := range tail(path, 30) {
+	for _, l := range stack.Tail(path, 30) {
 		fmt.Fprintln(os.Stderr, "  "+l)
 	}
 	fmt.Fprintf(os.Stderr, "\nthe logs of every component are kept in %s\n", logs)
@@ -211,30 +207,4 @@ func (d *demo) close() {
 	if !d.failed {
 		_ = os.RemoveAll(d.dir)
 	}
-}
-
-func tail(path string, n int) []string {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil
-	}
-	defer f.Close()
-	var lines []string
-	sc := bufio.NewScanner(f)
-	sc.Buffer(make([]byte, 1024*1024), 1024*1024)
-	for sc.Scan() {
-		lines = append(lines, sc.Text())
-		if len(lines) > n {
-			lines = lines[1:]
-		}
-	}
-	return lines
-}
-
-func randomString() string {
-	b := make([]byte, 12)
-	if _, err := rand.Read(b); err != nil {
-		panic(errors.New("no randomness"))
-	}
-	return hex.EncodeToString(b)
 }
