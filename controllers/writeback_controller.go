@@ -63,6 +63,12 @@ type WriteBackReconciler struct {
 	// Delivery generation at which Git was last found parking it, so that
 	// the check reads Git once per revision rather than at every reconcile.
 	parked sync.Map
+	// stable remembers, by Delivery, the stable template pushed for it and
+	// the Kustomization revision applied then (see stableSettled).
+	stable sync.Map
+	// settling remembers, by Delivery, since when its stable record has
+	// been waiting for others of its Kustomization.
+	settling sync.Map
 }
 
 // SetupWithManager reconciles a Delivery whenever it changes, status
@@ -104,6 +110,8 @@ func (r *WriteBackReconciler) Reconcile(ctx context.Context, req ctrl.Request) (
 	if err := r.Get(ctx, req.NamespacedName, obj); err != nil {
 		if apierrors.IsNotFound(err) {
 			r.parked.Delete(req.NamespacedName)
+			r.stable.Delete(req.NamespacedName)
+			r.settling.Delete(req.NamespacedName)
 		}
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
@@ -145,9 +153,10 @@ func (r *WriteBackReconciler) Reconcile(ctx context.Context, req ctrl.Request) (
 	if err == nil {
 		settings, err = source.settingsFor(ctx, r.Client, obj.Namespace, policy)
 	}
+	var wait time.Duration
 	if err == nil {
 		w := writeBack{r: r, obj: obj, source: source, policy: policy, git: settings}
-		err = w.run(ctx)
+		wait, err = w.run(ctx)
 	}
 	var reason, msg string
 	switch {
@@ -193,9 +202,9 @@ func (r *WriteBackReconciler) Reconcile(ctx context.Context, req ctrl.Request) (
 		return result, r.setWriteBack(ctx, obj, metav1.ConditionFalse, reason, msg)
 	}
 	if c := conditions.Get(obj, deliveryv1.GitWriteBackCondition); c != nil && c.Status == metav1.ConditionFalse {
-		return ctrl.Result{}, r.setWriteBack(ctx, obj, metav1.ConditionTrue, meta.SucceededReason, "sluice writes to Git again")
+		return ctrl.Result{RequeueAfter: wait}, r.setWriteBack(ctx, obj, metav1.ConditionTrue, meta.SucceededReason, "sluice writes to Git again")
 	}
-	return ctrl.Result{}, nil
+	return ctrl.Result{RequeueAfter: wait}, nil
 }
 
 // setWriteBack records whether writing to Git works, for the Delivery
@@ -240,7 +249,9 @@ type writeBack struct {
 	git    gitSettings
 }
 
-func (w writeBack) run(ctx context.Context) error {
+// run writes what the Delivery needs written, and says when to look again
+// if the write waits for others.
+func (w writeBack) run(ctx context.Context) (time.Duration, error) {
 	obj, st := w.obj, w.obj.Status
 	spec := obj.Spec.Promotion
 	now := &metav1.Time{Time: time.Now().UTC().Truncate(time.Second)}
@@ -258,7 +269,7 @@ func (w writeBack) run(ctx context.Context) error {
 	// of the Delivery's that no longer applies.
 	if pending := st.PendingPromotionBranch; pending != "" && pending != keep {
 		if err := w.pruneBranches(ctx, keep); err != nil {
-			return err
+			return 0, err
 		}
 	}
 
@@ -269,30 +280,24 @@ func (w writeBack) run(ctx context.Context) error {
 	// zero removed since) and pushes nothing when it does. Git is the only
 	// place to look: Flux does not apply a value the cluster already has,
 	// so the Deployment's managed fields do not say what Git holds.
-	case st.Phase == deliveryv1.PhaseHealthy && st.StableTemplateHash != "" && (!recorded || w.parkCheckDue(ctx)):
+	case st.Phase == deliveryv1.PhaseHealthy && st.StableTemplateHash != "" && !recorded:
+		return w.recordStable(ctx, now)
+
+	case st.Phase == deliveryv1.PhaseHealthy && st.StableTemplateHash != "" && w.parkCheckDue(ctx):
+		// Recorded before Git parked Deployments, or Git lost it since:
+		// only the parking is written, if any is missing.
 		images, err := w.rolloutImages(ctx)
 		if err != nil {
-			return err
+			return 0, err
 		}
-		action, message, messageTemplate := "promote",
-			fmt.Sprintf("Promote %s/%s: template %s is stable\n\nImages: %s", obj.Namespace, obj.Name, st.StableTemplateHash, gitops.FormatImages(images)),
-			w.policy.Git.Commit.MessageTemplates.Promotion
 		switched := switchedObjects(w.policy)
-		if recorded {
-			// Recorded before Git parked Deployments, or Git lost it
-			// since: only the parking is written, if any is missing.
-			action, messageTemplate = "park", ""
-			message = parkMessage(obj, switched)
-		}
-		if err := w.write(ctx, w.git.branch, action, st.StableTemplateHash, nil, message, messageTemplate,
-			gitops.Promotion{Switched: switched, ParkOnly: recorded, Stable: &deliveryv1.StableRelease{
+		if err := w.write(ctx, w.git.branch, "park", st.StableTemplateHash, nil, parkMessage(obj, switched), "",
+			gitops.Promotion{Switched: switched, ParkOnly: true, Stable: &deliveryv1.StableRelease{
 				TemplateHash: st.StableTemplateHash, Revision: w.source.ks.Status.LastAppliedRevision, Images: images, PromotedAt: now,
 			}}); err != nil {
-			return err
+			return 0, err
 		}
-		if recorded {
-			w.r.parked.Store(client.ObjectKeyFromObject(obj), w.parkKey())
-		}
+		w.r.parked.Store(client.ObjectKeyFromObject(obj), w.parkKey())
 
 	case st.Phase == deliveryv1.PhaseRejected && st.CandidateTemplateHash != "" &&
 		conditions.GetReason(obj, deliveryv1.PromotedCondition) == deliveryv1.RejectedReason &&
@@ -307,14 +312,14 @@ func (w writeBack) run(ctx context.Context) error {
 		if err := w.write(ctx, w.git.branch, "reject", st.CandidateTemplateHash, nil,
 			fmt.Sprintf("Reject %s/%s: template %s\n\n%s", obj.Namespace, obj.Name, st.CandidateTemplateHash, reason),
 			w.policy.Git.Commit.MessageTemplates.Rejection, p); err != nil {
-			return err
+			return 0, err
 		}
 
 	case keep != "" && keep != st.PendingPromotionBranch:
 		step := gate
 		images, err := w.rolloutImages(ctx)
 		if err != nil {
-			return err
+			return 0, err
 		}
 		msg := fmt.Sprintf("Approve %s/%s: template %s at step %d\n\nMerge this branch to let the candidate past its manual gate.\nImages: %s\nStable: %s\nWeight: %d%%\nAnalysis so far: %s",
 			obj.Namespace, obj.Name, st.CandidateTemplateHash, step, gitops.FormatImages(images), st.StableTemplateHash,
@@ -322,11 +327,11 @@ func (w writeBack) run(ctx context.Context) error {
 		if err := w.write(ctx, keep, "approve", st.CandidateTemplateHash, &step, msg,
 			w.policy.Git.Commit.MessageTemplates.Approval,
 			gitops.Promotion{Approval: &deliveryv1.Approval{TemplateHash: st.CandidateTemplateHash, Step: step, ApprovedAt: now}}); err != nil {
-			return err
+			return 0, err
 		}
 	}
 
-	return nil
+	return 0, nil
 }
 
 // parkKey is what a park check found parked: the Kustomization's applied
@@ -409,53 +414,15 @@ func (w writeBack) branchName(step, hash string) string {
 func (w writeBack) write(ctx context.Context, branch, action, hash string, step *int32,
 	defaultMessage, messageTemplate string, p gitops.Promotion) error {
 
-	obj := w.obj
-	var err error
-	if p.Kustomization, err = w.source.kustomization(ctx, w.r.Client); err != nil {
-		return err
-	}
-	p.Delivery = gitops.ObjectID{Kind: deliveryv1.DeliveryKind, Namespace: obj.Namespace, Name: obj.Name}
-	p.Deployment = gitops.ObjectID{Kind: "Deployment", Namespace: obj.Namespace, Name: obj.Spec.DeploymentRef.Name}
-
-	message, err := commitMessage(action, messageTemplate, defaultMessage,
-		map[string]any{"Delivery": obj, "Hash": hash, "Step": step, "Action": action})
+	change, err := w.change(ctx, branch, action, hash, step, defaultMessage, messageTemplate, p)
 	if err != nil {
 		return err
 	}
-	message += trailers(client.ObjectKeyFromObject(obj), action, hash, step)
-
-	res, err := w.r.Git.Write(ctx, w.git.src, gitops.Change{
-		Branch:     branch,
-		From:       w.git.branch,
-		Message:    message,
-		Author:     w.git.author,
-		Edit:       func(root string) (bool, error) { return gitops.RecordPromotion(root, p) },
-		SigningKey: w.git.signingKey,
-		Passphrase: w.git.passphrase,
-	})
+	res, err := w.r.Git.Write(ctx, w.git.src, change)
 	if err != nil {
-		return fmt.Errorf("writing the %s of %s/%s to Git: %w", action, obj.Namespace, obj.Name, err)
+		return fmt.Errorf("writing the %s of %s/%s to Git: %w", action, w.obj.Namespace, w.obj.Name, err)
 	}
-	if !res.Pushed {
-		if action == "approve" && obj.Status.PendingPromotionBranch != branch {
-			// The branch says the approval already: pushed before a
-			// crash or a status conflict kept it from being recorded.
-			patch := client.MergeFromWithOptions(obj.DeepCopy(), client.MergeFromWithOptimisticLock{})
-			obj.Status.PendingPromotionBranch = branch
-			return w.r.Status().Patch(ctx, obj, patch, client.FieldOwner(w.r.ControllerName))
-		}
-		return nil
-	}
-	w.r.EventRecorder.Eventf(obj, nil, corev1.EventTypeNormal, "GitCommitPushed", "WriteBack",
-		"pushed %s to %s: %s", res.Commit[:12], branch, action)
-	// The optimistic lock keeps this patch from writing back conditions
-	// the Delivery controller changed meanwhile.
-	patch := client.MergeFromWithOptions(obj.DeepCopy(), client.MergeFromWithOptimisticLock{})
-	obj.Status.LastPushedCommit = res.Commit
-	if action == "approve" {
-		obj.Status.PendingPromotionBranch = branch
-	}
-	if err := w.r.Status().Patch(ctx, obj, patch, client.FieldOwner(w.r.ControllerName)); err != nil {
+	if pushed, err := w.written(ctx, branch, action, res); err != nil || !pushed {
 		return err
 	}
 	if branch != w.git.branch {
@@ -470,6 +437,62 @@ func (w writeBack) write(ctx context.Context, branch, action, hash string, step 
 		return w.pruneBranches(ctx, "")
 	}
 	return nil
+}
+
+// change prepares the commit that records p for the Delivery on branch.
+func (w writeBack) change(ctx context.Context, branch, action, hash string, step *int32,
+	defaultMessage, messageTemplate string, p gitops.Promotion) (gitops.Change, error) {
+
+	obj := w.obj
+	var err error
+	if p.Kustomization, err = w.source.kustomization(ctx, w.r.Client); err != nil {
+		return gitops.Change{}, err
+	}
+	p.Delivery = gitops.ObjectID{Kind: deliveryv1.DeliveryKind, Namespace: obj.Namespace, Name: obj.Name}
+	p.Deployment = gitops.ObjectID{Kind: "Deployment", Namespace: obj.Namespace, Name: obj.Spec.DeploymentRef.Name}
+
+	message, err := commitMessage(action, messageTemplate, defaultMessage,
+		map[string]any{"Delivery": obj, "Hash": hash, "Step": step, "Action": action})
+	if err != nil {
+		return gitops.Change{}, err
+	}
+	message += trailers(client.ObjectKeyFromObject(obj), action, hash, step)
+
+	return gitops.Change{
+		Branch:     branch,
+		From:       w.git.branch,
+		Message:    message,
+		Author:     w.git.author,
+		Edit:       func(root string) (bool, error) { return gitops.RecordPromotion(root, p) },
+		SigningKey: w.git.signingKey,
+		Passphrase: w.git.passphrase,
+	}, nil
+}
+
+// written records in the Delivery's status and events what a write of
+// its pushed, and tells whether it pushed anything.
+func (w writeBack) written(ctx context.Context, branch, action string, res gitops.Result) (bool, error) {
+	obj := w.obj
+	if !res.Pushed {
+		if action == "approve" && obj.Status.PendingPromotionBranch != branch {
+			// The branch says the approval already: pushed before a
+			// crash or a status conflict kept it from being recorded.
+			patch := client.MergeFromWithOptions(obj.DeepCopy(), client.MergeFromWithOptimisticLock{})
+			obj.Status.PendingPromotionBranch = branch
+			return false, w.r.Status().Patch(ctx, obj, patch, client.FieldOwner(w.r.ControllerName))
+		}
+		return false, nil
+	}
+	w.r.EventRecorder.Eventf(obj, nil, corev1.EventTypeNormal, "GitCommitPushed", "WriteBack",
+		"pushed %s to %s: %s", res.Commit[:12], branch, action)
+	// The optimistic lock keeps this patch from writing back conditions
+	// the Delivery controller changed meanwhile.
+	patch := client.MergeFromWithOptions(obj.DeepCopy(), client.MergeFromWithOptimisticLock{})
+	obj.Status.LastPushedCommit = res.Commit
+	if action == "approve" {
+		obj.Status.PendingPromotionBranch = branch
+	}
+	return true, w.r.Status().Patch(ctx, obj, patch, client.FieldOwner(w.r.ControllerName))
 }
 
 // rolloutImages returns the images of the Delivery's Rollout's template.

@@ -52,6 +52,9 @@ type options struct {
 	bin, root, sluice string
 	timeout           time.Duration
 	keep              bool
+	// commitsPerKustomization fails the run when sluice made more
+	// commits than this many per Kustomization; 0 checks nothing.
+	commitsPerKustomization int
 }
 
 func main() {
@@ -65,6 +68,7 @@ func main() {
 	flag.StringVar(&opts.root, "root", ".", "the sluice source tree")
 	flag.StringVar(&opts.sluice, "sluice", "", "the sluice binary; built from --root when empty")
 	flag.BoolVar(&opts.keep, "keep", false, "keep the stack running at the end, until Ctrl-C")
+	flag.IntVar(&opts.commitsPerKustomization, "max-commits-per-kustomization", 2, "fail when sluice makes more commits than this per Kustomization for the burst (adoptions in one, stable records in one); 0 checks nothing")
 	flag.Parse()
 	if f.kustomizations < 1 || f.appsPerKustomization < 1 || f.shards < 1 {
 		fmt.Fprintln(os.Stderr, "bench-scale: --kustomizations, --apps-per-kustomization and --shards must be at least 1")
@@ -215,6 +219,10 @@ func (b *bench) run(ctx context.Context) error {
 		return err
 	}
 	b.printTable(argo, res)
+	if limit := b.opts.commitsPerKustomization * f.kustomizations; limit > 0 && res.commits > limit {
+		return fmt.Errorf("sluice made %d commits for %d Kustomizations, more than %d per Kustomization",
+			res.commits, f.kustomizations, b.opts.commitsPerKustomization)
+	}
 	return nil
 }
 

@@ -1,0 +1,212 @@
+package controllers
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"reflect"
+	"time"
+
+	kustomizev1 "github.com/fluxcd/kustomize-controller/api/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	deliveryv1 "github.com/sluice-dev/sluice/apis/v1alpha1"
+	"github.com/sluice-dev/sluice/gitops"
+)
+
+// stableBatchWindow is how long a stable record waits for the other
+// Deliveries of its Kustomization that are still rolling out, so that a
+// revision releasing many apps records their stable templates in one
+// commit rather than one each.
+const stableBatchWindow = 10 * time.Second
+
+// recordStable writes the Delivery's stable template, and in the same
+// commit those of the other Deliveries of its Kustomization whose rollouts
+// completed. While others of the Kustomization are still rolling out it
+// waits for them, up to stableBatchWindow: the last one to complete writes
+// the records of all. It returns how long to wait before looking again.
+func (w writeBack) recordStable(ctx context.Context, now *metav1.Time) (time.Duration, error) {
+	ks, key := w.source.ks, client.ObjectKeyFromObject(w.obj)
+	if w.r.stableWritten(w.obj, ks) {
+		// Pushed, and Flux has not applied a revision since: nothing to
+		// do until it does.
+		return 0, nil
+	}
+	var list deliveryv1.DeliveryList
+	if err := w.r.List(ctx, &list, client.MatchingLabels{
+		kustomizationNameLabel: ks.Name, kustomizationNamespaceLabel: ks.Namespace,
+	}); err != nil {
+		return 0, err
+	}
+	batch, rolling := []writeBack{w}, false
+	for i := range list.Items {
+		d := &list.Items[i]
+		if client.ObjectKeyFromObject(d) == key || !d.DeletionTimestamp.IsZero() || d.Spec.Suspend || !inInventory(ks, d) {
+			continue
+		}
+		switch {
+		case w.r.stableDue(d, ks):
+			if other, ok := w.sibling(ctx, d); ok {
+				batch = append(batch, other)
+			}
+		case rollingOut(d):
+			rolling = true
+		}
+	}
+	if rolling {
+		if wait := w.r.settle(key, w.obj.Status.StableTemplateHash); wait > 0 {
+			return wait, nil
+		}
+	}
+	w.r.settling.Delete(key)
+
+	var (
+		ready   []writeBack
+		changes []gitops.Change
+	)
+	for i, b := range batch {
+		change, err := b.stableChange(ctx, now)
+		if err != nil {
+			if i == 0 {
+				return 0, err
+			}
+			// Its own reconcile writes it and reports what fails.
+			continue
+		}
+		ready, changes = append(ready, b), append(changes, change)
+	}
+	results, errs := w.r.Git.WriteAll(ctx, w.git.src, changes)
+	var ownErr error
+	pushed := false
+	for i, b := range ready {
+		if errs[i] != nil {
+			if i == 0 {
+				ownErr = fmt.Errorf("writing the promote of %s/%s to Git: %w", w.obj.Namespace, w.obj.Name, errs[i])
+			}
+			continue
+		}
+		w.r.stable.Store(client.ObjectKeyFromObject(b.obj), stableKey(b.obj, ks))
+		p, err := b.written(ctx, w.git.branch, "promote", results[i])
+		if err != nil {
+			if i == 0 {
+				ownErr = err
+			}
+			continue
+		}
+		if p && mayHaveApprovalBranches(b.obj) {
+			// The candidate's fate is in Git: any approval branch of its
+			// is stale, the one a crash kept from being recorded as
+			// pending too.
+			if err := b.pruneBranches(ctx, ""); err != nil && i == 0 {
+				ownErr = err
+			}
+		}
+		pushed = pushed || p
+	}
+	if pushed {
+		if err := w.source.requestReconcile(ctx, w.r.Client); err != nil {
+			return 0, err
+		}
+	}
+	if ownErr == nil && len(ready) > 1 {
+		ctrl.LoggerFrom(ctx).V(1).Info("recorded stable templates together", "deliveries", len(ready))
+	}
+	return 0, ownErr
+}
+
+// stableChange prepares the commit that records the Delivery's stable
+// template.
+func (w writeBack) stableChange(ctx context.Context, now *metav1.Time) (gitops.Change, error) {
+	obj, st := w.obj, w.obj.Status
+	images, err := w.rolloutImages(ctx)
+	if err != nil {
+		return gitops.Change{}, err
+	}
+	return w.change(ctx, w.git.branch, "promote", st.StableTemplateHash, nil,
+		fmt.Sprintf("Promote %s/%s: template %s is stable\n\nImages: %s", obj.Namespace, obj.Name, st.StableTemplateHash, gitops.FormatImages(images)),
+		w.policy.Git.Commit.MessageTemplates.Promotion,
+		gitops.Promotion{Switched: switchedObjects(w.policy), Stable: &deliveryv1.StableRelease{
+			TemplateHash: st.StableTemplateHash, Revision: w.source.ks.Status.LastAppliedRevision, Images: images, PromotedAt: now,
+		}})
+}
+
+// sibling returns the write-back of another Delivery of the Kustomization,
+// when its policy writes to the same branch with the same credentials and
+// signing key, so that its record may share the commit.
+func (w writeBack) sibling(ctx context.Context, d *deliveryv1.Delivery) (writeBack, bool) {
+	policy, err := resolvePolicy(ctx, w.r.Client, d)
+	if err != nil {
+		return writeBack{}, false
+	}
+	settings, err := w.source.settingsFor(ctx, w.r.Client, d.Namespace, policy)
+	if err != nil || settings.src.URL != w.git.src.URL || settings.branch != w.git.branch ||
+		!reflect.DeepEqual(settings.src.Credentials, w.git.src.Credentials) ||
+		!bytes.Equal(settings.signingKey, w.git.signingKey) {
+		return writeBack{}, false
+	}
+	return writeBack{r: w.r, obj: d, source: w.source, policy: policy, git: settings}, true
+}
+
+// stableDue tells whether the Delivery's rollout completed on a template
+// Git does not record as stable yet, nor was pushed for.
+func (r *WriteBackReconciler) stableDue(d *deliveryv1.Delivery, ks *kustomizev1.Kustomization) bool {
+	st, stable := d.Status, d.Spec.Promotion.Stable
+	return st.Phase == deliveryv1.PhaseHealthy && st.StableTemplateHash != "" &&
+		(stable == nil || stable.TemplateHash != st.StableTemplateHash) && !r.stableWritten(d, ks)
+}
+
+// rollingOut tells whether the Delivery is on its way to a stable record
+// without waiting for a person: new, handing over from its Deployment, or
+// progressing through its steps.
+func rollingOut(d *deliveryv1.Delivery) bool {
+	switch d.Status.Phase {
+	case "", deliveryv1.PhasePending, deliveryv1.PhaseHandover, deliveryv1.PhaseProgressing:
+		return true
+	}
+	return false
+}
+
+// mayHaveApprovalBranches tells whether a Delivery may have had promotion
+// branches pushed: not one whose first rollout is being recorded, which
+// went to stable without steps.
+func mayHaveApprovalBranches(d *deliveryv1.Delivery) bool {
+	p := d.Spec.Promotion
+	return p.Stable != nil || len(p.Approvals) > 0 || p.Rejection != nil || d.Status.PendingPromotionBranch != ""
+}
+
+// stableKey is what a pushed stable record is remembered by: the template
+// and the Kustomization revision applied when it was pushed.
+func stableKey(d *deliveryv1.Delivery, ks *kustomizev1.Kustomization) string {
+	return d.Status.StableTemplateHash + "@" + ks.Status.LastAppliedRevision
+}
+
+// stableWritten tells whether the Delivery's stable record was pushed and
+// Flux has not applied another revision since. Once it has, Git is read
+// again: the revision either records it, or lost it and it is written
+// again.
+func (r *WriteBackReconciler) stableWritten(d *deliveryv1.Delivery, ks *kustomizev1.Kustomization) bool {
+	v, ok := r.stable.Load(client.ObjectKeyFromObject(d))
+	return ok && v == stableKey(d, ks)
+}
+
+// settlingSince is when a Delivery's stable record started waiting.
+type settlingSince struct {
+	hash  string
+	since time.Time
+}
+
+// settle returns how much longer the Delivery's record of hash may wait
+// for others, zero when its time is up.
+func (r *WriteBackReconciler) settle(key types.NamespacedName, hash string) time.Duration {
+	start := settlingSince{hash: hash, since: time.Now()}
+	v, loaded := r.settling.LoadOrStore(key, start)
+	if s := v.(settlingSince); loaded && s.hash == hash {
+		start = s
+	} else {
+		r.settling.Store(key, start)
+	}
+	return max(0, stableBatchWindow-time.Since(start.since))
+}
