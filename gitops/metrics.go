@@ -18,8 +18,24 @@ var writeDuration = prometheus.NewHistogramVec(prometheus.HistogramOpts{
 	Buckets: []float64{0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60},
 }, []string{"result"})
 
+// remoteOperations counts what sluice asks of Git servers: clones,
+// fetches and pushes, by outcome. With nothing to write it stays still.
+var remoteOperations = prometheus.NewCounterVec(prometheus.CounterOpts{
+	Name: "sluice_git_remote_operations_total",
+	Help: "Clones, fetches and pushes sluice made to Git servers, by operation and result.",
+}, []string{"operation", "result"})
+
 func init() {
-	metrics.Registry.MustRegister(writeDuration)
+	metrics.Registry.MustRegister(writeDuration, remoteOperations)
+}
+
+// countRemote counts one remote operation that ended with err.
+func countRemote(operation string, err error) {
+	result := "succeeded"
+	if err != nil {
+		result = "failed"
+	}
+	remoteOperations.WithLabelValues(operation, result).Inc()
 }
 
 // logWrite logs one line for a batch of writes that became one commit, as

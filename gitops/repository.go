@@ -535,6 +535,7 @@ func (r *Repositories) commitAndPush(ctx context.Context, repo *git.Repository, 
 		Auth:       auth,
 		CABundle:   src.Credentials.CA,
 	})
+	countRemote("push", err)
 	switch {
 	case err == nil:
 		return Result{Commit: commit.String(), Pushed: true}, nil
@@ -589,6 +590,7 @@ func (r *Repositories) reclone(ctx context.Context, src Source, auth transport.A
 		// a shallow copy walks only them, not the whole history.
 		Depth: 1,
 	})
+	countRemote("clone", err)
 	if err != nil {
 		_ = os.RemoveAll(dir)
 		return nil, fmt.Errorf("%w: cloning %s: %v", ErrUnreachable, src.URL, err)
@@ -635,7 +637,11 @@ func (r *Repositories) fetch(ctx context.Context, repo *git.Repository, src Sour
 		CABundle:   src.Credentials.CA,
 		Depth:      1,
 	})
-	if err != nil && !errors.Is(err, git.NoErrAlreadyUpToDate) {
+	if errors.Is(err, git.NoErrAlreadyUpToDate) {
+		err = nil
+	}
+	countRemote("fetch", err)
+	if err != nil {
 		return fmt.Errorf("%w: fetching %s: %v", ErrUnreachable, src.URL, err)
 	}
 	return nil
@@ -705,7 +711,12 @@ func (r *Repositories) PruneBranches(ctx context.Context, src Source, owned func
 	}
 	pushCtx, cancel := context.WithTimeout(ctx, r.timeoutFor(src))
 	defer cancel()
-	if err := repo.PushContext(pushCtx, &git.PushOptions{RemoteName: "origin", RefSpecs: specs, Auth: auth, CABundle: src.Credentials.CA}); err != nil && !errors.Is(err, git.NoErrAlreadyUpToDate) {
+	err = repo.PushContext(pushCtx, &git.PushOptions{RemoteName: "origin", RefSpecs: specs, Auth: auth, CABundle: src.Credentials.CA})
+	if errors.Is(err, git.NoErrAlreadyUpToDate) {
+		err = nil
+	}
+	countRemote("push", err)
+	if err != nil {
 		return nil, fmt.Errorf("deleting branches %v: %w", stale, err)
 	}
 	return stale, nil

@@ -25,6 +25,7 @@ import (
 	"github.com/ProtonMail/go-crypto/openpgp"
 	"github.com/ProtonMail/go-crypto/openpgp/armor"
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	dto "github.com/prometheus/client_model/go"
 	"golang.org/x/crypto/ssh"
 	"golang.org/x/crypto/ssh/knownhosts"
@@ -923,6 +924,33 @@ func TestWritesAreMeasured(t *testing.T) {
 	}
 	if got := pushed(); got != before+1 {
 		t.Fatalf("%d pushed writes measured, want %d", got, before+1)
+	}
+}
+
+// TestRemoteOperationsAreCounted: the first write clones, fetches and
+// pushes; a write that changes nothing only fetches.
+func TestRemoteOperationsAreCounted(t *testing.T) {
+	f := newFixture(t, map[string]string{"README.md": "apps\n"})
+	count := func(operation string) float64 {
+		return testutil.ToFloat64(remoteOperations.WithLabelValues(operation, "succeeded"))
+	}
+	counts := func() [3]float64 { return [3]float64{count("clone"), count("fetch"), count("push")} }
+	write := func() {
+		t.Helper()
+		if _, err := f.repos.Write(context.Background(), f.source(), Change{Branch: "main", Message: "m",
+			Author: Signature{Name: "s", Email: "s@x"}, Edit: setFile("x.yaml", "x\n")}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	before := counts()
+	write()
+	if got, want := counts(), [3]float64{before[0] + 1, before[1] + 1, before[2] + 1}; got != want {
+		t.Fatalf("clones, fetches, pushes after a first write = %v, want %v", got, want)
+	}
+	before = counts()
+	write()
+	if got, want := counts(), [3]float64{before[0], before[1] + 1, before[2]}; got != want {
+		t.Fatalf("clones, fetches, pushes after a write that changes nothing = %v, want %v", got, want)
 	}
 }
 

@@ -55,6 +55,8 @@ type options struct {
 	// commitsPerKustomization fails the run when sluice made more
 	// commits than this many per Kustomization; 0 checks nothing.
 	commitsPerKustomization int
+	// idle is how long sluice is measured idle after the burst.
+	idle time.Duration
 }
 
 func main() {
@@ -68,6 +70,7 @@ func main() {
 	flag.StringVar(&opts.root, "root", ".", "the sluice source tree")
 	flag.StringVar(&opts.sluice, "sluice", "", "the sluice binary; built from --root when empty")
 	flag.BoolVar(&opts.keep, "keep", false, "keep the stack running at the end, until Ctrl-C")
+	flag.DurationVar(&opts.idle, "idle", time.Minute, "how long to measure sluice's CPU and Git requests with the whole fleet delivered and nothing changing; 0 skips it")
 	flag.IntVar(&opts.commitsPerKustomization, "max-commits-per-kustomization", 2, "fail when sluice makes more commits than this per Kustomization for the burst (adoptions in one, stable records in one); 0 checks nothing")
 	flag.Parse()
 	if f.kustomizations < 1 || f.appsPerKustomization < 1 || f.shards < 1 {
@@ -218,7 +221,18 @@ func (b *bench) run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	b.printTable(argo, res)
+	var idle *idleResult
+	if b.opts.idle > 0 {
+		r, err := b.measureIdle(ctx, b.opts.idle)
+		if err != nil {
+			return err
+		}
+		idle = &r
+	}
+	b.printTable(argo, res, idle)
+	if idle != nil && idle.operations > 0 {
+		return fmt.Errorf("sluice made %d Git requests in %s with nothing to write", idle.operations, round(idle.window))
+	}
 	if limit := b.opts.commitsPerKustomization * f.kustomizations; limit > 0 && res.commits > limit {
 		return fmt.Errorf("sluice made %d commits for %d Kustomizations, more than %d per Kustomization",
 			res.commits, f.kustomizations, b.opts.commitsPerKustomization)
@@ -227,7 +241,7 @@ func (b *bench) run(ctx context.Context) error {
 }
 
 // printTable prints the measured figures and their ratios.
-func (b *bench) printTable(argo *argoResult, res *sluiceResult) {
+func (b *bench) printTable(argo *argoResult, res *sluiceResult, idle *idleResult) {
 	f := b.fleet
 	apps := float64(f.apps())
 	fmt.Fprintf(b.out, "\n%d apps in %d Kustomizations, %d sluice shard(s)\n\n", f.apps(), f.kustomizations, f.shards)
@@ -251,6 +265,10 @@ func (b *bench) printTable(argo *argoResult, res *sluiceResult) {
 		rssLabel = "peak RSS, summed over shards"
 	}
 	row(rssLabel, fmt.Sprintf("%.0f MiB", float64(res.usage.peakRSS)/(1<<20)), "")
+	if idle != nil {
+		row(fmt.Sprintf("idle for %s: CPU", round(idle.window)), fmt.Sprintf("%.2f %%", 100*idle.cpuShare()), "of one core")
+		row("idle: Git requests", fmt.Sprint(idle.operations), "")
+	}
 	_ = w.Flush()
 
 	fmt.Fprintf(b.out, "\nsluice's commits record %s; its Git writes: %s.\n", describeCounts(res.records), describeCounts(res.writes.count))

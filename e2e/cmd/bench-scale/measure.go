@@ -229,3 +229,39 @@ func scrapeGitWrites(ctx context.Context, metricsURL string) (gitWrites, error) 
 	}
 	return writes, sc.Err()
 }
+
+// scrapeRemoteOperations reads how many clones, fetches and pushes sluice
+// made in all, from its sluice_git_remote_operations_total counter.
+func scrapeRemoteOperations(ctx context.Context, metricsURL string) (int, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, metricsURL, nil)
+	if err != nil {
+		return 0, err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return 0, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return 0, fmt.Errorf("%s: %s", metricsURL, resp.Status)
+	}
+	total := 0
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 1024*1024), 1024*1024)
+	for sc.Scan() {
+		rest, ok := strings.CutPrefix(sc.Text(), "sluice_git_remote_operations_total{")
+		if !ok {
+			continue
+		}
+		_, value, ok := strings.Cut(rest, "} ")
+		if !ok {
+			continue
+		}
+		n, err := strconv.ParseFloat(value, 64)
+		if err != nil {
+			return 0, fmt.Errorf("%s: %q: %w", metricsURL, sc.Text(), err)
+		}
+		total += int(n)
+	}
+	return total, sc.Err()
+}
