@@ -92,7 +92,7 @@ $(CRD_REF_DOCS):
 ##@ Test
 
 .PHONY: test
-test: tools vet test-unit test-envtest test-e2e demo bench-scale-small ## Run every tier: unit, envtest, end-to-end, the demo, and a small scale benchmark.
+test: tools vet test-unit test-envtest test-e2e demo bench-scale-small bench-latency-small ## Run every tier: unit, envtest, end-to-end, the demo, and the benchmarks on the stack at small sizes.
 
 .PHONY: test-unit
 test-unit: ## Unit tests.
@@ -116,9 +116,23 @@ fuzz: tools ## Run each fuzz target for FUZZTIME (30s by default); make test run
 		go test -run '^$$' -fuzz "^$$name\$$" -fuzztime $(FUZZTIME) ./$$pkg; \
 	done
 
+# The releases bench-latency measures each path over.
+LATENCY_EVENTS ?= 50
+
 .PHONY: bench
-bench: ## Benchmarks.
+bench: tools ## Go benchmarks, then sluice's steady-state latencies (p50, p95) over LATENCY_EVENTS releases on the local stack.
 	go test -run '^$$' -bench . -benchmem $(UNIT_PKGS)
+	$(MAKE) bench-latency
+
+.PHONY: bench-latency
+bench-latency: tools ## Time sluice's in-cluster and push paths over LATENCY_EVENTS releases of one app on a fresh stack.
+	go build -o $(BIN)/sluice .
+	go build -o $(BIN)/bench-latency ./e2e/cmd/bench-latency
+	$(BIN)/bench-latency --bin $(BIN) --root $(CURDIR) --sluice $(BIN)/sluice --events $(LATENCY_EVENTS)
+
+.PHONY: bench-latency-small
+bench-latency-small: tools ## bench-latency over 3 releases, so that make test keeps it working.
+	$(MAKE) bench-latency LATENCY_EVENTS=3
 
 ##@ Local stack
 
@@ -148,6 +162,8 @@ BENCH_KUSTOMIZATIONS ?= 100
 BENCH_APPS ?= 10
 BENCH_SHARDS ?= 1
 BENCH_TIMEOUT ?= 30m
+# How long sluice is measured idle once the fleet is delivered.
+BENCH_IDLE ?= 1m
 
 .PHONY: bench-scale
 bench-scale: tools ## Time sluice adopting BENCH_KUSTOMIZATIONS × BENCH_APPS Deployments (100 × 10) against Argo Rollouts alone, on a fresh stack.
@@ -155,8 +171,8 @@ bench-scale: tools ## Time sluice adopting BENCH_KUSTOMIZATIONS × BENCH_APPS De
 	go build -o $(BIN)/bench-scale ./e2e/cmd/bench-scale
 	$(BIN)/bench-scale --bin $(BIN) --root $(CURDIR) --sluice $(BIN)/sluice \
 		--kustomizations $(BENCH_KUSTOMIZATIONS) --apps-per-kustomization $(BENCH_APPS) \
-		--shards $(BENCH_SHARDS) --timeout $(BENCH_TIMEOUT)
+		--shards $(BENCH_SHARDS) --timeout $(BENCH_TIMEOUT) --idle $(BENCH_IDLE)
 
 .PHONY: bench-scale-small
 bench-scale-small: tools ## bench-scale at 4 × 5 apps, failing when a phase takes over 3 minutes.
-	$(MAKE) bench-scale BENCH_KUSTOMIZATIONS=4 BENCH_APPS=5 BENCH_SHARDS=1 BENCH_TIMEOUT=3m
+	$(MAKE) bench-scale BENCH_KUSTOMIZATIONS=4 BENCH_APPS=5 BENCH_SHARDS=1 BENCH_TIMEOUT=3m BENCH_IDLE=20s
