@@ -196,8 +196,13 @@ func (r *WriteBackReconciler) Reconcile(ctx context.Context, req ctrl.Request) (
 			r.EventRecorder.Eventf(ks, nil, corev1.EventTypeWarning, reason, "WriteBack", "Delivery %s/%s: %s", obj.Namespace, obj.Name, msg)
 		}
 		var result ctrl.Result
-		if reason == deliveryv1.GitCredentialsUnavailableReason {
+		switch reason {
+		case deliveryv1.GitCredentialsUnavailableReason:
 			result.RequeueAfter = time.Minute
+		case deliveryv1.GitConflictReason:
+			// Others moved the branch through every retry: the race is
+			// over by the next try, which nothing else may bring.
+			result.RequeueAfter = conflictRetry
 		}
 		return result, r.setWriteBack(ctx, obj, metav1.ConditionFalse, reason, msg)
 	}
@@ -222,6 +227,10 @@ func (r *WriteBackReconciler) setWriteBack(ctx context.Context, obj *deliveryv1.
 const gitUnreachableReason = "GitUnreachable"
 
 const unreachableRetry = 30 * time.Second
+
+// conflictRetry is when a write that lost every race for its branch is
+// tried again.
+const conflictRetry = 10 * time.Second
 
 // notInInventoryReason: the Kustomization a Delivery's labels name does not
 // list it; nothing is written for it.

@@ -10,6 +10,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -469,10 +470,16 @@ func (r *Repositories) write(ctx context.Context, src Source, change Change) (Re
 		select {
 		case <-ctx.Done():
 			return Result{}, ctx.Err()
-		case <-time.After(backoff):
+		case <-time.After(jittered(backoff)):
 		}
 		backoff *= 2
 	}
+}
+
+// jittered is d give or take half: writers that lost the same race (two
+// shards, or two replicas during a hand-over) do not retry in step.
+func jittered(d time.Duration) time.Duration {
+	return d/2 + rand.N(d+1)
 }
 
 func (r *Repositories) commitAndPush(ctx context.Context, repo *git.Repository, src Source,

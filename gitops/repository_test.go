@@ -979,3 +979,20 @@ func TestPrivateDir(t *testing.T) {
 		t.Fatal("a link was taken for the working copies' folder")
 	}
 }
+
+// TestRetriesAreJittered: retry waits spread over half to one and a half
+// times the backoff, so that writers that lost the same race part.
+func TestRetriesAreJittered(t *testing.T) {
+	const d = 200 * time.Millisecond
+	seen := map[time.Duration]bool{}
+	for range 100 {
+		got := jittered(d)
+		if got < d/2 || got > d+d/2 {
+			t.Fatalf("jittered(%s) = %s, want within [%s, %s]", d, got, d/2, d+d/2)
+		}
+		seen[got] = true
+	}
+	if len(seen) < 50 {
+		t.Fatalf("100 jittered waits took only %d values", len(seen))
+	}
+}
