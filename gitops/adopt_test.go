@@ -390,3 +390,44 @@ func TestAdoptRefusesAnchorsThatExpandWithoutEnd(t *testing.T) {
 		})
 	}
 }
+
+// TestAliasCheckReadsAChangedFileAgain: a file that passed the alias check
+// and is then rewritten, even to the same size, is checked again.
+func TestAliasCheckReadsAChangedFileAgain(t *testing.T) {
+	root := t.TempDir()
+	file := filepath.Join(root, "apps/web/values.yaml")
+	small := "a: &a [x, x, x, x, x, x, x, x, x, x]\nb: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a, *a]\n"
+	writeTestFile(t, file, small)
+	if err := boundedAliases(root); err != nil {
+		t.Fatalf("boundedAliases = %v on a small file", err)
+	}
+	var b strings.Builder
+	b.WriteString("l0: &l0 [x, x, x, x, x, x, x, x, x, x]\n")
+	for i := 1; i <= 6; i++ {
+		fmt.Fprintf(&b, "l%d: &l%d [%s]\n", i, i, strings.TrimSuffix(strings.Repeat(fmt.Sprintf("*l%d, ", i-1), 10), ", "))
+	}
+	writeTestFile(t, file, b.String())
+	if err := boundedAliases(root); !errors.Is(err, ErrCannotEdit) {
+		t.Fatalf("boundedAliases = %v after the file became a billion laughs, want ErrCannotEdit", err)
+	}
+	// The same size and modification time, another inode: read again.
+	info, err := os.Stat(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	writeTestFile(t, file, small)
+	if err := boundedAliases(root); err != nil {
+		t.Fatal(err)
+	}
+	replacement := file + ".new"
+	writeTestFile(t, replacement, b.String())
+	if err := os.Chtimes(replacement, info.ModTime(), info.ModTime()); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(replacement, file); err != nil {
+		t.Fatal(err)
+	}
+	if err := boundedAliases(root); !errors.Is(err, ErrCannotEdit) {
+		t.Fatalf("boundedAliases = %v after the file was replaced, want ErrCannotEdit", err)
+	}
+}

@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"syscall"
 
 	kustomizev1 "github.com/fluxcd/kustomize-controller/api/v1"
 	generator "github.com/fluxcd/pkg/kustomize"
@@ -247,27 +248,83 @@ func boundedAliases(root string) error {
 		case !d.Type().IsRegular() || (filepath.Ext(p) != ".yaml" && filepath.Ext(p) != ".yml"):
 			return nil
 		}
+		info, err := d.Info()
+		if err != nil {
+			return err
+		}
+		if boundedFiles.holds(p, info) {
+			return nil
+		}
 		data, err := os.ReadFile(p)
 		if err != nil {
 			return err
 		}
-		if !bytes.Contains(data, []byte("*")) {
-			return nil
+		if bytes.Contains(data, []byte("*")) && !aliasesBounded(data) {
+			return fmt.Errorf("%w: %s: its YAML aliases expand to more than %d nodes, which kustomize would build without end: write the values out",
+				ErrCannotEdit, relTo(root, p), maxAliasedNodes)
 		}
-		dec := yaml.NewDecoder(bytes.NewReader(data))
-		for {
-			var doc yaml.Node
-			if err := dec.Decode(&doc); err != nil {
-				// The end, or not YAML that kustomize reads either, which
-				// says so.
-				return nil
-			}
-			if aliasedNodes(&doc, map[*yaml.Node]int{}) > maxAliasedNodes {
-				return fmt.Errorf("%w: %s: its YAML aliases expand to more than %d nodes, which kustomize would build without end: write the values out",
-					ErrCannotEdit, relTo(root, p), maxAliasedNodes)
-			}
-		}
+		boundedFiles.add(p, info)
+		return nil
 	})
+}
+
+// aliasesBounded tells whether no YAML document of data has aliases that
+// add more than maxAliasedNodes nodes.
+func aliasesBounded(data []byte) bool {
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	for {
+		var doc yaml.Node
+		if err := dec.Decode(&doc); err != nil {
+			// The end, or not YAML that kustomize reads either, which
+			// says so.
+			return true
+		}
+		if aliasedNodes(&doc, map[*yaml.Node]int{}) > maxAliasedNodes {
+			return false
+		}
+	}
+}
+
+// boundedFiles remembers the files boundedAliases passed, by path, size
+// and modification time: a build reads again only what a fetch changed.
+var boundedFiles = fileMemo{files: map[string]fileStamp{}}
+
+// maxMemoFiles bounds fileMemo: past it, it starts afresh.
+const maxMemoFiles = 1 << 17
+
+// fileStamp tells a file's content changed: a checkout that rewrites a
+// file changes its modification or change time, or its inode.
+type fileStamp struct {
+	size, modifiedNs, inode, changedNs int64
+}
+
+func stampOf(info os.FileInfo) fileStamp {
+	s := fileStamp{size: info.Size(), modifiedNs: info.ModTime().UnixNano()}
+	if st, ok := info.Sys().(*syscall.Stat_t); ok {
+		s.inode, s.changedNs = int64(st.Ino), st.Ctim.Nano()
+	}
+	return s
+}
+
+type fileMemo struct {
+	mu    sync.Mutex
+	files map[string]fileStamp
+}
+
+func (m *fileMemo) holds(path string, info os.FileInfo) bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	s, ok := m.files[path]
+	return ok && s == stampOf(info)
+}
+
+func (m *fileMemo) add(path string, info os.FileInfo) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if len(m.files) >= maxMemoFiles {
+		clear(m.files)
+	}
+	m.files[path] = stampOf(info)
 }
 
 // aliasedNodes counts the nodes the aliases below n stand for, up to just
