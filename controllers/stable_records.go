@@ -80,7 +80,7 @@ func (w writeBack) recordStable(ctx context.Context, now *metav1.Time) (time.Dur
 	}
 	results, errs := w.r.Git.WriteAll(ctx, w.git.src, changes)
 	var ownErr error
-	pushed := false
+	written := false
 	for i, b := range ready {
 		if errs[i] != nil {
 			if i == 0 {
@@ -88,6 +88,7 @@ func (w writeBack) recordStable(ctx context.Context, now *metav1.Time) (time.Dur
 			}
 			continue
 		}
+		written = true
 		w.r.stable.Store(client.ObjectKeyFromObject(b.obj), stableKey(b.obj, ks))
 		p, err := b.written(ctx, w.git.branch, "promote", results[i])
 		if err != nil {
@@ -104,9 +105,10 @@ func (w writeBack) recordStable(ctx context.Context, now *metav1.Time) (time.Dur
 				ownErr = err
 			}
 		}
-		pushed = pushed || p
 	}
-	if pushed {
+	// NOTE: records Git holds already, but the cluster does not, were
+	// pushed by a sluice that stopped before asking Flux to fetch them.
+	if written {
 		if err := w.source.requestReconcile(ctx, w.r.Client); err != nil {
 			return 0, err
 		}

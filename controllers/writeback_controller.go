@@ -392,7 +392,10 @@ func (w writeBack) pruneBranches(ctx context.Context, keep string) error {
 		w.r.EventRecorder.Eventf(w.obj, nil, corev1.EventTypeNormal, "PromotionBranchDeleted", "WriteBack",
 			"deleted promotion branches that no longer apply: %s", strings.Join(deleted, ", "))
 	}
-	patch := client.MergeFromWithOptions(w.obj.DeepCopy(), client.MergeFromWithOptimisticLock{})
+	// NOTE: the write-back alone writes the promotion branch and the last
+	// commit; a merge patch of them alone needs no optimistic lock, and a
+	// conflict with the Delivery controller's conditions cannot fail it.
+	patch := client.MergeFrom(w.obj.DeepCopy())
 	w.obj.Status.PendingPromotionBranch = ""
 	return w.r.Status().Patch(ctx, w.obj, patch, client.FieldOwner(w.r.ControllerName))
 }
@@ -431,16 +434,20 @@ func (w writeBack) write(ctx context.Context, branch, action, hash string, step 
 	if err != nil {
 		return fmt.Errorf("writing the %s of %s/%s to Git: %w", action, w.obj.Namespace, w.obj.Name, err)
 	}
-	if pushed, err := w.written(ctx, branch, action, res); err != nil || !pushed {
+	pushed, err := w.written(ctx, branch, action, res)
+	if err != nil || branch != w.git.branch {
 		return err
 	}
-	if branch != w.git.branch {
+	settles := action == "promote" || action == "reject"
+	if !pushed && !settles {
 		return nil
 	}
+	// NOTE: a record Git holds already but the cluster does not was
+	// pushed by a sluice that stopped before asking Flux to fetch it.
 	if err := w.source.requestReconcile(ctx, w.r.Client); err != nil {
 		return err
 	}
-	if action == "promote" || action == "reject" {
+	if pushed && settles {
 		// The candidate's fate is in Git: any approval branch of its is
 		// stale, the one a crash kept from being recorded as pending too.
 		return w.pruneBranches(ctx, "")
@@ -486,7 +493,7 @@ func (w writeBack) written(ctx context.Context, branch, action string, res gitop
 		if action == "approve" && obj.Status.PendingPromotionBranch != branch {
 			// The branch says the approval already: pushed before a
 			// crash or a status conflict kept it from being recorded.
-			patch := client.MergeFromWithOptions(obj.DeepCopy(), client.MergeFromWithOptimisticLock{})
+			patch := client.MergeFrom(obj.DeepCopy())
 			obj.Status.PendingPromotionBranch = branch
 			return false, w.r.Status().Patch(ctx, obj, patch, client.FieldOwner(w.r.ControllerName))
 		}
@@ -494,9 +501,7 @@ func (w writeBack) written(ctx context.Context, branch, action string, res gitop
 	}
 	w.r.EventRecorder.Eventf(obj, nil, corev1.EventTypeNormal, "GitCommitPushed", "WriteBack",
 		"pushed %s to %s: %s", res.Commit[:12], branch, action)
-	// The optimistic lock keeps this patch from writing back conditions
-	// the Delivery controller changed meanwhile.
-	patch := client.MergeFromWithOptions(obj.DeepCopy(), client.MergeFromWithOptimisticLock{})
+	patch := client.MergeFrom(obj.DeepCopy())
 	obj.Status.LastPushedCommit = res.Commit
 	if action == "approve" {
 		obj.Status.PendingPromotionBranch = branch

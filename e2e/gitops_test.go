@@ -7,8 +7,10 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -18,6 +20,7 @@ import (
 	. "github.com/onsi/gomega"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/sluice-dev/sluice/internal/kubetest"
@@ -28,6 +31,8 @@ import (
 type gitRepo struct {
 	t   *testing.T
 	dir string
+	// url is the repository's URL, without credentials.
+	url string
 }
 
 // newGitRepo creates repository name on the Git server and clones it.
@@ -42,7 +47,7 @@ func newGitRepo(t *testing.T, name string) *gitRepo {
 		t.Fatal(err)
 	}
 	u.User = url.UserPassword(env.Git.Username, env.Git.Password)
-	r := &gitRepo{t: t, dir: filepath.Join(t.TempDir(), name)}
+	r := &gitRepo{t: t, dir: filepath.Join(t.TempDir(), name), url: repoURL}
 	r.git("", "clone", "--quiet", u.String(), r.dir)
 	return r
 }
@@ -55,7 +60,7 @@ func newGitRepoClone(t *testing.T, name string) *gitRepo {
 		t.Fatal(err)
 	}
 	u.User = url.UserPassword(env.Git.Username, env.Git.Password)
-	r := &gitRepo{t: t, dir: filepath.Join(t.TempDir(), name)}
+	r := &gitRepo{t: t, dir: filepath.Join(t.TempDir(), name), url: env.Git.RepositoryURL(name)}
 	r.git("", "clone", "--quiet", u.String(), r.dir)
 	return r
 }
@@ -67,6 +72,9 @@ func (r *gitRepo) try(args ...string) (string, error) {
 	cmd.Dir = r.dir
 	cmd.Env = append(os.Environ(), "GIT_TERMINAL_PROMPT=0")
 	out, err := cmd.CombinedOutput()
+	if err == nil && args[0] == "push" {
+		err = announcePush(r.url)
+	}
 	return strings.TrimSpace(string(out)), err
 }
 
@@ -86,7 +94,61 @@ func (r *gitRepo) git(dir string, args ...string) string {
 	if err != nil {
 		r.t.Fatalf("git %s: %v\n%s", strings.Join(args, " "), err, out)
 	}
+	if args[0] == "push" && dir == r.dir {
+		if err := announcePush(r.url); err != nil {
+			r.t.Fatal(err)
+		}
+	}
 	return strings.TrimSpace(string(out))
+}
+
+// receivers are the clusters whose Flux hears of the pushes people make to
+// the Git server: the suite's, and any a test adds while it runs.
+var receivers = struct {
+	sync.Mutex
+	clients []client.Client
+}{}
+
+// addReceiver makes c's Flux hear of people's pushes until the test ends.
+func addReceiver(t *testing.T, c client.Client) {
+	receivers.Lock()
+	receivers.clients = append(receivers.clients, c)
+	receivers.Unlock()
+	t.Cleanup(func() {
+		receivers.Lock()
+		defer receivers.Unlock()
+		receivers.clients = slices.DeleteFunc(receivers.clients, func(o client.Client) bool { return o == c })
+	})
+}
+
+// announcePush asks every GitRepository that follows the repository at url
+// to fetch now, as a Flux Receiver on the repository's push webhook does.
+// The suite's GitRepositories fetch every ten minutes otherwise: what the
+// scenarios see in time is sluice asking Flux after its own pushes, and
+// people's pushes announced like this, never Flux's polling.
+func announcePush(url string) error {
+	receivers.Lock()
+	clients := append([]client.Client{k8sClient}, receivers.clients...)
+	receivers.Unlock()
+	ctx := context.Background()
+	for _, c := range clients {
+		var repos sourcev1.GitRepositoryList
+		if err := c.List(ctx, &repos); err != nil {
+			return fmt.Errorf("announcing a push to %s: %w", url, err)
+		}
+		for i := range repos.Items {
+			repo := &repos.Items[i]
+			if strings.TrimSuffix(repo.Spec.URL, "/") != url {
+				continue
+			}
+			patch := client.RawPatch(types.MergePatchType, fmt.Appendf(nil, `{"metadata":{"annotations":{%q:%q}}}`,
+				meta.ReconcileRequestAnnotation, time.Now().Format(time.RFC3339Nano)))
+			if err := c.Patch(ctx, repo, patch); client.IgnoreNotFound(err) != nil {
+				return fmt.Errorf("announcing a push to %s: %w", url, err)
+			}
+		}
+	}
+	return nil
 }
 
 // write writes files (path → content) into the working copy.
@@ -150,8 +212,9 @@ func fluxCreate(t *testing.T, c client.Client, name, repoURL, path string,
 		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name},
 		Spec: sourcev1.GitRepositorySpec{
 			URL: repoURL,
-			// Short, so that a user's merge is fetched soon without asking.
-			Interval:  metav1.Duration{Duration: 5 * time.Second},
+			// Long: people's pushes are announced (announcePush) and
+			// sluice asks Flux to fetch after its own.
+			Interval:  metav1.Duration{Duration: 10 * time.Minute},
 			Reference: &sourcev1.GitRepositoryRef{Branch: "main"},
 			SecretRef: &meta.LocalObjectReference{Name: name + "-auth"},
 		},

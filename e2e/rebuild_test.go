@@ -104,6 +104,7 @@ func TestRebuildFromGit(t *testing.T) {
 	})
 	c, err := client.New(rebuilt.Config, client.Options{Scheme: scheme})
 	g.Expect(err).NotTo(HaveOccurred())
+	addReceiver(t, c)
 	get := func(g Gomega, obj client.Object) {
 		g.ExpectWithOffset(1, c.Get(ctx, client.ObjectKeyFromObject(obj), obj)).To(Succeed())
 	}
