@@ -558,7 +558,9 @@ func TestEngine_RejectionInGitAbortsAndRetry(t *testing.T) {
 			"template " + candidate + " rejected, the Rollout runs the stable template " + stable +
 				": rejected in Git (spec.promotion.rejection): latency doubled in eu-west"))
 	}, timeout).Should(Succeed())
-	g.Eventually(func(g Gomega) []string { return deliveryEvents(g, delivery, corev1.EventTypeWarning, deliveryv1.AbortedReason) }, timeout).
+	g.Eventually(func(g Gomega) []string {
+		return deliveryEvents(g, delivery, corev1.EventTypeWarning, deliveryv1.AbortedReason)
+	}, timeout).
 		Should(ConsistOf("aborted the Rollout of template " + candidate + ", the stable template " + stable +
 			" keeps serving: rejected in Git (spec.promotion.rejection): latency doubled in eu-west"))
 	// The Rollout keeps the candidate's template: Argo goes back to the
@@ -587,7 +589,9 @@ func TestEngine_RejectionInGitAbortsAndRetry(t *testing.T) {
 		g.Expect(conditions.GetReason(got, meta.ReconcilingCondition)).To(Equal(deliveryv1.RetriedReason))
 		g.Expect(conditions.GetReason(got, deliveryv1.PromotedCondition)).To(Equal(deliveryv1.RetriedReason))
 	}, timeout).Should(Succeed())
-	g.Eventually(func(g Gomega) []string { return deliveryEvents(g, delivery, corev1.EventTypeNormal, deliveryv1.RetriedReason) }, timeout).
+	g.Eventually(func(g Gomega) []string {
+		return deliveryEvents(g, delivery, corev1.EventTypeNormal, deliveryv1.RetriedReason)
+	}, timeout).
 		Should(HaveLen(1))
 
 	// Argo starts the candidate over and reaches the gate again.
@@ -609,7 +613,9 @@ func TestEngine_RejectionInGitAbortsAndRetry(t *testing.T) {
 	})
 	g.Eventually(func(g Gomega) bool { return getRollout(g, delivery).Status.Abort }, timeout).Should(BeTrue())
 	setRolloutStatus(g, delivery, argoAborts)
-	g.Eventually(func(g Gomega) []string { return deliveryEvents(g, delivery, corev1.EventTypeWarning, deliveryv1.AbortedReason) }, timeout).
+	g.Eventually(func(g Gomega) []string {
+		return deliveryEvents(g, delivery, corev1.EventTypeWarning, deliveryv1.AbortedReason)
+	}, timeout).
 		Should(HaveLen(2))
 	later := releaseImage(g, delivery, deployment, "registry.example/app:v3")
 	// Argo resets the abort for a new template.
