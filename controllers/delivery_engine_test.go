@@ -724,4 +724,11 @@ func TestEngine_RollbackWindow(t *testing.T) {
 	update(g, got, func() { got.Spec.PolicyRef = &meta.LocalObjectReference{Name: "windowed"} })
 	g.Eventually(func(g Gomega) *rolloutsv1.RollbackWindowSpec { return getRollout(g, delivery).Spec.RollbackWindow }, timeout).
 		Should(Equal(&rolloutsv1.RollbackWindowSpec{Revisions: 1}))
+
+	// And takes it away with revisions: 0.
+	policy = &deliveryv1.DeliveryPolicy{}
+	g.Expect(k8sClient.Get(context.Background(), client.ObjectKey{Namespace: ns, Name: "windowed"}, policy)).To(Succeed())
+	update(g, policy, func() { policy.Spec.RollbackWindow.Revisions = 0 })
+	g.Eventually(func(g Gomega) *rolloutsv1.RollbackWindowSpec { return getRollout(g, delivery).Spec.RollbackWindow }, timeout).
+		Should(BeNil())
 }
