@@ -690,10 +690,21 @@ func TestEngine_InconclusiveAnalysisIsAGate(t *testing.T) {
 	}, timeout).Should(Succeed())
 	statusChecker().WithT(g).CheckErr(ctx, getDelivery(g, delivery))
 
+	// A rejection committed meanwhile for another template changes
+	// nothing; the approval of this step is what counts.
+	got := getDelivery(g, delivery)
+	update(g, got, func() {
+		got.Spec.Promotion.Rejection = &deliveryv1.Rejection{TemplateHash: "0000000000", Reason: "an older release"}
+	})
+	g.Consistently(func(g Gomega) {
+		g.Expect(getRollout(g, delivery).Status.Abort).To(BeFalse())
+		g.Expect(getDelivery(g, delivery).Status.Phase).To(Equal(deliveryv1.PhaseWaitingForApproval))
+	}, "2s").Should(Succeed())
+
 	// The approval of that step lets the Rollout past the analysis, as
 	// `kubectl argo rollouts promote` does: Argo's pause goes and the
 	// Rollout moves to the next step rather than running the analysis again.
-	got := getDelivery(g, delivery)
+	got = getDelivery(g, delivery)
 	update(g, got, func() {
 		got.Spec.Promotion.Approvals = []deliveryv1.Approval{{TemplateHash: candidate, Step: 1}}
 	})
@@ -731,4 +742,44 @@ func TestEngine_RollbackWindow(t *testing.T) {
 	update(g, policy, func() { policy.Spec.RollbackWindow.Revisions = 0 })
 	g.Eventually(func(g Gomega) *rolloutsv1.RollbackWindowSpec { return getRollout(g, delivery).Spec.RollbackWindow }, timeout).
 		Should(BeNil())
+}
+
+func TestEngine_RejectionAtAnInconclusiveGateAborts(t *testing.T) {
+	g := NewWithT(t)
+	ns := newNamespace(t)
+	g.Expect(k8sClient.Create(context.Background(), &rolloutsv1.AnalysisTemplate{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "latency"},
+		Spec: rolloutsv1.AnalysisTemplateSpec{Metrics: []rolloutsv1.Metric{{
+			Name: "p99", Provider: rolloutsv1.MetricProvider{Web: &rolloutsv1.WebMetric{URL: "http://metrics.example/p99"}},
+		}}},
+	})).To(Succeed())
+	policy := newCanaryPolicy(ns, "analysed")
+	policy.Spec.Canary.BackgroundAnalysis = &deliveryv1.Analysis{Templates: []deliveryv1.AnalysisTemplateRef{{Name: "latency"}}}
+	delivery, deployment := startHealthy(t, g, ns, policy)
+	candidate := releaseImage(g, delivery, deployment, "registry.example/app:v2")
+
+	// The background analysis ends Inconclusive at step 0; the run is gone
+	// already, and the message says so.
+	setRolloutStatus(g, delivery, func(r *rolloutsv1.Rollout) {
+		r.Status.Phase = rolloutsv1.RolloutPhasePaused
+		r.Status.CurrentPodHash, r.Status.StableRS = "candidate1", "stable1"
+		r.Status.CurrentStepIndex = ptr.To[int32](0)
+		r.Status.ControllerPause = true
+		r.Status.PauseConditions = []rolloutsv1.PauseCondition{{Reason: rolloutsv1.PauseReasonInconclusiveAnalysis, StartTime: metav1.Now()}}
+		r.Status.Canary.CurrentBackgroundAnalysisRunStatus = &rolloutsv1.RolloutAnalysisRunStatus{
+			Name: "web-candidate1-gone", Status: rolloutsv1.AnalysisPhaseInconclusive,
+		}
+	})
+	g.Eventually(func(g Gomega) string {
+		return conditions.GetMessage(getDelivery(g, delivery), meta.ReconcilingCondition)
+	}, timeout).Should(Equal("template " + candidate + " waits for approval at step 0: AnalysisRun web-candidate1-gone was inconclusive"))
+
+	// A rejection committed at that gate aborts the Rollout.
+	got := getDelivery(g, delivery)
+	update(g, got, func() {
+		got.Spec.Promotion.Rejection = &deliveryv1.Rejection{TemplateHash: candidate, Reason: "nobody can tell"}
+	})
+	g.Eventually(func(g Gomega) bool { return getRollout(g, delivery).Status.Abort }, timeout).Should(BeTrue())
+	g.Eventually(func(g Gomega) deliveryv1.DeliveryPhase { return getDelivery(g, delivery).Status.Phase }, timeout).
+		Should(Equal(deliveryv1.PhaseRejected))
 }
