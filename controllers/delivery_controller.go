@@ -257,23 +257,69 @@ func (r *DeliveryReconciler) observeRelease(ctx context.Context, obj *deliveryv1
 		obj.Status.CandidateTemplateHash = view.runningHash
 	}
 
+	// A rejection in Git of the candidate the Rollout is rolling out.
+	rejection := obj.Spec.Promotion.Rejection
+	rejectedInGit := rejection != nil && view.runningHash != obj.Status.StableTemplateHash &&
+		rejection.TemplateHash == view.runningHash
+	if obj.Status.RejectedTemplateHash != "" && obj.Status.RejectedTemplateHash != view.runningHash ||
+		!view.aborted && !rejectedInGit {
+		obj.Status.RejectedTemplateHash = ""
+	}
+
 	switch {
+	case rejectedInGit && !view.aborted:
+		// A person rejected the candidate in Git: abort it now, as
+		// `kubectl argo rollouts abort` does. Once Argo has the abort the
+		// Rollout is aborted, so this runs once per rejection.
+		if err := r.abort(ctx, rollout); err != nil {
+			return err
+		}
+		reason := rejectionReason(rejection)
+		if obj.Status.RejectedTemplateHash != view.runningHash {
+			r.event(obj, corev1.EventTypeWarning, deliveryv1.AbortedReason,
+				fmt.Sprintf("aborted the Rollout of template %s, the stable template %s keeps serving: %s",
+					view.runningHash, obj.Status.StableTemplateHash, reason))
+		}
+		obj.Status.RejectedTemplateHash = view.runningHash
+		return r.rejected(obj, view, reason)
+
+	case view.aborted && !rejectedInGit && obj.Status.RejectedTemplateHash != "" &&
+		obj.Status.RejectedTemplateHash == view.runningHash &&
+		release.intendedHash == view.runningHash:
+		// The rejection of the aborted candidate left Git while the
+		// Deployment still names it: roll it again, as `kubectl argo
+		// rollouts retry` does. The hash stays recorded until the Rollout
+		// is seen rolling, so that a Rollout read before the retry landed
+		// does not count as a new rejection.
+		if err := r.retry(ctx, rollout); err != nil {
+			return err
+		}
+		if conditions.GetReason(obj, deliveryv1.PromotedCondition) == deliveryv1.RejectedReason {
+			r.event(obj, corev1.EventTypeNormal, deliveryv1.RetriedReason,
+				fmt.Sprintf("spec.promotion.rejection no longer names template %s: rolling it out again", view.runningHash))
+		}
+		msg := fmt.Sprintf("retrying template %s: spec.promotion.rejection no longer names it", view.runningHash)
+		obj.Status.Phase = deliveryv1.PhaseProgressing
+		conditions.MarkFalse(obj, deliveryv1.PromotedCondition, deliveryv1.RetriedReason, "%s", msg)
+		conditions.MarkReconciling(obj, deliveryv1.RetriedReason, "%s", msg)
+		conditions.MarkFalse(obj, meta.ReadyCondition, deliveryv1.RetriedReason, "%s", msg)
+		return nil
+
 	case view.aborted:
 		reason := view.abortMessage
-		if run, metric := r.failedAnalysis(ctx, rollout, view.failedAnalysisRun); metric != "" {
+		if rejectedInGit {
+			obj.Status.RejectedTemplateHash = view.runningHash
+		}
+		if rejectedInGit && view.failedAnalysisRun == "" {
+			// Aborted for the rejection in Git, or Argo's failed run
+			// is no longer in its status: Git says why.
+			reason = rejectionReason(rejection)
+		} else if run, metric := r.failedAnalysis(ctx, rollout, view.failedAnalysisRun); metric != "" {
 			reason = fmt.Sprintf("metric %s failed in AnalysisRun %s: %s", metric, run, reason)
 		} else if run != "" {
 			reason = fmt.Sprintf("AnalysisRun %s failed: %s", run, reason)
 		}
-		if !conditions.IsFalse(obj, deliveryv1.PromotedCondition) ||
-			conditions.GetReason(obj, deliveryv1.PromotedCondition) != deliveryv1.RejectedReason {
-			rejections.WithLabelValues(obj.Namespace, obj.Name).Inc()
-		}
-		conditions.MarkFalse(obj, deliveryv1.PromotedCondition, deliveryv1.RejectedReason,
-			"template %s rejected: %s", view.runningHash, reason)
-		return &stalledError{reason: deliveryv1.RejectedReason, phase: deliveryv1.PhaseRejected,
-			err: fmt.Errorf("template %s rejected, the Rollout runs the stable template %s: %s",
-				view.runningHash, obj.Status.StableTemplateHash, reason)}
+		return r.rejected(obj, view, reason)
 
 	case release.rejected != nil:
 		return &stalledError{reason: deliveryv1.RejectedReason, phase: deliveryv1.PhaseRejected,
@@ -283,7 +329,7 @@ func (r *DeliveryReconciler) observeRelease(ctx context.Context, obj *deliveryv1
 	case view.gate != nil:
 		approved, mismatch := approvalFor(obj, view.runningHash, *view.gate)
 		if approved {
-			if err := r.promote(ctx, rollout); err != nil {
+			if err := r.promote(ctx, rollout, view); err != nil {
 				return err
 			}
 			promotions.WithLabelValues(obj.Namespace, obj.Name).Inc()
@@ -297,6 +343,9 @@ func (r *DeliveryReconciler) observeRelease(ctx context.Context, obj *deliveryv1
 			return nil
 		}
 		msg := fmt.Sprintf("template %s waits for approval at step %d", view.runningHash, *view.gate)
+		if view.inconclusiveRun != "" || hasPause(rollout.Status, rolloutsv1.PauseReasonInconclusiveAnalysis) {
+			msg += ": " + r.inconclusiveAnalysis(ctx, rollout.Namespace, view.inconclusiveRun)
+		}
 		reason := deliveryv1.WaitingForApprovalReason
 		if mismatch != "" {
 			msg += "; " + mismatch
@@ -328,6 +377,28 @@ func (r *DeliveryReconciler) observeRelease(ctx context.Context, obj *deliveryv1
 	conditions.MarkTrue(obj, meta.ReadyCondition, meta.SucceededReason,
 		"Rollout %s is healthy on template %s", rollout.Name, view.runningHash)
 	return nil
+}
+
+// rejected marks the Delivery Rejected: the Rollout aborted the candidate
+// and runs the stable template.
+func (r *DeliveryReconciler) rejected(obj *deliveryv1.Delivery, view rolloutView, reason string) error {
+	if !conditions.IsFalse(obj, deliveryv1.PromotedCondition) ||
+		conditions.GetReason(obj, deliveryv1.PromotedCondition) != deliveryv1.RejectedReason {
+		rejections.WithLabelValues(obj.Namespace, obj.Name).Inc()
+	}
+	conditions.MarkFalse(obj, deliveryv1.PromotedCondition, deliveryv1.RejectedReason,
+		"template %s rejected: %s", view.runningHash, reason)
+	return &stalledError{reason: deliveryv1.RejectedReason, phase: deliveryv1.PhaseRejected,
+		err: fmt.Errorf("template %s rejected, the Rollout runs the stable template %s: %s",
+			view.runningHash, obj.Status.StableTemplateHash, reason)}
+}
+
+// rejectionReason says why Git rejects a template.
+func rejectionReason(rejection *deliveryv1.Rejection) string {
+	if rejection.Reason == "" {
+		return "rejected in Git (spec.promotion.rejection)"
+	}
+	return "rejected in Git (spec.promotion.rejection): " + rejection.Reason
 }
 
 // resolveDeployment returns the Deployment the Delivery delivers. The API

@@ -494,3 +494,292 @@ func TestEngine_AutoscaledRollout(t *testing.T) {
 	g.Eventually(func(g Gomega) string { return conditions.GetMessage(getDelivery(g, delivery), meta.ReadyCondition) }, timeout).
 		Should(ContainSubstring("of 7 replicas available"))
 }
+
+// deliveryEvents returns the messages of the events of one type about
+// an object.
+func deliveryEvents(g Gomega, obj client.Object, eventType, reason string) []string {
+	var list corev1.EventList
+	g.Expect(k8sClient.List(context.Background(), &list, client.InNamespace(obj.GetNamespace()))).To(Succeed())
+	var messages []string
+	for _, e := range list.Items {
+		if e.InvolvedObject.Name == obj.GetName() && e.InvolvedObject.Kind == deliveryv1.DeliveryKind &&
+			e.Type == eventType && e.Reason == reason {
+			messages = append(messages, e.Message)
+		}
+	}
+	return messages
+}
+
+// atGate plays Argo pausing the candidate at the manual gate of step 1.
+func atGate(r *rolloutsv1.Rollout) {
+	r.Status.Phase = rolloutsv1.RolloutPhasePaused
+	r.Status.CurrentPodHash, r.Status.StableRS = "candidate1", "stable1"
+	r.Status.CurrentStepIndex = ptr.To[int32](1)
+	r.Status.ControllerPause = true
+	r.Status.PauseConditions = []rolloutsv1.PauseCondition{{Reason: rolloutsv1.PauseReasonCanaryPauseStep, StartTime: metav1.Now()}}
+}
+
+// argoAborts plays Argo taking the abort sluice asked for: the stable pods
+// serve, the candidate's template stays in the spec.
+func argoAborts(r *rolloutsv1.Rollout) {
+	r.Status.Phase = rolloutsv1.RolloutPhaseDegraded
+	r.Status.Abort = true
+	r.Status.AbortedAt = ptr.To(metav1.Now())
+	r.Status.PauseConditions, r.Status.ControllerPause = nil, false
+	r.Status.CurrentStepIndex = ptr.To[int32](0)
+	r.Status.Message = "RolloutAborted: Rollout aborted update to revision 2"
+}
+
+func TestEngine_RejectionInGitAbortsAndRetry(t *testing.T) {
+	g := NewWithT(t)
+	ctx := context.Background()
+	ns := newNamespace(t)
+	delivery, deployment := startHealthy(t, g, ns, newCanaryPolicy(ns, "gate"))
+	stable := getDelivery(g, delivery).Status.StableTemplateHash
+
+	candidate := releaseImage(g, delivery, deployment, "registry.example/app:v2")
+	setRolloutStatus(g, delivery, atGate)
+	g.Eventually(func(g Gomega) deliveryv1.DeliveryPhase { return getDelivery(g, delivery).Status.Phase }, timeout).
+		Should(Equal(deliveryv1.PhaseWaitingForApproval))
+
+	// A person rejects the candidate at its gate in Git: sluice aborts the
+	// Rollout as `kubectl argo rollouts abort` does.
+	got := getDelivery(g, delivery)
+	update(g, got, func() {
+		got.Spec.Promotion.Rejection = &deliveryv1.Rejection{TemplateHash: candidate, Reason: "latency doubled in eu-west"}
+	})
+	g.Eventually(func(g Gomega) bool { return getRollout(g, delivery).Status.Abort }, timeout).Should(BeTrue())
+	g.Eventually(func(g Gomega) {
+		got := getDelivery(g, delivery)
+		g.Expect(got.Status.Phase).To(Equal(deliveryv1.PhaseRejected))
+		g.Expect(got.Status.RejectedTemplateHash).To(Equal(candidate))
+		g.Expect(conditions.IsStalled(got)).To(BeTrue())
+		g.Expect(conditions.GetMessage(got, meta.StalledCondition)).To(Equal(
+			"template " + candidate + " rejected, the Rollout runs the stable template " + stable +
+				": rejected in Git (spec.promotion.rejection): latency doubled in eu-west"))
+	}, timeout).Should(Succeed())
+	g.Eventually(func(g Gomega) []string {
+		return deliveryEvents(g, delivery, corev1.EventTypeWarning, deliveryv1.AbortedReason)
+	}, timeout).
+		Should(ConsistOf("aborted the Rollout of template " + candidate + ", the stable template " + stable +
+			" keeps serving: rejected in Git (spec.promotion.rejection): latency doubled in eu-west"))
+	// The Rollout keeps the candidate's template: Argo goes back to the
+	// stable ReplicaSet by itself.
+	g.Expect(getRollout(g, delivery).Spec.Template.Spec.Containers[0].Image).To(Equal("registry.example/app:v2"))
+
+	// Argo takes the abort. sluice neither aborts again nor says it again.
+	setRolloutStatus(g, delivery, argoAborts)
+	g.Consistently(func(g Gomega) {
+		got := getDelivery(g, delivery)
+		g.Expect(got.Status.Phase).To(Equal(deliveryv1.PhaseRejected))
+		g.Expect(got.Status.RejectedTemplateHash).To(Equal(candidate))
+		g.Expect(deliveryEvents(g, delivery, corev1.EventTypeWarning, deliveryv1.AbortedReason)).To(HaveLen(1))
+		g.Expect(getRollout(g, delivery).Status.Abort).To(BeTrue())
+	}, "2s").Should(Succeed())
+	statusChecker().WithT(g).CheckErr(ctx, getDelivery(g, delivery))
+
+	// Retry: the rejection leaves Git, and the candidate rolls again, as
+	// after `kubectl argo rollouts retry`.
+	got = getDelivery(g, delivery)
+	update(g, got, func() { got.Spec.Promotion.Rejection = nil })
+	g.Eventually(func(g Gomega) bool { return getRollout(g, delivery).Status.Abort }, timeout).Should(BeFalse())
+	g.Eventually(func(g Gomega) {
+		got := getDelivery(g, delivery)
+		g.Expect(got.Status.Phase).To(Equal(deliveryv1.PhaseProgressing))
+		g.Expect(conditions.GetReason(got, meta.ReconcilingCondition)).To(Equal(deliveryv1.RetriedReason))
+		g.Expect(conditions.GetReason(got, deliveryv1.PromotedCondition)).To(Equal(deliveryv1.RetriedReason))
+	}, timeout).Should(Succeed())
+	g.Eventually(func(g Gomega) []string {
+		return deliveryEvents(g, delivery, corev1.EventTypeNormal, deliveryv1.RetriedReason)
+	}, timeout).
+		Should(HaveLen(1))
+
+	// Argo starts the candidate over and reaches the gate again.
+	setRolloutStatus(g, delivery, func(r *rolloutsv1.Rollout) {
+		atGate(r)
+		r.Status.Abort, r.Status.AbortedAt, r.Status.Message = false, nil, ""
+	})
+	g.Eventually(func(g Gomega) {
+		got := getDelivery(g, delivery)
+		g.Expect(got.Status.Phase).To(Equal(deliveryv1.PhaseWaitingForApproval))
+		g.Expect(got.Status.RejectedTemplateHash).To(BeEmpty())
+	}, timeout).Should(Succeed())
+
+	// Rejected again and aborted; then a later candidate comes from Git.
+	// The old rejection does not touch it.
+	got = getDelivery(g, delivery)
+	update(g, got, func() {
+		got.Spec.Promotion.Rejection = &deliveryv1.Rejection{TemplateHash: candidate, Reason: "still slow"}
+	})
+	g.Eventually(func(g Gomega) bool { return getRollout(g, delivery).Status.Abort }, timeout).Should(BeTrue())
+	setRolloutStatus(g, delivery, argoAborts)
+	g.Eventually(func(g Gomega) []string {
+		return deliveryEvents(g, delivery, corev1.EventTypeWarning, deliveryv1.AbortedReason)
+	}, timeout).
+		Should(HaveLen(2))
+	later := releaseImage(g, delivery, deployment, "registry.example/app:v3")
+	// Argo resets the abort for a new template.
+	setRolloutStatus(g, delivery, func(r *rolloutsv1.Rollout) {
+		atGate(r)
+		r.Status.CurrentPodHash = "candidate2"
+		r.Status.Abort, r.Status.AbortedAt, r.Status.Message = false, nil, ""
+	})
+	g.Eventually(func(g Gomega) {
+		got := getDelivery(g, delivery)
+		g.Expect(got.Status.Phase).To(Equal(deliveryv1.PhaseWaitingForApproval))
+		g.Expect(got.Status.CandidateTemplateHash).To(Equal(later))
+		g.Expect(got.Status.RejectedTemplateHash).To(BeEmpty())
+	}, timeout).Should(Succeed())
+	g.Consistently(func(g Gomega) bool { return getRollout(g, delivery).Status.Abort }, "2s").Should(BeFalse())
+}
+
+func TestEngine_InconclusiveAnalysisIsAGate(t *testing.T) {
+	g := NewWithT(t)
+	ctx := context.Background()
+	ns := newNamespace(t)
+	g.Expect(k8sClient.Create(ctx, &rolloutsv1.AnalysisTemplate{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "latency"},
+		Spec: rolloutsv1.AnalysisTemplateSpec{Metrics: []rolloutsv1.Metric{{
+			Name: "p99", Provider: rolloutsv1.MetricProvider{Web: &rolloutsv1.WebMetric{URL: "http://metrics.example/p99"}},
+		}}},
+	})).To(Succeed())
+	policy := newCanaryPolicy(ns, "analysed")
+	policy.Spec.Canary.Steps = []deliveryv1.CanaryStep{
+		{SetWeight: ptr.To[int32](20)},
+		{Analysis: &deliveryv1.Analysis{Templates: []deliveryv1.AnalysisTemplateRef{{Name: "latency"}}}},
+		{SetWeight: ptr.To[int32](50)},
+	}
+	delivery, deployment := startHealthy(t, g, ns, policy)
+	candidate := releaseImage(g, delivery, deployment, "registry.example/app:v2")
+
+	// Argo's run of the analysis step ends Inconclusive: Argo pauses.
+	rollout := getRollout(g, delivery)
+	run := &rolloutsv1.AnalysisRun{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "web-candidate1-1",
+			OwnerReferences: []metav1.OwnerReference{*metav1.NewControllerRef(rollout, rolloutsv1.SchemeGroupVersion.WithKind("Rollout"))}},
+		Spec: rolloutsv1.AnalysisRunSpec{Metrics: []rolloutsv1.Metric{{
+			Name: "p99", Provider: rolloutsv1.MetricProvider{Web: &rolloutsv1.WebMetric{URL: "http://metrics.example/p99"}},
+		}}},
+		Status: rolloutsv1.AnalysisRunStatus{Phase: rolloutsv1.AnalysisPhaseInconclusive, MetricResults: []rolloutsv1.MetricResult{{
+			Name: "p99", Phase: rolloutsv1.AnalysisPhaseInconclusive, Inconclusive: 2,
+			Measurements: []rolloutsv1.Measurement{
+				{Phase: rolloutsv1.AnalysisPhaseInconclusive, Value: "0.41"},
+				{Phase: rolloutsv1.AnalysisPhaseInconclusive, Value: "0.43"},
+			},
+		}}},
+	}
+	g.Expect(k8sClient.Create(ctx, run)).To(Succeed())
+	setRolloutStatus(g, delivery, func(r *rolloutsv1.Rollout) {
+		r.Status.Phase = rolloutsv1.RolloutPhasePaused
+		r.Status.CurrentPodHash, r.Status.StableRS = "candidate1", "stable1"
+		r.Status.CurrentStepIndex = ptr.To[int32](1)
+		r.Status.ControllerPause = true
+		r.Status.PauseConditions = []rolloutsv1.PauseCondition{{Reason: rolloutsv1.PauseReasonInconclusiveAnalysis, StartTime: metav1.Now()}}
+		r.Status.Canary.CurrentStepAnalysisRunStatus = &rolloutsv1.RolloutAnalysisRunStatus{
+			Name: run.Name, Status: rolloutsv1.AnalysisPhaseInconclusive,
+		}
+	})
+	g.Eventually(func(g Gomega) {
+		got := getDelivery(g, delivery)
+		g.Expect(got.Status.Phase).To(Equal(deliveryv1.PhaseWaitingForApproval))
+		g.Expect(got.Status.CurrentStep).To(HaveValue(BeEquivalentTo(1)))
+		g.Expect(got.Status.CandidateTemplateHash).To(Equal(candidate))
+		g.Expect(conditions.GetReason(got, meta.ReconcilingCondition)).To(Equal(deliveryv1.WaitingForApprovalReason))
+		g.Expect(conditions.GetMessage(got, meta.ReconcilingCondition)).To(Equal(
+			"template " + candidate + " waits for approval at step 1: AnalysisRun web-candidate1-1 was inconclusive: metric p99 Inconclusive (measured 0.41, 0.43)"))
+	}, timeout).Should(Succeed())
+	statusChecker().WithT(g).CheckErr(ctx, getDelivery(g, delivery))
+
+	// A rejection committed meanwhile for another template changes
+	// nothing; the approval of this step is what counts.
+	got := getDelivery(g, delivery)
+	update(g, got, func() {
+		got.Spec.Promotion.Rejection = &deliveryv1.Rejection{TemplateHash: "0000000000", Reason: "an older release"}
+	})
+	g.Consistently(func(g Gomega) {
+		g.Expect(getRollout(g, delivery).Status.Abort).To(BeFalse())
+		g.Expect(getDelivery(g, delivery).Status.Phase).To(Equal(deliveryv1.PhaseWaitingForApproval))
+	}, "2s").Should(Succeed())
+
+	// The approval of that step lets the Rollout past the analysis, as
+	// `kubectl argo rollouts promote` does: Argo's pause goes and the
+	// Rollout moves to the next step rather than running the analysis again.
+	got = getDelivery(g, delivery)
+	update(g, got, func() {
+		got.Spec.Promotion.Approvals = []deliveryv1.Approval{{TemplateHash: candidate, Step: 1}}
+	})
+	g.Eventually(func(g Gomega) {
+		st := getRollout(g, delivery).Status
+		g.Expect(st.PauseConditions).To(BeEmpty())
+		g.Expect(st.ControllerPause).To(BeFalse())
+		g.Expect(st.CurrentStepIndex).To(HaveValue(BeEquivalentTo(2)))
+	}, timeout).Should(Succeed())
+	g.Eventually(func(g Gomega) []string { return deliveryEvents(g, delivery, corev1.EventTypeNormal, "Promoted") }, timeout).
+		Should(ConsistOf("promoted template " + candidate + " past step 1"))
+}
+
+func TestEngine_RollbackWindow(t *testing.T) {
+	g := NewWithT(t)
+	ns := newNamespace(t)
+
+	// The built-in policy lets a rollback to the three revisions before
+	// the stable one skip the steps.
+	delivery, _ := startHealthy(t, g, ns, nil)
+	g.Expect(getRollout(g, delivery).Spec.RollbackWindow).To(Equal(&rolloutsv1.RollbackWindowSpec{Revisions: 3}))
+
+	// A policy sets its own, and Argo's follows it.
+	policy := newCanaryPolicy(ns, "windowed")
+	policy.Spec.RollbackWindow = &deliveryv1.RollbackWindow{Revisions: 1}
+	g.Expect(k8sClient.Create(context.Background(), policy)).To(Succeed())
+	got := getDelivery(g, delivery)
+	update(g, got, func() { got.Spec.PolicyRef = &meta.LocalObjectReference{Name: "windowed"} })
+	g.Eventually(func(g Gomega) *rolloutsv1.RollbackWindowSpec { return getRollout(g, delivery).Spec.RollbackWindow }, timeout).
+		Should(Equal(&rolloutsv1.RollbackWindowSpec{Revisions: 1}))
+
+	// And takes it away with revisions: 0.
+	policy = &deliveryv1.DeliveryPolicy{}
+	g.Expect(k8sClient.Get(context.Background(), client.ObjectKey{Namespace: ns, Name: "windowed"}, policy)).To(Succeed())
+	update(g, policy, func() { policy.Spec.RollbackWindow.Revisions = 0 })
+	g.Eventually(func(g Gomega) *rolloutsv1.RollbackWindowSpec { return getRollout(g, delivery).Spec.RollbackWindow }, timeout).
+		Should(BeNil())
+}
+
+func TestEngine_RejectionAtAnInconclusiveGateAborts(t *testing.T) {
+	g := NewWithT(t)
+	ns := newNamespace(t)
+	g.Expect(k8sClient.Create(context.Background(), &rolloutsv1.AnalysisTemplate{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "latency"},
+		Spec: rolloutsv1.AnalysisTemplateSpec{Metrics: []rolloutsv1.Metric{{
+			Name: "p99", Provider: rolloutsv1.MetricProvider{Web: &rolloutsv1.WebMetric{URL: "http://metrics.example/p99"}},
+		}}},
+	})).To(Succeed())
+	policy := newCanaryPolicy(ns, "analysed")
+	policy.Spec.Canary.BackgroundAnalysis = &deliveryv1.Analysis{Templates: []deliveryv1.AnalysisTemplateRef{{Name: "latency"}}}
+	delivery, deployment := startHealthy(t, g, ns, policy)
+	candidate := releaseImage(g, delivery, deployment, "registry.example/app:v2")
+
+	// The background analysis ends Inconclusive at step 0; the run is gone
+	// already, and the message says so.
+	setRolloutStatus(g, delivery, func(r *rolloutsv1.Rollout) {
+		r.Status.Phase = rolloutsv1.RolloutPhasePaused
+		r.Status.CurrentPodHash, r.Status.StableRS = "candidate1", "stable1"
+		r.Status.CurrentStepIndex = ptr.To[int32](0)
+		r.Status.ControllerPause = true
+		r.Status.PauseConditions = []rolloutsv1.PauseCondition{{Reason: rolloutsv1.PauseReasonInconclusiveAnalysis, StartTime: metav1.Now()}}
+		r.Status.Canary.CurrentBackgroundAnalysisRunStatus = &rolloutsv1.RolloutAnalysisRunStatus{
+			Name: "web-candidate1-gone", Status: rolloutsv1.AnalysisPhaseInconclusive,
+		}
+	})
+	g.Eventually(func(g Gomega) string {
+		return conditions.GetMessage(getDelivery(g, delivery), meta.ReconcilingCondition)
+	}, timeout).Should(Equal("template " + candidate + " waits for approval at step 0: AnalysisRun web-candidate1-gone was inconclusive"))
+
+	// A rejection committed at that gate aborts the Rollout.
+	got := getDelivery(g, delivery)
+	update(g, got, func() {
+		got.Spec.Promotion.Rejection = &deliveryv1.Rejection{TemplateHash: candidate, Reason: "nobody can tell"}
+	})
+	g.Eventually(func(g Gomega) bool { return getRollout(g, delivery).Status.Abort }, timeout).Should(BeTrue())
+	g.Eventually(func(g Gomega) deliveryv1.DeliveryPhase { return getDelivery(g, delivery).Status.Phase }, timeout).
+		Should(Equal(deliveryv1.PhaseRejected))
+}

@@ -139,8 +139,12 @@ func (r *DeliveryReconciler) getRollout(ctx context.Context, obj *deliveryv1.Del
 // applyRollout server-side applies the rendered Rollout with sluice's field
 // manager, unless the live one already says all of it.
 func (r *DeliveryReconciler) applyRollout(ctx context.Context, desired, live *rolloutsv1.Rollout) (*rolloutsv1.Rollout, error) {
+	// NOTE: a field rendered unset passes DeepDerivative whatever the live
+	// one says; the rollback window is the one sluice renders unset to
+	// take it away.
 	if live != nil && equality.Semantic.DeepDerivative(desired.Spec, live.Spec) &&
-		equality.Semantic.DeepDerivative(desired.Labels, live.Labels) {
+		equality.Semantic.DeepDerivative(desired.Labels, live.Labels) &&
+		(desired.Spec.RollbackWindow == nil) == (live.Spec.RollbackWindow == nil) {
 		return live, nil
 	}
 	u, err := runtime.DefaultUnstructuredConverter.ToUnstructured(desired)
@@ -265,14 +269,95 @@ func switchedObjects(policy *deliveryv1.DeliveryPolicySpec) []gitops.ObjectID {
 	return out
 }
 
-// promote lets the Rollout past the manual gate it waits at, with the same
-// status patch as `kubectl argo rollouts promote`.
-func (r *DeliveryReconciler) promote(ctx context.Context, rollout *rolloutsv1.Rollout) error {
-	patch := client.RawPatch(types.MergePatchType, []byte(`{"status":{"pauseConditions":null}}`))
-	if err := r.Status().Patch(ctx, rollout, patch); err != nil {
+// promote lets the Rollout past the gate it waits at, with the status
+// patch of `kubectl argo rollouts promote`: it clears the pause conditions
+// and, past a step whose analysis was inconclusive, also Argo's own pause
+// and moves on to the next step (Argo would otherwise run that analysis
+// again).
+func (r *DeliveryReconciler) promote(ctx context.Context, rollout *rolloutsv1.Rollout, view rolloutView) error {
+	body := `{"status":{"pauseConditions":null}}`
+	if view.inconclusiveStep && rollout.Status.ControllerPause && rollout.Status.CurrentStepIndex != nil {
+		next := *rollout.Status.CurrentStepIndex
+		if int(next) < len(rollout.Spec.Strategy.Canary.Steps) {
+			next++
+		}
+		// NOTE: the step is computed from what sluice read; the
+		// resourceVersion makes the API server refuse the patch when Argo
+		// has moved on since, so that a step is never skipped twice.
+		body = fmt.Sprintf(`{"metadata":{"resourceVersion":%q},"status":{"pauseConditions":null,"controllerPause":false,"currentStepIndex":%d}}`,
+			rollout.ResourceVersion, next)
+	}
+	if err := r.Status().Patch(ctx, rollout, client.RawPatch(types.MergePatchType, []byte(body))); err != nil {
 		return fmt.Errorf("promoting Rollout %s: %w", rollout.Name, err)
 	}
 	return nil
+}
+
+// abort stops the Rollout's candidate and scales the stable pods back up,
+// with the status patch of `kubectl argo rollouts abort`. The Rollout's
+// template stays the candidate's, as with Argo's own abort.
+func (r *DeliveryReconciler) abort(ctx context.Context, rollout *rolloutsv1.Rollout) error {
+	patch := client.RawPatch(types.MergePatchType, []byte(`{"status":{"abort":true}}`))
+	if err := r.Status().Patch(ctx, rollout, patch); err != nil {
+		return fmt.Errorf("aborting Rollout %s: %w", rollout.Name, err)
+	}
+	return nil
+}
+
+// retry lets an aborted Rollout roll its candidate again from the first
+// step, with the status patch of `kubectl argo rollouts retry`.
+func (r *DeliveryReconciler) retry(ctx context.Context, rollout *rolloutsv1.Rollout) error {
+	patch := client.RawPatch(types.MergePatchType, []byte(`{"status":{"abort":false}}`))
+	if err := r.Status().Patch(ctx, rollout, patch); err != nil {
+		return fmt.Errorf("retrying Rollout %s: %w", rollout.Name, err)
+	}
+	return nil
+}
+
+// inconclusiveAnalysis describes the AnalysisRun named name: each metric's
+// phase and its last measurements, for the person who decides whether the
+// candidate goes on.
+func (r *DeliveryReconciler) inconclusiveAnalysis(ctx context.Context, namespace, name string) string {
+	if name == "" {
+		return "the analysis was inconclusive"
+	}
+	run := &rolloutsv1.AnalysisRun{}
+	if err := r.APIReader.Get(ctx, client.ObjectKey{Namespace: namespace, Name: name}, run); err != nil {
+		return fmt.Sprintf("AnalysisRun %s was inconclusive", name)
+	}
+	return fmt.Sprintf("AnalysisRun %s was inconclusive: %s", name, describeMetrics(run))
+}
+
+// describeMetrics says, for each metric of run, its phase and its last
+// measured values (at most five).
+func describeMetrics(run *rolloutsv1.AnalysisRun) string {
+	var parts []string
+	for _, m := range run.Status.MetricResults {
+		var values []string
+		measurements := m.Measurements
+		if len(measurements) > 5 {
+			measurements = measurements[len(measurements)-5:]
+		}
+		for _, v := range measurements {
+			value := v.Value
+			if value == "" {
+				value = string(v.Phase)
+			}
+			values = append(values, value)
+		}
+		part := fmt.Sprintf("metric %s %s", m.Name, m.Phase)
+		if len(values) > 0 {
+			part += fmt.Sprintf(" (measured %s)", strings.Join(values, ", "))
+		}
+		if m.Message != "" {
+			part += ": " + m.Message
+		}
+		parts = append(parts, part)
+	}
+	if len(parts) == 0 {
+		return "no metric results"
+	}
+	return strings.Join(parts, "; ")
 }
 
 // failedAnalysis returns the AnalysisRun that failed the Rollout's current

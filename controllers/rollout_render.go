@@ -66,8 +66,23 @@ func renderRollout(delivery *deliveryv1.Delivery, deployment *appsv1.Deployment,
 			ProgressDeadlineSeconds: deployment.Spec.ProgressDeadlineSeconds,
 			Paused:                  deployment.Spec.Paused,
 			Strategy:                renderStrategy(policy, deployment.Spec.Strategy.RollingUpdate),
+			RollbackWindow:          renderRollbackWindow(policy.RollbackWindow),
 		},
 	}
+}
+
+// renderRollbackWindow renders the policy's rollback window: Argo Rollouts
+// skips the steps of a return to one of the revisions just before the
+// stable one (it always skips them for a return to the stable one).
+func renderRollbackWindow(w *deliveryv1.RollbackWindow) *rolloutsv1.RollbackWindowSpec {
+	revisions := deliveryv1.DefaultRollbackWindowRevisions
+	if w != nil {
+		revisions = w.Revisions
+	}
+	if revisions == 0 {
+		return nil
+	}
+	return &rolloutsv1.RollbackWindowSpec{Revisions: revisions}
 }
 
 // ownerReference makes the Delivery the controller of what sluice renders

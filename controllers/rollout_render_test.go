@@ -66,7 +66,7 @@ func TestRenderRollout(t *testing.T) {
 			name:     "canary-gateway-analysis",
 			strategy: deliveryv1.StrategyCanary,
 			policy: func(*deliveryv1.Delivery) deliveryv1.DeliveryPolicySpec {
-				return deliveryv1.DeliveryPolicySpec{Canary: &deliveryv1.CanaryStrategy{
+				return deliveryv1.DeliveryPolicySpec{RollbackWindow: &deliveryv1.RollbackWindow{Revisions: 5}, Canary: &deliveryv1.CanaryStrategy{
 					TrafficRouting: &deliveryv1.TrafficRouting{GatewayAPI: &deliveryv1.GatewayAPIRouting{
 						HTTPRoute: "inference", Namespace: "gateways", StableService: "inference-stable", CanaryService: "inference-canary",
 					}},
@@ -92,7 +92,9 @@ func TestRenderRollout(t *testing.T) {
 			name:     "blue-green-analysis",
 			strategy: deliveryv1.StrategyBlueGreen,
 			policy: func(*deliveryv1.Delivery) deliveryv1.DeliveryPolicySpec {
-				return deliveryv1.DeliveryPolicySpec{BlueGreen: &deliveryv1.BlueGreenStrategy{
+				// No rollback window: every rollback but one to the
+				// stable template runs the strategy.
+				return deliveryv1.DeliveryPolicySpec{RollbackWindow: &deliveryv1.RollbackWindow{Revisions: 0}, BlueGreen: &deliveryv1.BlueGreenStrategy{
 					ActiveService:         "frontend",
 					PreviewService:        "frontend-preview",
 					AutoPromotionEnabled:  ptr.To(false),

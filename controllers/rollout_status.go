@@ -27,8 +27,15 @@ type rolloutView struct {
 	// failedAnalysisRun names the AnalysisRun that failed, if one did.
 	failedAnalysisRun string
 
-	// gate is set when the Rollout waits at a manual gate.
+	// gate is set when the Rollout waits at a manual gate, or paused on an
+	// inconclusive analysis.
 	gate *int32
+	// inconclusiveRun names the AnalysisRun that ended Inconclusive when
+	// the gate is an inconclusive analysis.
+	inconclusiveRun string
+	// inconclusiveStep says the inconclusive run is the current step's
+	// analysis, which Argo's promote passes by going to the next step.
+	inconclusiveStep bool
 
 	currentStep  *int32
 	canaryWeight *int32
@@ -89,6 +96,27 @@ func viewRollout(rollout *rolloutsv1.Rollout, policy *deliveryv1.DeliveryPolicyS
 	}
 	if policy.BlueGreen != nil && hasPause(st, rolloutsv1.PauseReasonBlueGreenPause) {
 		v.gate = new(int32)
+	}
+	// Argo pauses a Rollout whose analysis ends Inconclusive until someone
+	// promotes it: a gate like a manual one, at the step it stopped at.
+	if !st.Abort && hasPause(st, rolloutsv1.PauseReasonInconclusiveAnalysis) {
+		step := int32(0)
+		if policy.Canary != nil && st.CurrentStepIndex != nil {
+			step = *st.CurrentStepIndex
+		}
+		v.gate = &step
+		for _, run := range []*rolloutsv1.RolloutAnalysisRunStatus{
+			st.Canary.CurrentStepAnalysisRunStatus,
+			st.Canary.CurrentBackgroundAnalysisRunStatus,
+			st.BlueGreen.PrePromotionAnalysisRunStatus,
+			st.BlueGreen.PostPromotionAnalysisRunStatus,
+		} {
+			if run != nil && run.Status == rolloutsv1.AnalysisPhaseInconclusive {
+				v.inconclusiveRun = run.Name
+				v.inconclusiveStep = run == st.Canary.CurrentStepAnalysisRunStatus
+				break
+			}
+		}
 	}
 	return v
 }

@@ -308,7 +308,10 @@ func (w writeBack) run(ctx context.Context) (time.Duration, error) {
 		}
 		w.r.parked.Store(client.ObjectKeyFromObject(obj), w.parkKey())
 
-	case st.Phase == deliveryv1.PhaseRejected && st.CandidateTemplateHash != "" &&
+	// NOTE: only a status that has observed the spec: when a person
+	// removes the rejection to retry the candidate, the status still says
+	// Rejected until the Delivery controller has retried it.
+	case st.Phase == deliveryv1.PhaseRejected && st.CandidateTemplateHash != "" && st.ObservedGeneration == obj.Generation &&
 		conditions.GetReason(obj, deliveryv1.PromotedCondition) == deliveryv1.RejectedReason &&
 		(spec.Rejection == nil || spec.Rejection.TemplateHash != st.CandidateTemplateHash):
 		reason := conditions.GetMessage(obj, deliveryv1.PromotedCondition)

@@ -92,6 +92,14 @@ const (
 	// spec.promotion.rejection names the candidate's template.
 	RejectedReason string = "Rejected"
 
+	// AbortedReason: sluice aborted the Rollout of a candidate that
+	// spec.promotion.rejection names.
+	AbortedReason string = "Aborted"
+
+	// RetriedReason: spec.promotion.rejection no longer names the
+	// candidate the Rollout holds aborted, and sluice let it roll again.
+	RetriedReason string = "Retried"
+
 	// HandBackStalledReason: the Delivery is being removed and its
 	// Deployment cannot get the replicas to take the app back (a quota,
 	// no capacity); the Rollout keeps serving until it can, or until the

@@ -85,7 +85,9 @@ type Promotion struct {
 	Approvals []Approval `json:"approvals,omitempty"`
 
 	// Rejection is the last rejected template; sluice does not release it
-	// again until this changes.
+	// again until this changes. When it names the candidate the Rollout is
+	// rolling out, sluice aborts the Rollout and the stable pods keep
+	// serving; when it is removed again, sluice retries that candidate.
 	// +optional
 	Rejection *Rejection `json:"rejection,omitempty"`
 }
@@ -231,6 +233,13 @@ type DeliveryStatus struct {
 	// the Rollout waits at.
 	// +optional
 	PendingPromotionBranch string `json:"pendingPromotionBranch,omitempty"`
+
+	// RejectedTemplateHash is the candidate the Rollout holds aborted while
+	// spec.promotion.rejection names it. When the rejection leaves Git
+	// while the Rollout still holds that candidate aborted, sluice retries
+	// the candidate, as `kubectl argo rollouts retry` does.
+	// +optional
+	RejectedTemplateHash string `json:"rejectedTemplateHash,omitempty"`
 }
 
 // +kubebuilder:object:root=true

@@ -33,11 +33,34 @@ type DeliveryPolicySpec struct {
 	// +optional
 	BlueGreen *BlueGreenStrategy `json:"blueGreen,omitempty"`
 
+	// RollbackWindow lets a return to a recent earlier template skip the
+	// strategy's steps, gates and analysis, as Argo Rollouts' own
+	// spec.rollbackWindow does. When unset, the window is 3 revisions.
+	// A return to the stable template always skips them.
+	// +optional
+	RollbackWindow *RollbackWindow `json:"rollbackWindow,omitempty"`
+
 	// Git says how sluice writes adoption, promotion, approval and
 	// rejection back to the Kustomization's Git source.
 	// +kubebuilder:default={}
 	// +optional
 	Git GitWriteBack `json:"git,omitempty"`
+}
+
+// DefaultRollbackWindowRevisions is the rollback window of a policy that
+// does not set spec.rollbackWindow.
+const DefaultRollbackWindowRevisions int32 = 3
+
+// RollbackWindow says how far back a rollback skips the strategy.
+type RollbackWindow struct {
+	// Revisions is how many of the Rollout's revisions before the stable
+	// one a rollback may return to without going through the steps: with
+	// 1, only the revision just before the stable one. Every template the
+	// Rollout ran counts, a rejected candidate too. 0 runs every rollback
+	// but one to the stable template through the strategy.
+	// +kubebuilder:validation:Minimum=0
+	// +kubebuilder:validation:Maximum=100
+	Revisions int32 `json:"revisions"`
 }
 
 // CanaryStrategy is a canary release: the steps run in order; a pause
