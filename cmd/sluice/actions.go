@@ -75,7 +75,7 @@ func (o *options) write(ctx context.Context, out io.Writer, name string, f write
 	if f.noWait {
 		return c, d, commit, nil
 	}
-	if err := c.reconcileSource(ctx, s, f.timeout, func(msg string) { fmt.Fprintln(out, "►", msg) }); err != nil {
+	if err := c.reconcileSource(ctx, s, commit, f.timeout, func(msg string) { fmt.Fprintln(out, "►", msg) }); err != nil {
 		return c, d, commit, err
 	}
 	return c, d, commit, nil

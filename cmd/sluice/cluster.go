@@ -11,6 +11,8 @@ import (
 	"github.com/fluxcd/pkg/apis/meta"
 	generator "github.com/fluxcd/pkg/kustomize"
 	sourcev1 "github.com/fluxcd/source-controller/api/v1"
+	apimeta "k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
@@ -110,9 +112,10 @@ func (s *source) branch() (string, error) {
 }
 
 // requestReconcile asks a Flux-style controller to reconcile obj now, as
-// `flux reconcile` does: it sets reconcile.fluxcd.io/requestedAt and, with
-// wait, waits until status.lastHandledReconcileAt says it was handled.
-func (c *cluster) requestReconcile(ctx context.Context, obj client.Object, handled func() string, timeout time.Duration) error {
+// `flux reconcile` does: it sets reconcile.fluxcd.io/requestedAt and, with a
+// timeout, waits until status.lastHandledReconcileAt says it was handled,
+// or done, when set, holds.
+func (c *cluster) requestReconcile(ctx context.Context, obj client.Object, done func() bool, timeout time.Duration) error {
 	kind := fmt.Sprintf("%T", obj)
 	switch obj.(type) {
 	case *sourcev1.GitRepository:
@@ -134,7 +137,7 @@ func (c *cluster) requestReconcile(ctx context.Context, obj client.Object, handl
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	for {
-		if err := c.Get(ctx, client.ObjectKeyFromObject(obj), obj); err == nil && handled() == requested {
+		if err := c.Get(ctx, client.ObjectKeyFromObject(obj), obj); err == nil && (handled(obj) == requested || (done != nil && done())) {
 			return nil
 		}
 		select {
@@ -146,20 +149,51 @@ func (c *cluster) requestReconcile(ctx context.Context, obj client.Object, handl
 }
 
 // reconcileSource asks Flux to fetch the GitRepository and apply the
-// Kustomization now, waiting for each, as `flux reconcile kustomization
-// --with-source` does.
-func (c *cluster) reconcileSource(ctx context.Context, s *source, timeout time.Duration, progress func(string)) error {
+// Kustomization now, as `flux reconcile kustomization --with-source` does.
+// It waits for the GitRepository to have fetched commit (its newest when
+// commit is ""), then for the Kustomization to have applied that revision:
+// its reconcile done, or its health checks of that revision running (a
+// Kustomization that waits for a canary at a gate would otherwise hold the
+// command until its timeout).
+func (c *cluster) reconcileSource(ctx context.Context, s *source, commit string, timeout time.Duration, progress func(string)) error {
 	progress(fmt.Sprintf("annotating GitRepository %s/%s", s.repo.Namespace, s.repo.Name))
-	if err := c.requestReconcile(ctx, s.repo, func() string { return s.repo.Status.LastHandledReconcileAt }, timeout); err != nil {
+	if err := c.requestReconcile(ctx, s.repo, func() bool {
+		return commit != "" && strings.Contains(artifactRevision(s.repo), commit)
+	}, timeout); err != nil {
 		return err
 	}
-	progress(fmt.Sprintf("fetched revision %s", artifactRevision(s.repo)))
+	revision := artifactRevision(s.repo)
+	progress(fmt.Sprintf("fetched revision %s", revision))
 	progress(fmt.Sprintf("annotating Kustomization %s/%s", s.ks.Namespace, s.ks.Name))
-	if err := c.requestReconcile(ctx, s.ks, func() string { return s.ks.Status.LastHandledReconcileAt }, timeout); err != nil {
+	checking := "Running health checks for revision " + revision
+	if err := c.requestReconcile(ctx, s.ks, func() bool {
+		if s.ks.Status.LastAppliedRevision == revision {
+			return true
+		}
+		r := apimeta.FindStatusCondition(s.ks.Status.Conditions, meta.ReconcilingCondition)
+		return r != nil && r.Status == metav1.ConditionTrue && strings.HasPrefix(r.Message, checking)
+	}, timeout); err != nil {
 		return err
 	}
-	progress(fmt.Sprintf("applied revision %s", s.ks.Status.LastAppliedRevision))
+	if s.ks.Status.LastAppliedRevision == revision {
+		progress(fmt.Sprintf("applied revision %s", revision))
+	} else {
+		progress(fmt.Sprintf("applied revision %s; Flux checks its health", revision))
+	}
 	return nil
+}
+
+// handled is the status.lastHandledReconcileAt of a Flux-style object.
+func handled(obj client.Object) string {
+	switch o := obj.(type) {
+	case *sourcev1.GitRepository:
+		return o.Status.LastHandledReconcileAt
+	case *kustomizev1.Kustomization:
+		return o.Status.LastHandledReconcileAt
+	case *deliveryv1.Delivery:
+		return o.Status.LastHandledReconcileAt
+	}
+	return ""
 }
 
 // artifactRevision is the revision of the GitRepository's artifact, if any.

@@ -30,12 +30,12 @@ func newReconcileCommand(o *options) *cobra.Command {
 				if err != nil {
 					return err
 				}
-				if err := c.reconcileSource(ctx, s, timeout, func(msg string) { fmt.Fprintln(out, "►", msg) }); err != nil {
+				if err := c.reconcileSource(ctx, s, "", timeout, func(msg string) { fmt.Fprintln(out, "►", msg) }); err != nil {
 					return err
 				}
 			}
 			fmt.Fprintf(out, "► annotating Delivery %s/%s\n", d.Namespace, d.Name)
-			if err := c.requestReconcile(ctx, d, func() string { return d.Status.LastHandledReconcileAt }, timeout); err != nil {
+			if err := c.requestReconcile(ctx, d, nil, timeout); err != nil {
 				return err
 			}
 			fmt.Fprintf(out, "✔ Delivery %s/%s reconciled: %s\n", d.Namespace, d.Name, describeProgress(d))

@@ -27,6 +27,10 @@ import (
 	"github.com/sluice-dev/sluice/controllers"
 )
 
+// templateHashAnnotation carries, on the Rollout's pod template, sluice's
+// hash of the Deployment template it runs.
+const templateHashAnnotation = "delivery.sluice.dev/template-hash"
+
 // node is an object of the tree: its kind, name, status and what else is
 // worth a glance.
 type node struct {
@@ -284,6 +288,9 @@ func replicaSetNode(ro *rolloutsv1.Rollout, rs *appsv1.ReplicaSet, pods []corev1
 	}
 	if rev := rs.Annotations["rollout.argoproj.io/revision"]; rev != "" {
 		roles = append(roles, "revision "+rev)
+	}
+	if h := rs.Spec.Template.Annotations[templateHashAnnotation]; h != "" {
+		roles = append(roles, "template "+h)
 	}
 	var images []string
 	for _, ctr := range rs.Spec.Template.Spec.Containers {
