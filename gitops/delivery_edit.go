@@ -53,6 +53,11 @@ func EditDelivery(root string, e DeliveryEdit) (bool, error) {
 					if err := promotion.PipeE(yaml.Clear("rejection")); err != nil {
 						return false, err
 					}
+					if len(promotion.Content()) == 0 {
+						if err := doc.PipeE(yaml.Lookup("spec"), yaml.Clear("promotion")); err != nil {
+							return false, err
+						}
+					}
 				}
 			}
 			if e.Suspend != nil {
@@ -61,7 +66,9 @@ func EditDelivery(root string, e DeliveryEdit) (bool, error) {
 					return false, err
 				}
 				if *e.Suspend {
-					err = spec.PipeE(yaml.SetField("suspend", yaml.NewScalarRNode("true")))
+					value := yaml.NewScalarRNode("true")
+					value.YNode().Tag = yaml.NodeTagBool
+					err = spec.PipeE(yaml.SetField("suspend", value))
 				} else {
 					err = spec.PipeE(yaml.Clear("suspend"))
 				}

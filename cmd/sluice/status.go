@@ -18,7 +18,7 @@ type verdict int
 
 const (
 	pending verdict = iota
-	healthy
+	healthyVerdict
 	rejected
 )
 
@@ -30,7 +30,7 @@ func judge(d *deliveryv1.Delivery) verdict {
 	case deliveryv1.PhaseHealthy:
 		ready := apimeta.FindStatusCondition(st.Conditions, meta.ReadyCondition)
 		if st.CandidateTemplateHash == "" && st.ObservedGeneration == d.Generation && ready != nil && ready.Status == metav1.ConditionTrue {
-			return healthy
+			return healthyVerdict
 		}
 	}
 	return pending
@@ -60,7 +60,7 @@ func newStatusCommand(o *options) *cobra.Command {
 					last = line
 				}
 				switch judge(d) {
-				case healthy:
+				case healthyVerdict:
 					fmt.Fprintf(out, "✔ Delivery %s/%s is healthy: template %s is stable\n", d.Namespace, d.Name, d.Status.StableTemplateHash)
 					return nil
 				case rejected:

@@ -44,7 +44,8 @@ func (n *node) add(c ...*node) *node { n.children = append(n.children, c...); re
 // names indented with ├──/└── in the first column, then kind, status and
 // info, aligned.
 func renderTree(out io.Writer, root *node) error {
-	w := tabwriter.NewWriter(out, 0, 0, 2, ' ', 0)
+	var b strings.Builder
+	w := tabwriter.NewWriter(&b, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(w, "NAME\tKIND\tSTATUS\tINFO")
 	var walk func(n *node, prefix, childPrefix string)
 	walk = func(n *node, prefix, childPrefix string) {
@@ -58,7 +59,16 @@ func renderTree(out io.Writer, root *node) error {
 		}
 	}
 	walk(root, "", "")
-	return w.Flush()
+	if err := w.Flush(); err != nil {
+		return err
+	}
+	// The blanks empty last cells leave at the ends of lines go.
+	lines := strings.Split(b.String(), "\n")
+	for i := range lines {
+		lines[i] = strings.TrimRight(lines[i], " ")
+	}
+	_, err := io.WriteString(out, strings.Join(lines, "\n"))
+	return err
 }
 
 func newTreeCommand(o *options) *cobra.Command {
