@@ -231,11 +231,11 @@ func TestCLI(t *testing.T) {
 	clone.git("", "fetch", "--quiet", "origin")
 	out = cli.ok("tree", "web", "--repo", clone.dir)
 	for _, line := range []string{
-		`^web\s+Delivery\s+◌ WaitingForApproval\s+step 2, weight 50, stable ` + v1 + `, candidate ` + v2 + `, merge ` + regexp.QuoteMeta(branch) + ` to approve`,
-		`^├──flux-system/cli\s+Kustomization\s+`,
+		`^web\s+Delivery\s+॥ WaitingForApproval\s+step 2, weight 50, stable ` + v1 + `, candidate ` + v2 + `, merge ` + regexp.QuoteMeta(branch) + ` to approve`,
+		`^├──flux-system/cli\s+Kustomization\s+\S+ Ready=\S+\s+(applied|applying) main@sha1:[0-9a-f]{40}`,
 		`^│  └──flux-system/cli\s+GitRepository\s+✔ Ready=True\s+fetched main@sha1:[0-9a-f]{40}`,
 		`^│     └──[0-9a-f]{10}\s+Commit\s+A User\s+introduced the candidate: "Release web v2"`,
-		`^└──web\s+Rollout\s+॥ Paused\s+step 2/3, canary weight 50`,
+		`^└──web\s+Rollout\s+॥ Paused\s+step 2/3, `,
 		`^   ├──web-[0-9a-z]+\s+ReplicaSet\s+✔ Healthy\s+canary, revision 2, template ` + v2 + `, registry.example/web:v2`,
 		`^   │  └──web-[0-9a-z]+-[0-9a-z]+\s+Pod\s+✔ Running\s+ready 1/1`,
 		`^   ├──web-[0-9a-z]+\s+ReplicaSet\s+✔ Healthy\s+stable, revision 1, template ` + v1 + `, registry.example/web:v1`,

@@ -148,12 +148,15 @@ func (o *options) tree(ctx context.Context, c *cluster, name string) (*node, err
 	if err != nil {
 		return nil, err
 	}
-	root := &node{kind: "Delivery", name: d.Name, status: statusOf(d.Status.Conditions, string(d.Status.Phase)), info: deliveryInfo(d)}
+	root := &node{kind: "Delivery", name: d.Name, status: deliveryStatus(d), info: deliveryInfo(d)}
 
 	// Up: what applies it.
 	if s, err := c.sourceOf(ctx, d); s != nil && s.ks != nil {
-		ks := &node{kind: "Kustomization", name: s.ks.Namespace + "/" + s.ks.Name, status: statusOf(s.ks.Status.Conditions, ""),
-			info: "applied " + orDash(s.ks.Status.LastAppliedRevision)}
+		info := "applied " + orDash(s.ks.Status.LastAppliedRevision)
+		if attempted := s.ks.Status.LastAttemptedRevision; attempted != "" && attempted != s.ks.Status.LastAppliedRevision {
+			info = "applying " + attempted
+		}
+		ks := &node{kind: "Kustomization", name: s.ks.Namespace + "/" + s.ks.Name, status: statusOf(s.ks.Status.Conditions, ""), info: info}
 		root.add(ks)
 		if s.repo != nil {
 			repo := &node{kind: "GitRepository", name: s.repo.Namespace + "/" + s.repo.Name, status: statusOf(s.repo.Status.Conditions, ""),
@@ -231,6 +234,23 @@ func statusOf(conds []metav1.Condition, phase string) string {
 		phase = "Unknown"
 	}
 	return mark + " " + phase
+}
+
+// deliveryStatus is the Delivery's phase, marked as Argo Rollouts marks
+// a Rollout's.
+func deliveryStatus(d *deliveryv1.Delivery) string {
+	phase := d.Status.Phase
+	if phase == "" {
+		phase = deliveryv1.PhasePending
+	}
+	mark := map[deliveryv1.DeliveryPhase]string{
+		deliveryv1.PhaseHealthy: "✔", deliveryv1.PhaseWaitingForApproval: "॥",
+		deliveryv1.PhaseRejected: "✖", deliveryv1.PhaseFailed: "✖",
+	}[phase]
+	if mark == "" {
+		mark = "◌"
+	}
+	return mark + " " + string(phase)
 }
 
 func deliveryInfo(d *deliveryv1.Delivery) string {
@@ -401,7 +421,10 @@ func (o *options) candidateCommit(ctx context.Context, c *cluster, d *deliveryv1
 	if err != nil {
 		return nil
 	}
-	rev := s.ks.Status.LastAppliedRevision
+	rev := s.ks.Status.LastAttemptedRevision
+	if rev == "" {
+		rev = s.ks.Status.LastAppliedRevision
+	}
 	_, sha, ok := strings.Cut(rev, "sha1:")
 	if !ok {
 		return nil
@@ -446,8 +469,11 @@ func introducing(head *object.Commit, images []string, limit int) *object.Commit
 				}
 			}
 		} else if c.NumParents() == 0 {
-			// The first commit brought everything in.
-			return c
+			// The first commit brought in what it holds.
+			if holdsAny(c, images) {
+				return c
+			}
+			return nil
 		}
 		p, err := c.Parent(0)
 		if err != nil {
@@ -456,4 +482,27 @@ func introducing(head *object.Commit, images []string, limit int) *object.Commit
 		c = p
 	}
 	return nil
+}
+
+// holdsAny tells whether a file of commit c holds one of images.
+func holdsAny(c *object.Commit, images []string) bool {
+	files, err := c.Files()
+	if err != nil {
+		return false
+	}
+	found := false
+	_ = files.ForEach(func(f *object.File) error {
+		content, err := f.Contents()
+		if err != nil {
+			return nil
+		}
+		for _, img := range images {
+			if strings.Contains(content, img) {
+				found = true
+				return errStop
+			}
+		}
+		return nil
+	})
+	return found
 }
