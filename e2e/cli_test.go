@@ -250,6 +250,17 @@ func TestCLI(t *testing.T) {
 	repo.write(map[string]string{"README.md": "The web app.\n"})
 	repo.commitAndPush("Say what the repository holds")
 
+	// Credentials that may not push stand for a protected branch: approve
+	// pushes nothing, says where to merge, and exits 3. Without --repo it
+	// writes to the GitRepository's URL.
+	out, code = cli.run("approve", "web", "--git-username", env.Git.ReadOnlyUsername, "--git-password", env.Git.ReadOnlyPassword,
+		"--author-name", "Ada Approver", "--author-email", "ada@example.com")
+	g.Expect(code).To(Equal(3))
+	g.Expect(out).To(ContainSubstring("✗ push refused"))
+	g.Expect(out).To(ContainSubstring("the branch may be protected: merge " + branch + " into it with a pull request"))
+	g.Expect(out).NotTo(ContainSubstring(env.Git.ReadOnlyPassword))
+	g.Expect(repo.git("", "ls-remote", "origin", "refs/heads/main")).To(HavePrefix(repo.git("", "rev-parse", "HEAD")))
+
 	// approve merges the promotion branch as Ada and follows the canary.
 	out = cli.ok("approve", "web", "--repo", clone.dir, "--timeout", "3m")
 	g.Expect(out).To(MatchRegexp(`✔ pushed [0-9a-f]{12} to branch main of http://\S+ as Ada Approver <ada@example.com>`))
@@ -342,6 +353,12 @@ func TestCLI(t *testing.T) {
 	cli.ok("resume", "web", "--repo", clone.dir)
 	g.Eventually(func() string { out, _ := cli.run("get", "web"); return out }, time.Minute, time.Second).Should(MatchRegexp(`(?m)^web\s+Healthy\s+\S+\s+\S+\s+\S+\s+\S+\s+false\s+True\s+`))
 
+	// Everything Ada did is in the history.
+	out = cli.ok("history", "web", "--repo", clone.dir)
+	for _, action := range []string{"resume", "suspend", "rollback", "retry", "reject", "approve"} {
+		g.Expect(out).To(MatchRegexp(`(?m)^\S+\s+`+action+`\s+.*Ada Approver <ada@example.com>`), action)
+	}
+
 	// reconcile, as flux reconcile does.
 	out = cli.ok("reconcile", "web", "--with-source")
 	g.Expect(out).To(MatchRegexp(`► fetched revision main@sha1:[0-9a-f]{40}`))
@@ -351,10 +368,12 @@ func TestCLI(t *testing.T) {
 
 	// The watch views drew every change and stop on Ctrl-C.
 	got := getWatch.stop(g)
+	t.Logf("sluice get -w printed:\n%s", got)
 	g.Expect(got).To(MatchRegexp(`(?m)^web\s+Healthy\s+\S+\s+\S+\s+` + v2 + `\s+-\s+`))
 	g.Expect(got).To(MatchRegexp(`(?m)^web\s+\S+\s+\S+\s+\S+\s+\S+\s+\S+\s+true\s+`))
 	drawn := treeWatch.stop(g)
 	g.Expect(drawn).To(ContainSubstring("\x1b[J"), "the tree is drawn again in place")
 	g.Expect(drawn).To(ContainSubstring("registry.example/web:v3"))
-	t.Logf("the tree was drawn %d times", strings.Count(drawn, "\x1b[J")+1)
+	drawings := strings.Split(drawn, "\x1b[J")
+	t.Logf("sluice tree -w drew the tree %d times; the last:\n%s", len(drawings), drawings[len(drawings)-1])
 }
