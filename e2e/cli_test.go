@@ -66,7 +66,13 @@ func (c *sluiceCLI) run(args ...string) (string, int) {
 		c.t.Fatalf("running sluice %s: %v", strings.Join(args, " "), err)
 	}
 	out := stdout.String() + stderr.String()
-	c.t.Logf("$ sluice %s   # exit %d after %s\n%s", strings.Join(args, " "), code, time.Since(start).Round(10*time.Millisecond), out)
+	shown := strings.Join(args, " ")
+	for _, secret := range []string{env.Git.Password, env.Git.ReadOnlyPassword} {
+		if secret != "" {
+			shown = strings.ReplaceAll(shown, secret, "***")
+		}
+	}
+	c.t.Logf("$ sluice %s   # exit %d after %s\n%s", shown, code, time.Since(start).Round(10*time.Millisecond), out)
 	return out, code
 }
 

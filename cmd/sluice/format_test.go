@@ -88,6 +88,23 @@ other       new    Pending              -      -        -            -          
 	if b.String() != want {
 		t.Errorf("table:\n%s\nwant:\n%s", b.String(), want)
 	}
+
+	// The watch's lines have the table's columns.
+	var cols columns
+	rows := [][]string{header(true)}
+	for _, d := range []deliveryv1.Delivery{healthy, gated, fresh} {
+		rows = append(rows, row(&d, true))
+	}
+	for _, r := range rows {
+		cols.fit(r)
+	}
+	var lines []string
+	for _, r := range rows {
+		lines = append(lines, cols.line(r))
+	}
+	if got := strings.Join(lines, "\n") + "\n"; got != want {
+		t.Errorf("watch lines:\n%s\nwant:\n%s", got, want)
+	}
 }
 
 func TestRenderTree(t *testing.T) {

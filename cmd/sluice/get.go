@@ -8,6 +8,7 @@ import (
 	"strings"
 	"text/tabwriter"
 	"time"
+	"unicode/utf8"
 
 	"github.com/fluxcd/pkg/apis/meta"
 	"github.com/spf13/cobra"
@@ -119,19 +120,24 @@ func printTable(out io.Writer, allNamespaces bool, items []deliveryv1.Delivery) 
 }
 
 // watchTable prints the table, then a line for every Delivery whose line
-// changes, as `flux get --watch` does, until ctx ends.
+// changes, as `flux get --watch` does, until ctx ends. Later lines keep
+// the first table's columns, widened when a cell needs it.
 func watchTable(ctx context.Context, out io.Writer, allNamespaces bool, items []deliveryv1.Delivery,
 	list func() ([]deliveryv1.Delivery, error)) error {
-	// Column widths are those of the first table, kept for later lines.
-	w := tabwriter.NewWriter(out, 0, 0, 3, ' ', 0)
+	cols := columns{}
+	rows := [][]string{header(allNamespaces)}
 	seen := map[string]string{}
-	fmt.Fprintln(w, strings.Join(header(allNamespaces), "\t"))
 	for i := range items {
-		line := strings.Join(row(&items[i], allNamespaces), "\t")
-		seen[items[i].Namespace+"/"+items[i].Name] = line
-		fmt.Fprintln(w, line)
+		r := row(&items[i], allNamespaces)
+		rows = append(rows, r)
+		seen[items[i].Namespace+"/"+items[i].Name] = strings.Join(r, "\t")
 	}
-	_ = w.Flush()
+	for _, r := range rows {
+		cols.fit(r)
+	}
+	for _, r := range rows {
+		fmt.Fprintln(out, cols.line(r))
+	}
 	for {
 		select {
 		case <-ctx.Done():
@@ -146,16 +152,39 @@ func watchTable(ctx context.Context, out io.Writer, allNamespaces bool, items []
 			return err
 		}
 		for i := range items {
-			line := strings.Join(row(&items[i], allNamespaces), "\t")
-			key := items[i].Namespace + "/" + items[i].Name
+			r := row(&items[i], allNamespaces)
+			key, line := items[i].Namespace+"/"+items[i].Name, strings.Join(r, "\t")
 			if seen[key] == line {
 				continue
 			}
 			seen[key] = line
-			fmt.Fprintln(w, line)
+			cols.fit(r)
+			fmt.Fprintln(out, cols.line(r))
 		}
-		_ = w.Flush()
 	}
+}
+
+// columns are the widths of a table's columns, as tabwriter pads them.
+type columns []int
+
+func (c *columns) fit(cells []string) {
+	for i, cell := range cells {
+		if i >= len(*c) {
+			*c = append(*c, 0)
+		}
+		(*c)[i] = max((*c)[i], utf8.RuneCountInString(cell))
+	}
+}
+
+func (c columns) line(cells []string) string {
+	var b strings.Builder
+	for i, cell := range cells {
+		b.WriteString(cell)
+		if i < len(cells)-1 {
+			b.WriteString(strings.Repeat(" ", c[i]-utf8.RuneCountInString(cell)+3))
+		}
+	}
+	return b.String()
 }
 
 func orDash(s string) string {

@@ -216,7 +216,7 @@ func (w *workspace) commitAndPush(ctx context.Context, message string) (string, 
 	case errors.Is(err, git.ErrNonFastForwardUpdate) || strings.Contains(err.Error(), "non-fast-forward"):
 		return "", errNonFastForward
 	default:
-		return "", fmt.Errorf("%w: %v", errPushRefused, err)
+		return "", fmt.Errorf("%w: %s", errPushRefused, strings.TrimSpace(err.Error()))
 	}
 }
 
