@@ -45,6 +45,8 @@ type options struct {
 	git  gitFlags
 	// allNamespaces: -A.
 	allNamespaces bool
+	// commits are the commits tree found, by revision and images.
+	commits map[string]*node
 }
 
 func newRootCommand() *cobra.Command {

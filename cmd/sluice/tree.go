@@ -433,6 +433,10 @@ func (o *options) candidateCommit(ctx context.Context, c *cluster, d *deliveryv1
 	if err != nil {
 		return &node{kind: "Commit", name: sha[:10], status: "?", info: "not in " + o.git.repo + " (git fetch)"}
 	}
+	key := sha + "|" + strings.Join(images, ",")
+	if n, ok := o.commits[key]; ok {
+		return n
+	}
 	found := introducing(head, images, 200)
 	if found == nil {
 		return nil
@@ -441,8 +445,15 @@ func (o *options) candidateCommit(ctx context.Context, c *cluster, d *deliveryv1
 	if d.Status.CandidateTemplateHash == "" {
 		what = "introduced the stable template"
 	}
-	return &node{kind: "Commit", name: found.Hash.String()[:10], status: found.Author.Name,
+	n := &node{kind: "Commit", name: found.Hash.String()[:10], status: found.Author.Name,
 		info: fmt.Sprintf("%s: %q", what, subjectOf(found.Message))}
+	if o.commits == nil {
+		o.commits = map[string]*node{}
+	}
+	// The watch asks again every second: a revision's history does not
+	// change.
+	o.commits[key] = n
+	return n
 }
 
 // introducing walks the first parents from head and returns the newest
