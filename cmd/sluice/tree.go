@@ -437,8 +437,12 @@ func (o *options) candidateCommit(ctx context.Context, c *cluster, d *deliveryv1
 	if n, ok := o.commits[key]; ok {
 		return n
 	}
+	if o.commits == nil {
+		o.commits = map[string]*node{}
+	}
 	found := introducing(head, images, 200)
 	if found == nil {
+		o.commits[key] = nil
 		return nil
 	}
 	what := "introduced the candidate"
@@ -447,9 +451,6 @@ func (o *options) candidateCommit(ctx context.Context, c *cluster, d *deliveryv1
 	}
 	n := &node{kind: "Commit", name: found.Hash.String()[:10], status: found.Author.Name,
 		info: fmt.Sprintf("%s: %q", what, subjectOf(found.Message))}
-	if o.commits == nil {
-		o.commits = map[string]*node{}
-	}
 	// The watch asks again every second: a revision's history does not
 	// change.
 	o.commits[key] = n
