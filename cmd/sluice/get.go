@@ -132,7 +132,13 @@ func watchTable(ctx context.Context, out io.Writer, allNamespaces bool, items []
 		rows = append(rows, r)
 		seen[items[i].Namespace+"/"+items[i].Name] = strings.Join(r, "\t")
 	}
-	for _, r := range rows {
+	// The phase and readiness columns are as wide as their widest values
+	// from the start, so that later lines keep them aligned.
+	widest := []string{"", "", string(deliveryv1.PhaseWaitingForApproval), "", "", "", "", "", "Unknown"}
+	if !allNamespaces {
+		widest = widest[1:]
+	}
+	for _, r := range append(rows, widest) {
 		cols.fit(r)
 	}
 	for _, r := range rows {
