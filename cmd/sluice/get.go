@@ -132,9 +132,10 @@ func watchTable(ctx context.Context, out io.Writer, allNamespaces bool, items []
 		rows = append(rows, r)
 		seen[items[i].Namespace+"/"+items[i].Name] = strings.Join(r, "\t")
 	}
-	// The phase and readiness columns are as wide as their widest values
-	// from the start, so that later lines keep them aligned.
-	widest := []string{"", "", string(deliveryv1.PhaseWaitingForApproval), "", "", "", "", "", "Unknown"}
+	// The phase, template and readiness columns are as wide as their
+	// widest values from the start, so that later lines keep them aligned.
+	hash := strings.Repeat("0", deliveryv1.TemplateHashLength)
+	widest := []string{"", "", string(deliveryv1.PhaseWaitingForApproval), "", "", hash, hash, "", "Unknown"}
 	if !allNamespaces {
 		widest = widest[1:]
 	}
