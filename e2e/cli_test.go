@@ -12,6 +12,7 @@ import (
 	"regexp"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -163,7 +164,12 @@ spec:
 // reconcile, on the real stack.
 func TestCLI(t *testing.T) {
 	g := NewWithT(t)
+	var failing atomic.Bool
 	metric := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		if failing.Load() {
+			fmt.Fprint(w, `{"successRate": 0.42}`)
+			return
+		}
 		fmt.Fprint(w, `{"successRate": 0.998}`)
 	}))
 	t.Cleanup(metric.Close)
@@ -348,6 +354,11 @@ func TestCLI(t *testing.T) {
 	// rollback without --to: back to the recorded stable, v2.
 	cli.ok("rollback", "web", "--repo", clone.dir)
 	g.Expect(cli.ok("status", "web", "--timeout", "2m")).To(ContainSubstring("is healthy: template " + v2))
+	// --to a commit at which Git records v2 as stable: the Deployment runs
+	// it already.
+	clone.git("", "fetch", "--quiet", "origin")
+	promoted := clone.git("", "log", "-1", "--format=%H", "--all-match", "--grep=Sluice-Action: promote", "--grep=Sluice-Template-Hash: "+v2, "origin/main")
+	g.Expect(cli.ok("rollback", "web", "--to", "main@sha1:"+promoted, "--repo", clone.dir)).To(ContainSubstring("says it already: nothing to commit"))
 
 	// suspend and resume are commits too; get shows them once Flux applied
 	// them.
@@ -371,6 +382,19 @@ func TestCLI(t *testing.T) {
 	g.Expect(out).To(ContainSubstring("✔ Delivery cli/web reconciled: Healthy"))
 	d := getObj(g, delivery.DeepCopy())
 	g.Expect(d.Status.LastHandledReconcileAt).To(Equal(d.Annotations["reconcile.fluxcd.io/requestedAt"]))
+
+	// A release whose analysis fails: Argo aborts it, and a CI job waiting
+	// for it fails at once.
+	failing.Store(true)
+	repo.git("", "pull", "--quiet", "origin", "main")
+	replaceInFile(t, filepath.Join(repo.dir, "apps/cli/deployment.yaml"), "registry.example/web:v2", "registry.example/web:v4")
+	repo.commitAndPush("Release web v4")
+	g.Eventually(func(g Gomega) string {
+		return getObj(g, delivery.DeepCopy()).Status.CandidateTemplateHash
+	}, time.Minute, 100*time.Millisecond).ShouldNot(BeEmpty())
+	out, code = cli.run("status", "web", "--timeout", "3m")
+	g.Expect(code).To(Equal(1))
+	g.Expect(out).To(MatchRegexp(`✗ Delivery cli/web is Rejected: `))
 
 	// The watch views drew every change and stop on Ctrl-C.
 	got := getWatch.stop(g)
