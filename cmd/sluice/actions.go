@@ -138,7 +138,7 @@ func pullRequestHint(o *options, d *deliveryv1.Delivery, branch string) string {
 	repo := strings.TrimSuffix(strings.Trim(u.Path, "/"), ".git")
 	switch {
 	case strings.Contains(u.Host, "github"):
-		return fmt.Sprintf(": https://%s/%s/compare/%s?expand=1", u.Host, repo, url.PathEscape(branch))
+		return fmt.Sprintf(": https://%s/%s/compare/%s?expand=1", u.Host, repo, strings.ReplaceAll(url.PathEscape(branch), "%2F", "/"))
 	case strings.Contains(u.Host, "gitlab"):
 		return fmt.Sprintf(": https://%s/%s/-/merge_requests/new?merge_request[source_branch]=%s", u.Host, repo, url.QueryEscape(branch))
 	}
