@@ -106,7 +106,7 @@ func newApproveCommand(o *options) *cobra.Command {
 					return msg, err
 				})
 			if errors.Is(err, errPushRefused) {
-				return &exitError{code: 3, err: fmt.Errorf("%w\nthe branch may be protected: merge %s into it with a pull request%s", err, branch, pullRequestHint(o, d, branch))}
+				return &exitError{code: 3, err: fmt.Errorf("%w\nthe branch may be protected: merge %s into it with a pull request%s", err, branch, pullRequestHint(o, branch))}
 			}
 			if err != nil || f.noWait || (commit == "" && gateHash == "") {
 				return err
@@ -121,7 +121,7 @@ func newApproveCommand(o *options) *cobra.Command {
 
 // pullRequestHint says where to open a pull request, for hosts whose
 // address for it is known.
-func pullRequestHint(o *options, d *deliveryv1.Delivery, branch string) string {
+func pullRequestHint(o *options, branch string) string {
 	raw := o.git.url
 	if o.git.repo != "" {
 		if clone, err := git.PlainOpenWithOptions(o.git.repo, &git.PlainOpenOptions{DetectDotGit: true}); err == nil {

@@ -9,8 +9,6 @@ import (
 	sourcev1 "github.com/fluxcd/source-controller/api/v1"
 	githttp "github.com/go-git/go-git/v5/plumbing/transport/http"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-
-	deliveryv1 "github.com/sluice-dev/sluice/apis/v1alpha1"
 )
 
 func gitSource(url string, ref *sourcev1.GitRepositoryRef) *source {
@@ -64,7 +62,6 @@ func TestTarget(t *testing.T) {
 }
 
 func TestPullRequestHint(t *testing.T) {
-	d := &deliveryv1.Delivery{ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "web"}}
 	branch := "sluice/promote/shop/web/2-6d4d78d2f4"
 	for url, want := range map[string]string{
 		"https://user:pass@github.com/acme/shop.git": ": https://github.com/acme/shop/compare/sluice/promote/shop/web/2-6d4d78d2f4?expand=1",
@@ -72,7 +69,7 @@ func TestPullRequestHint(t *testing.T) {
 		"https://git.example/shop.git":               "",
 	} {
 		o := &options{git: gitFlags{url: url}}
-		if got := pullRequestHint(o, d, branch); got != want {
+		if got := pullRequestHint(o, branch); got != want {
 			t.Errorf("%s: %q, want %q", url, got, want)
 		}
 	}
