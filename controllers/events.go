@@ -8,6 +8,8 @@ import (
 
 	kustomizev1 "github.com/fluxcd/kustomize-controller/api/v1"
 	eventv1 "github.com/fluxcd/pkg/apis/event/v1"
+	"github.com/fluxcd/pkg/apis/meta"
+	"github.com/fluxcd/pkg/runtime/conditions"
 	fluxevents "github.com/fluxcd/pkg/runtime/events"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -88,11 +90,12 @@ func (r *RevisionRecorder) metadata(object runtime.Object, eventtype, reason str
 		ks = r.kustomizationOf(obj)
 	}
 	if ks != nil {
-		if rev := ks.Status.LastAppliedRevision; rev != "" {
+		rev, origin := appliedRevision(ks)
+		if rev != "" {
 			md[prefix+eventv1.MetaRevisionKey] = rev
 		}
-		if rev := ks.Status.LastAppliedOriginRevision; rev != "" {
-			md[prefix+eventv1.MetaOriginRevisionKey] = rev
+		if origin != "" {
+			md[prefix+eventv1.MetaOriginRevisionKey] = origin
 		}
 	}
 	if d, ok := obj.(*deliveryv1.Delivery); ok && d.Status.LastPushedCommit != "" {
@@ -129,4 +132,24 @@ func approvalRequest(hash string, step *int32, branch, into string) string {
 		at = fmt.Sprintf(" at step %d", *step)
 	}
 	return fmt.Sprintf("template %s waits for approval%s: merge promotion branch %s into %s to promote it", hash, at, branch, into)
+}
+
+// appliedRevision is the revision whose objects the Kustomization put in the
+// cluster last, and its origin revision when known.
+//
+// NOTE: with wait: true, Flux sets lastAppliedRevision only once the health
+// checks pass, and a canary waiting at a gate holds them: the revision that
+// brought the candidate is then only lastAttemptedRevision. It is what runs
+// unless Flux failed before or while applying it.
+func appliedRevision(ks *kustomizev1.Kustomization) (revision, origin string) {
+	revision, origin = ks.Status.LastAppliedRevision, ks.Status.LastAppliedOriginRevision
+	attempted := ks.Status.LastAttemptedRevision
+	if attempted == "" || attempted == revision {
+		return revision, origin
+	}
+	switch conditions.GetReason(ks, meta.ReadyCondition) {
+	case meta.ArtifactFailedReason, meta.BuildFailedReason, meta.ReconciliationFailedReason, meta.DependencyNotReadyReason:
+		return revision, origin
+	}
+	return attempted, ""
 }

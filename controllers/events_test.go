@@ -6,6 +6,8 @@ import (
 	"time"
 
 	kustomizev1 "github.com/fluxcd/kustomize-controller/api/v1"
+	"github.com/fluxcd/pkg/apis/meta"
+	"github.com/fluxcd/pkg/runtime/conditions"
 	fluxevents "github.com/fluxcd/pkg/runtime/events"
 	sourcev1 "github.com/fluxcd/source-controller/api/v1"
 	. "github.com/onsi/gomega"
@@ -124,6 +126,30 @@ func TestRevisionRecorder(t *testing.T) {
 			r.Eventf(unlabelled, nil, corev1.EventTypeNormal, promotedReason, "Reconcile", "promoted")
 		},
 		want: nil,
+	}, {
+		name: "a revision Flux applied and still health-checks",
+		record: func() {
+			ks.Status.LastAttemptedRevision = "main@sha1:89abcdef0123456789abcdef0123456789abcdef"
+			conditions.MarkUnknown(ks, meta.ReadyCondition, meta.ProgressingReason, "Running health checks")
+			g.Expect(c.Status().Update(ctx, ks)).To(Succeed())
+			r.Eventf(ks, nil, corev1.EventTypeNormal, adoptedReason, "Adopt", "adopted")
+		},
+		want: map[string]string{
+			"kustomize.toolkit.fluxcd.io/revision":      "main@sha1:89abcdef0123456789abcdef0123456789abcdef",
+			"kustomize.toolkit.fluxcd.io/commit_status": "update",
+		},
+	}, {
+		name: "a revision Flux failed to apply is not the one that runs",
+		record: func() {
+			conditions.MarkFalse(ks, meta.ReadyCondition, meta.ReconciliationFailedReason, "apply failed")
+			g.Expect(c.Status().Update(ctx, ks)).To(Succeed())
+			r.Eventf(applied, nil, corev1.EventTypeWarning, "Other", "Reconcile", "other")
+		},
+		want: map[string]string{
+			"delivery.sluice.dev/revision":       ks.Status.LastAppliedRevision,
+			"delivery.sluice.dev/originRevision": ks.Status.LastAppliedOriginRevision,
+			"delivery.sluice.dev/pushedCommit":   applied.Status.LastPushedCommit,
+		},
 	}} {
 		t.Run(tt.name, func(t *testing.T) {
 			got := event(tt.record)
