@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -16,11 +17,13 @@ import (
 	kustomizev1 "github.com/fluxcd/kustomize-controller/api/v1"
 	eventv1 "github.com/fluxcd/pkg/apis/event/v1"
 	. "github.com/onsi/gomega"
+	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"sigs.k8s.io/yaml"
 
 	deliveryv1 "github.com/sluice-dev/sluice/apis/v1alpha1"
+	"github.com/sluice-dev/sluice/e2e/stack"
 )
 
 // webhook is an HTTP server that stands for a generic webhook provider's
@@ -45,6 +48,67 @@ func startWebhook(t *testing.T) *webhook {
 	}))
 	t.Cleanup(w.Close)
 	return w
+}
+
+// commitStatus is a commit status a Git host received.
+type commitStatus struct {
+	State       string `json:"state"`
+	Context     string `json:"context"`
+	Description string `json:"description"`
+}
+
+// giteaHost stands for a Gitea server's commit status API, the part
+// notification-controller's gitea Provider uses: it keeps the statuses
+// posted for each commit of owner/repo.
+type giteaHost struct {
+	*httptest.Server
+	mu       sync.Mutex
+	statuses map[string][]commitStatus
+}
+
+func startGiteaHost(t *testing.T, token string) *giteaHost {
+	h := &giteaHost{statuses: map[string][]commitStatus{}}
+	h.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/api/v1/version" && r.Header.Get("Authorization") != "token "+token {
+			http.Error(w, "unauthorized", http.StatusUnauthorized)
+			return
+		}
+		path := strings.TrimPrefix(r.URL.Path, "/api/v1")
+		switch {
+		case r.Method == http.MethodGet && path == "/version":
+			fmt.Fprint(w, `{"version":"1.22.0"}`)
+		case r.Method == http.MethodGet && strings.HasPrefix(path, "/repos/owner/repo/commits/"):
+			fmt.Fprint(w, `[]`)
+		case r.Method == http.MethodPost && strings.HasPrefix(path, "/repos/owner/repo/statuses/"):
+			var st commitStatus
+			if err := json.NewDecoder(r.Body).Decode(&st); err != nil {
+				http.Error(w, err.Error(), http.StatusBadRequest)
+				return
+			}
+			h.mu.Lock()
+			sha := strings.TrimPrefix(path, "/repos/owner/repo/statuses/")
+			h.statuses[sha] = append(h.statuses[sha], st)
+			h.mu.Unlock()
+			w.WriteHeader(http.StatusCreated)
+			fmt.Fprintf(w, `{"id":1,"status":%q,"context":%q}`, st.State, st.Context)
+		default:
+			http.NotFound(w, r)
+		}
+	}))
+	t.Cleanup(h.Close)
+	return h
+}
+
+// marked waits until commit has a status in state whose description is
+// description and whose context (the status's name) starts with name.
+func (h *giteaHost) marked(g *WithT, commit, state, description, name string) {
+	g.Eventually(func() []commitStatus {
+		h.mu.Lock()
+		defer h.mu.Unlock()
+		return slices.Clone(h.statuses[commit])
+	}, time.Minute, 100*time.Millisecond).Should(ContainElement(And(
+		HaveField("State", state), HaveField("Description", description), HaveField("Context", HavePrefix(name)))),
+		"commit %s has no %s status %q", commit, state, description)
 }
 
 // find returns the events about kind namespace/name with reason.
@@ -93,7 +157,8 @@ func applyYAML(t *testing.T, g *WithT, docs string) {
 // sluice's Delivery kind and on Kustomizations names: the adoption, the
 // wait for approval with its promotion branch, the promotion, the rejection
 // with its analysis and the opt-out each arrive, with the revision Flux
-// applied so that commit status providers mark its commit.
+// applied; through a second Alert, a gitea commit status Provider marks
+// each of those commits on a Git host the test runs.
 func TestNotifications(t *testing.T) {
 	g := NewWithT(t)
 	const ns = "bell"
@@ -108,6 +173,15 @@ func TestNotifications(t *testing.T) {
 	}))
 	t.Cleanup(metric.Close)
 	hook := startWebhook(t)
+	giteaToken := stack.RandomSecret()
+	gitea := startGiteaHost(t, giteaToken)
+	g.Expect(k8sClient.Create(context.Background(), &corev1.Secret{
+		ObjectMeta: metav1.ObjectMeta{Namespace: "flux-system", Name: "bell-gitea"},
+		StringData: map[string]string{"token": giteaToken},
+	})).To(Succeed())
+	t.Cleanup(func() {
+		_ = k8sClient.Delete(context.Background(), &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: "flux-system", Name: "bell-gitea"}})
+	})
 
 	// The Alert names Delivery, a kind Flux's Alert CRD admits only with
 	// sluice's Flux component (config/flux) applied.
@@ -134,7 +208,33 @@ spec:
       namespace: %s
       name: '*'
     - kind: Kustomization
-      name: %s`, hook.URL, ns, ns))
+      name: %s
+---
+apiVersion: notification.toolkit.fluxcd.io/v1beta3
+kind: Provider
+metadata:
+  name: bell-gitea
+  namespace: flux-system
+spec:
+  type: gitea
+  address: %s/owner/repo
+  secretRef:
+    name: bell-gitea
+---
+apiVersion: notification.toolkit.fluxcd.io/v1beta3
+kind: Alert
+metadata:
+  name: bell-commit-status
+  namespace: flux-system
+spec:
+  providerRef:
+    name: bell-gitea
+  eventSources:
+    - kind: Delivery
+      namespace: %s
+      name: '*'
+    - kind: Kustomization
+      name: %s`, hook.URL, ns, ns, gitea.URL, ns, ns))
 
 	repo := newGitRepo(t, ns)
 	policy := strings.ReplaceAll(storePolicy(metric.URL), "namespace: store", "namespace: "+ns)
@@ -212,6 +312,15 @@ spec:
 	optedOut := hook.received(g, deliveryv1.DeliveryKind, ns, "web", "OptedOut", "the Delivery leaves Git")
 	g.Expect(optedOut.Metadata).To(HaveKeyWithValue(eventv1.MetaRevisionKey, "main@sha1:"+optOut))
 	g.Expect(optedOut.Metadata).To(HaveKeyWithValue(eventv1.MetaCommitStatusKey, eventv1.MetaCommitStatusUpdateValue))
+
+	// A commit status provider marks each of those commits: the release
+	// that brought a candidate, the merge that approved it, the release
+	// that was rejected.
+	gitea.marked(g, added, "success", "adopted", "kustomization/bell/")
+	gitea.marked(g, released, "success", "waiting for approval", "delivery/web/")
+	gitea.marked(g, merged, "success", "promoted", "delivery/web/")
+	gitea.marked(g, rejectedRelease, "failure", "rejected", "delivery/web/")
+	gitea.marked(g, optOut, "success", "opted out", "delivery/web/")
 
 	// Every event sluice sent through the Alert is sluice's, and carries a
 	// revision.
