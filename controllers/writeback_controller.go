@@ -324,6 +324,7 @@ func (w writeBack) run(ctx context.Context) error {
 			gitops.Promotion{Approval: &deliveryv1.Approval{TemplateHash: st.CandidateTemplateHash, Step: step, ApprovedAt: now}}); err != nil {
 			return err
 		}
+		w.r.EventRecorder.Eventf(obj, nil, corev1.EventTypeNormal, deliveryv1.WaitingForApprovalReason, "WriteBack", "%s", approvalRequest(st.CandidateTemplateHash, &step, keep, w.git.branch))
 	}
 
 	return nil
@@ -448,9 +449,6 @@ func (w writeBack) write(ctx context.Context, branch, action, hash string, step 
 	}
 	w.r.EventRecorder.Eventf(obj, nil, corev1.EventTypeNormal, "GitCommitPushed", "WriteBack",
 		"pushed %s to %s: %s", res.Commit[:12], branch, action)
-	if action == "approve" {
-		w.r.EventRecorder.Eventf(obj, nil, corev1.EventTypeNormal, deliveryv1.WaitingForApprovalReason, "WriteBack", "%s", approvalRequest(hash, step, branch, w.git.branch))
-	}
 	// The optimistic lock keeps this patch from writing back conditions
 	// the Delivery controller changed meanwhile.
 	patch := client.MergeFromWithOptions(obj.DeepCopy(), client.MergeFromWithOptimisticLock{})
