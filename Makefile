@@ -78,10 +78,11 @@ tools: ## Build the pinned tools and the test control plane into the cache, link
 IMG ?= ghcr.io/sluice-dev/sluice:latest
 
 .PHONY: release-manifests
-release-manifests: tools ## Render one install YAML (CRDs, RBAC, Deployment) into dist/sluice.yaml; IMG sets the image.
-	mkdir -p dist
+release-manifests: tools ## Render one install YAML (CRDs, RBAC, Deployment) into dist/sluice.yaml, and the component for Flux's install into dist/flux/; IMG sets the image.
+	mkdir -p dist/flux
 	$(BIN)/kubectl kustomize config/default | sed 's#ghcr.io/sluice-dev/sluice:latest#$(IMG)#' > dist/sluice.yaml
-	@echo "wrote dist/sluice.yaml for $(IMG)"
+	cp config/flux/kustomization.yaml dist/flux/kustomization.yaml
+	@echo "wrote dist/sluice.yaml for $(IMG) and dist/flux/kustomization.yaml"
 
 $(CONTROLLER_GEN):
 	hack/tools.sh controller-gen

@@ -12,9 +12,11 @@ import (
 	"github.com/fluxcd/pkg/runtime/client"
 	helper "github.com/fluxcd/pkg/runtime/controller"
 	"github.com/fluxcd/pkg/runtime/events"
+	"github.com/fluxcd/pkg/runtime/jitter"
 	"github.com/fluxcd/pkg/runtime/leaderelection"
 	"github.com/fluxcd/pkg/runtime/logger"
 	"github.com/fluxcd/pkg/runtime/metrics"
+	"github.com/fluxcd/pkg/runtime/pprof"
 	"github.com/fluxcd/pkg/runtime/probes"
 	sourcev1 "github.com/fluxcd/source-controller/api/v1"
 	"github.com/spf13/pflag"
@@ -47,6 +49,7 @@ func main() {
 		logOptions          logger.Options
 		leaderElection      leaderelection.Options
 		rateLimiterOptions  helper.RateLimiterOptions
+		intervalJitter      jitter.IntervalOptions
 	)
 
 	pflag.StringVar(&metricsAddr, "metrics-addr", ":8080", "The address the metric endpoint binds to.")
@@ -62,6 +65,7 @@ func main() {
 	logOptions.BindFlags(pflag.CommandLine)
 	leaderElection.BindFlags(pflag.CommandLine)
 	rateLimiterOptions.BindFlags(pflag.CommandLine)
+	intervalJitter.BindFlags(pflag.CommandLine)
 	pflag.Parse()
 
 	logger.SetLogger(logger.NewLogger(logOptions))
@@ -78,6 +82,7 @@ func main() {
 		clientOptions:       clientOptions,
 		leaderElection:      leaderElection,
 		rateLimiter:         rateLimiterOptions,
+		intervalJitter:      intervalJitter,
 	}); err != nil {
 		setupLog.Error(err, "sluice stopped")
 		os.Exit(1)
@@ -95,9 +100,13 @@ type runOptions struct {
 	clientOptions       client.Options
 	leaderElection      leaderelection.Options
 	rateLimiter         helper.RateLimiterOptions
+	intervalJitter      jitter.IntervalOptions
 }
 
 func run(o runOptions) error {
+	if err := setIntervalJitter(o.intervalJitter); err != nil {
+		return err
+	}
 	scheme := runtime.NewScheme()
 	if err := clientgoscheme.AddToScheme(scheme); err != nil {
 		return err
@@ -127,8 +136,10 @@ func run(o runOptions) error {
 
 	restConfig := client.GetConfigOrDie(o.clientOptions)
 	mgr, err := ctrl.NewManager(restConfig, ctrl.Options{
-		Scheme:                        scheme,
-		Metrics:                       metricsserver.Options{BindAddress: o.metricsAddr},
+		Scheme: scheme,
+		// The metrics address serves Go's profiles under /debug/pprof/,
+		// as Flux's controllers do.
+		Metrics:                       metricsserver.Options{BindAddress: o.metricsAddr, ExtraHandlers: pprof.GetHandlers()},
 		HealthProbeBindAddress:        o.healthAddr,
 		LeaderElection:                o.leaderElection.Enable,
 		LeaderElectionReleaseOnCancel: o.leaderElection.ReleaseOnCancel,
@@ -160,10 +171,13 @@ func run(o runOptions) error {
 	}
 	probes.SetupChecks(mgr, ctrl.Log.WithName("probes"))
 
-	eventRecorder, err := events.NewRecorder(ctrl.Log.WithName("events"), o.eventsAddr, controllerName, events.WithManager(mgr))
+	fluxRecorder, err := events.NewRecorder(ctrl.Log.WithName("events"), o.eventsAddr, controllerName, events.WithManager(mgr))
 	if err != nil {
 		return fmt.Errorf("creating event recorder: %w", err)
 	}
+	// Every event carries the revision its Kustomization applied, for
+	// notification-controller's commit status providers.
+	eventRecorder := controllers.NewRevisionRecorder(fluxRecorder, mgr.GetClient())
 
 	ctx := ctrl.SetupSignalHandler()
 	shard := controllers.Shard{Selector: watchSelector, Reader: mgr.GetClient()}
@@ -215,4 +229,14 @@ func run(o runOptions) error {
 
 	ctrl.Log.Info("starting sluice")
 	return mgr.Start(ctx)
+}
+
+// setIntervalJitter spreads the requeues at a Delivery's interval over +/-
+// the percentage, so that Deliveries adopted together do not all come back
+// at once. Without it, Flux's jitter functions return the interval as is.
+func setIntervalJitter(o jitter.IntervalOptions) error {
+	if err := o.SetGlobalJitter(nil); err != nil {
+		return fmt.Errorf("--interval-jitter-percentage: %w", err)
+	}
+	return nil
 }

@@ -360,6 +360,10 @@ func (r *KustomizationReconciler) adopt(ctx context.Context, source *gitSource, 
 			if results[i].Pushed {
 				r.EventRecorder.Eventf(d, nil, corev1.EventTypeNormal, adoptedReason, "Adopt",
 					"pushed %s: the Delivery is in %s", results[i].Commit[:12], w.adopted.DeliveryFile)
+				// Said on the Kustomization too: Flux Alerts select it,
+				// not Deployments.
+				r.EventRecorder.Eventf(source.ks, nil, corev1.EventTypeNormal, adoptedReason, "Adopt",
+					"adopted Deployment %s/%s: pushed %s, the Delivery is in %s", d.Namespace, d.Name, results[i].Commit[:12], w.adopted.DeliveryFile)
 			}
 		}
 	}

@@ -50,3 +50,9 @@ func recordPhase(obj *deliveryv1.Delivery, gone bool) {
 		}
 	}
 }
+
+// Collectors are sluice's own metrics the controllers register, for what
+// reads their names (the dashboard and alert rules of config/monitoring).
+func Collectors() []prometheus.Collector {
+	return []prometheus.Collector{deliveryPhase, promotions, rejections}
+}

@@ -341,6 +341,7 @@ func (w writeBack) run(ctx context.Context) (time.Duration, error) {
 			gitops.Promotion{Approval: &deliveryv1.Approval{TemplateHash: st.CandidateTemplateHash, Step: step, ApprovedAt: now}}); err != nil {
 			return 0, err
 		}
+		w.r.EventRecorder.Eventf(obj, nil, corev1.EventTypeNormal, deliveryv1.WaitingForApprovalReason, "WriteBack", "%s", approvalRequest(st.CandidateTemplateHash, &step, keep, w.git.branch))
 	}
 
 	return 0, nil

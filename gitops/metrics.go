@@ -77,3 +77,9 @@ func logWrite(ctx context.Context, src Source, batch []*waitingWrite, outcomes [
 	}
 	logger.Info("Git write " + result + " in " + took.Round(time.Millisecond).String())
 }
+
+// Collectors are the metrics the package registers, for what reads their
+// names (the dashboard and alert rules of config/monitoring).
+func Collectors() []prometheus.Collector {
+	return []prometheus.Collector{writeDuration}
+}

@@ -11,6 +11,9 @@ set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cache=${SLUICE_TOOLS_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/sluice/tools}
 export GOTOOLCHAIN=${GOTOOLCHAIN:-go1.27.3}
+# The checksum database does not know notification-controller (it answers 404);
+# its tool module's go.sum pins the hashes instead.
+export GONOSUMDB=${GONOSUMDB:+$GONOSUMDB,}github.com/fluxcd/notification-controller
 
 # name | tool module under hack/tools | upstream module (for the version) |
 # packages to build ("-": none, the folders only) | folders of the upstream
@@ -24,6 +27,7 @@ tools=(
 	"argo-rollouts|argo-rollouts|github.com/argoproj/argo-rollouts|github.com/argoproj/argo-rollouts/cmd/rollouts-controller|manifests/crds"
 	"source-controller|source-controller|github.com/fluxcd/source-controller|github.com/fluxcd/source-controller|config/crd/bases"
 	"kustomize-controller|kustomize-controller|github.com/fluxcd/kustomize-controller|github.com/fluxcd/kustomize-controller|config/crd/bases"
+	"notification-controller|notification-controller|github.com/fluxcd/notification-controller|github.com/fluxcd/notification-controller|config/crd/bases"
 	"gateway-api|gateway-api|sigs.k8s.io/gateway-api|-|config/crd/standard"
 )
 

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"time"
@@ -43,6 +44,11 @@ func (s *Stack) installCRDs(ctx context.Context) error {
 		}
 		crds = append(crds, found...)
 	}
+	notification, err := s.notificationCRDs(ctx, filepath.Join(share, "notification-controller", "bases"))
+	if err != nil {
+		return err
+	}
+	crds = append(crds, notification...)
 
 	client, err := apiextensionsclient.NewForConfig(s.Config)
 	if err != nil {
@@ -82,6 +88,63 @@ func (s *Stack) installCRDs(ctx context.Context) error {
 		}
 	}
 	return nil
+}
+
+// notificationCRDs renders notification-controller's CRDs in dir with
+// sluice's Flux component (Options.FluxComponentDir), as a user's Flux
+// install does, so that Alerts may name sluice's kinds.
+func (s *Stack) notificationCRDs(ctx context.Context, dir string) ([]*apiextensionsv1.CustomResourceDefinition, error) {
+	component := s.opts.FluxComponentDir
+	if component == "" && s.opts.InstallDir != "" {
+		component = filepath.Join(s.opts.InstallDir, "..", "flux")
+	}
+	if component == "" {
+		return readCRDs(dir)
+	}
+	build := filepath.Join(s.Dir, "flux-notification")
+	if err := os.MkdirAll(build, 0o755); err != nil {
+		return nil, err
+	}
+	files, err := filepath.Glob(filepath.Join(dir, "*.yaml"))
+	if err != nil {
+		return nil, err
+	}
+	// kustomize loads components by relative paths only.
+	rel, err := filepath.Rel(build, component)
+	if err != nil {
+		return nil, err
+	}
+	kustomization := "resources:\n"
+	for _, f := range files {
+		data, err := os.ReadFile(f)
+		if err != nil {
+			return nil, err
+		}
+		if err := os.WriteFile(filepath.Join(build, filepath.Base(f)), data, 0o644); err != nil {
+			return nil, err
+		}
+		kustomization += "  - " + filepath.Base(f) + "\n"
+	}
+	kustomization += "components:\n  - " + rel + "\n"
+	if err := os.WriteFile(filepath.Join(build, "kustomization.yaml"), []byte(kustomization), 0o644); err != nil {
+		return nil, err
+	}
+	out, err := exec.CommandContext(ctx, filepath.Join(s.opts.BinDir, "kubectl"), "kustomize", build).Output()
+	if err != nil {
+		return nil, fmt.Errorf("kubectl kustomize %s with %s: %w", dir, component, err)
+	}
+	rendered := filepath.Join(build, "rendered")
+	if err := os.MkdirAll(rendered, 0o755); err != nil {
+		return nil, err
+	}
+	if err := os.WriteFile(filepath.Join(rendered, "crds.yaml"), out, 0o644); err != nil {
+		return nil, err
+	}
+	crds, err := readCRDs(rendered)
+	if err == nil && len(crds) == 0 {
+		err = fmt.Errorf("no CRDs in %s", dir)
+	}
+	return crds, err
 }
 
 // readCRDs reads every CustomResourceDefinition in the YAML files of dir.

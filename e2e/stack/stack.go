@@ -1,8 +1,9 @@
 // Package stack starts and stops sluice's local stack: etcd, kube-apiserver,
 // kube-controller-manager, kube-scheduler, kwok with a fake node, the Argo
-// Rollouts controller, Flux's source-controller and kustomize-controller, a
-// smart-HTTP Git server and, optionally, sluice itself. Every component is a
-// real program built by hack/tools.sh; nothing is mocked.
+// Rollouts controller, Flux's source-controller, kustomize-controller and
+// notification-controller, a smart-HTTP Git server and, optionally, sluice
+// itself. Every component is a real program built by hack/tools.sh; nothing
+// is mocked.
 package stack
 
 import (
@@ -52,6 +53,10 @@ type Options struct {
 	// sluice runs as the ServiceAccount with exactly the RBAC it renders,
 	// not as an admin.
 	InstallDir string
+	// FluxComponentDir is the kustomize Component a user adds to Flux's
+	// install (config/flux); notification-controller's CRDs are installed
+	// with it. The folder flux beside InstallDir when empty.
+	FluxComponentDir string
 	// Sluice is the sluice binary; sluice is not started when empty.
 	Sluice string
 	// SluiceArgs are extra arguments for sluice.
@@ -84,6 +89,9 @@ type Stack struct {
 	Git *GitServer
 	// SluiceMetricsURL is sluice's Prometheus endpoint, when sluice runs.
 	SluiceMetricsURL string
+	// EventsURL is notification-controller's event receiver, where sluice
+	// and Flux's controllers send their events.
+	EventsURL string
 
 	opts    Options
 	procs   []*process
@@ -134,6 +142,7 @@ func Start(ctx context.Context, opts Options) (_ *Stack, retErr error) {
 		{"kube-scheduler", s.startScheduler},
 		{"kwok", s.startKwok},
 		{"rollouts-controller", s.startRollouts},
+		{"notification-controller", s.startNotificationController},
 		{"source-controller", s.startSourceController},
 		{"kustomize-controller", s.startKustomizeController},
 		{"git server", s.startGitServer},
@@ -489,12 +498,32 @@ func (s *Stack) startSourceController(ctx context.Context) error {
 		"--storage-path=" + storage,
 		"--storage-addr=" + addr(p[2]),
 		"--storage-adv-addr=" + addr(p[2]),
-		"--events-addr=",
+		"--events-addr=" + s.EventsURL,
 	}, "KUBECONFIG="+s.Kubeconfig, "RUNTIME_NAMESPACE="+FluxNamespace)
 	if err != nil {
 		return err
 	}
 	return waitFor(ctx, proc, time.Minute, "source-controller /readyz", httpOK("http://"+addr(p[0])+"/readyz"))
+}
+
+// startNotificationController starts Flux's notification-controller; its
+// event receiver is the --events-addr of sluice and Flux's controllers.
+func (s *Stack) startNotificationController(ctx context.Context) error {
+	p, err := ports(4)
+	if err != nil {
+		return err
+	}
+	proc, err := s.start("notification-controller", []string{
+		"--health-addr=" + addr(p[0]),
+		"--metrics-addr=" + addr(p[1]),
+		"--events-addr=" + addr(p[2]),
+		"--receiverAddr=" + addr(p[3]),
+	}, "KUBECONFIG="+s.Kubeconfig, "RUNTIME_NAMESPACE="+FluxNamespace)
+	if err != nil {
+		return err
+	}
+	s.EventsURL = "http://" + addr(p[2]) + "/"
+	return waitFor(ctx, proc, time.Minute, "notification-controller /readyz", httpOK("http://"+addr(p[0])+"/readyz"))
 }
 
 func (s *Stack) startKustomizeController(ctx context.Context) error {
@@ -505,7 +534,7 @@ func (s *Stack) startKustomizeController(ctx context.Context) error {
 	proc, err := s.start("kustomize-controller", []string{
 		"--health-addr=" + addr(p[0]),
 		"--metrics-addr=" + addr(p[1]),
-		"--events-addr=",
+		"--events-addr=" + s.EventsURL,
 		// A merged approval is a new revision; it must not wait behind the
 		// health check of a canary that waits for that very approval.
 		"--feature-gates=CancelHealthCheckOnNewRevision=true",
@@ -553,6 +582,7 @@ func (s *Stack) startSluiceProcess(ctx context.Context, name string, args []stri
 		"--metrics-addr=" + addr(p[1]),
 		// The stack's Git server is plain HTTP on loopback.
 		"--insecure-credentials-over-http",
+		"--events-addr=" + s.EventsURL,
 	}, args...)
 	kubeconfig, err := s.sluiceKubeconfig(ctx)
 	if err != nil {

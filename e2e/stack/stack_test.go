@@ -1,6 +1,7 @@
 package stack
 
 import (
+	"context"
 	"crypto/x509"
 	"encoding/pem"
 	"net"
@@ -8,11 +9,14 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
+
+	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
 )
 
 func readCert(t *testing.T, path string) *x509.Certificate {
@@ -323,5 +327,60 @@ func TestHangingHost(t *testing.T) {
 			t.Fatalf("open %d after the client closed, want 0", h.Open())
 		}
 		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// TestNotificationCRDs renders notification-controller's CRDs with sluice's
+// Flux component, as a user's Flux install does: the Alert CRD admits
+// Delivery among its event source kinds, and nothing else changes.
+func TestNotificationCRDs(t *testing.T) {
+	bin, err := filepath.Abs(filepath.Join("..", "..", "bin"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	install, err := filepath.Abs(filepath.Join("..", "..", "config", "default"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := filepath.Join(bin, "share", "notification-controller", "bases")
+	if _, err := os.Stat(dir); err != nil {
+		t.Fatalf("run hack/tools.sh notification-controller first: %v", err)
+	}
+	kinds := func(crds []*apiextensionsv1.CustomResourceDefinition) []string {
+		for _, crd := range crds {
+			if crd.Name != "alerts.notification.toolkit.fluxcd.io" {
+				continue
+			}
+			var kinds []string
+			for _, v := range crd.Spec.Versions {
+				if !v.Served {
+					continue
+				}
+				kind := v.Schema.OpenAPIV3Schema.Properties["spec"].Properties["eventSources"].Items.Schema.Properties["kind"]
+				for _, e := range kind.Enum {
+					kinds = append(kinds, v.Name+"/"+strings.Trim(string(e.Raw), `"`))
+				}
+			}
+			return kinds
+		}
+		t.Fatal("no Alert CRD")
+		return nil
+	}
+
+	upstream, err := readCRDs(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := &Stack{Dir: t.TempDir(), opts: Options{BinDir: bin, InstallDir: install}}
+	patched, err := s.notificationCRDs(context.Background(), dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(patched) != len(upstream) {
+		t.Fatalf("%d CRDs with the component, %d without", len(patched), len(upstream))
+	}
+	want := append(kinds(upstream), "v1beta3/Delivery")
+	if got := kinds(patched); !slices.Equal(got, want) {
+		t.Fatalf("the Alert's event source kinds are\n%v\nwant\n%v", got, want)
 	}
 }
