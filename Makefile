@@ -71,6 +71,14 @@ verify: generate manifests api-docs ## Fail when generated files or go.mod are o
 build: ## Build the sluice binary into bin/.
 	go build -o $(BIN)/sluice .
 
+CLI_OUT ?= $(CURDIR)/dist
+
+.PHONY: cli
+cli: ## Build the sluice command line into CLI_OUT (dist/), with kubectl-sluice linked beside it.
+	@mkdir -p $(CLI_OUT)
+	go build -o $(CLI_OUT)/sluice ./cmd/sluice
+	ln -sf sluice $(CLI_OUT)/kubectl-sluice
+
 .PHONY: tools
 tools: ## Build the pinned tools and the test control plane into the cache, link them into bin/.
 	hack/tools.sh
