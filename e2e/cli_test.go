@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	rolloutsv1 "github.com/argoproj/argo-rollouts/pkg/apis/rollouts/v1alpha1"
 	. "github.com/onsi/gomega"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
@@ -382,6 +383,42 @@ func TestCLI(t *testing.T) {
 	g.Expect(out).To(ContainSubstring("✔ Delivery cli/web reconciled: Healthy"))
 	d := getObj(g, delivery.DeepCopy())
 	g.Expect(d.Status.LastHandledReconcileAt).To(Equal(d.Annotations["reconcile.fluxcd.io/requestedAt"]))
+
+	// Release v5, aborted at its gate without a revert: the Rollout aborts
+	// at once and the stable pods keep serving; retry lets it roll to its
+	// gate again; a commit of v2 then takes it back.
+	repo.git("", "pull", "--quiet", "origin", "main")
+	replaceInFile(t, filepath.Join(repo.dir, "apps/cli/deployment.yaml"), "registry.example/web:v2", "registry.example/web:v5")
+	repo.commitAndPush("Release web v5")
+	var v5 string
+	g.Eventually(func(g Gomega) {
+		d := getObj(g, delivery.DeepCopy())
+		g.Expect(d.Status.Phase).To(Equal(deliveryv1.PhaseWaitingForApproval))
+		v5 = d.Status.CandidateTemplateHash
+		g.Expect(v5).NotTo(BeElementOf(v1, v2, v3, ""))
+	}, 3*time.Minute, 100*time.Millisecond).Should(Succeed())
+	cli.ok("abort", "web", "--reason", "v5 is slow", "--repo", clone.dir)
+	rollout := &rolloutsv1.Rollout{ObjectMeta: metav1.ObjectMeta{Namespace: "cli", Name: "web"}}
+	g.Eventually(func(g Gomega) {
+		g.Expect(getObj(g, delivery.DeepCopy()).Status.Phase).To(Equal(deliveryv1.PhaseRejected))
+		r := getObj(g, rollout.DeepCopy())
+		g.Expect(r.Status.Abort).To(BeTrue())
+		g.Expect(r.Status.StableRS).NotTo(BeEmpty())
+		g.Expect(r.Status.AvailableReplicas).To(BeNumerically(">=", 1))
+	}, 2*time.Minute, 100*time.Millisecond).Should(Succeed())
+	out, code = cli.run("status", "web", "--timeout", "1m")
+	g.Expect(code).To(Equal(1), out)
+	cli.ok("retry", "web", "--repo", clone.dir)
+	g.Eventually(func(g Gomega) {
+		d := getObj(g, delivery.DeepCopy())
+		g.Expect(d.Status.Phase).To(Equal(deliveryv1.PhaseWaitingForApproval))
+		g.Expect(d.Status.CandidateTemplateHash).To(Equal(v5))
+		g.Expect(getObj(g, rollout.DeepCopy()).Status.Abort).To(BeFalse())
+	}, 2*time.Minute, 100*time.Millisecond).Should(Succeed())
+	repo.git("", "pull", "--quiet", "origin", "main")
+	replaceInFile(t, filepath.Join(repo.dir, "apps/cli/deployment.yaml"), "registry.example/web:v5", "registry.example/web:v2")
+	repo.commitAndPush("Back to web v2")
+	g.Expect(cli.ok("status", "web", "--timeout", "2m")).To(ContainSubstring("is healthy: template " + v2))
 
 	// A release whose analysis fails: Argo aborts it, and a CI job waiting
 	// for it fails at once.
