@@ -160,8 +160,9 @@ down: ## Stop the local stack.
 .PHONY: demo
 demo: tools ## Play sluice's whole story through Git on a fresh stack (SLUICE_DEMO_PAUSE=1 pauses, SLUICE_DEMO_KEEP=1 keeps it).
 	go build -o $(BIN)/sluice .
+	go build -o $(BIN)/kubectl-sluice ./cmd/sluice
 	go build -o $(BIN)/demo ./e2e/cmd/demo
-	$(BIN)/demo --bin $(BIN) --root $(CURDIR) --sluice $(BIN)/sluice
+	$(BIN)/demo --bin $(BIN) --root $(CURDIR) --sluice $(BIN)/sluice --cli $(BIN)/kubectl-sluice
 
 ##@ Scale
 

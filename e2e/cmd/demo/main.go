@@ -27,7 +27,9 @@ import (
 
 type options struct {
 	bin, root, sluice string
-	pause, keep       bool
+	// cli is the sluice command line; built from --root when empty.
+	cli         string
+	pause, keep bool
 }
 
 func main() {
@@ -35,6 +37,7 @@ func main() {
 	flag.StringVar(&opts.bin, "bin", "bin", "folder of the tools 'make tools' built")
 	flag.StringVar(&opts.root, "root", ".", "the sluice source tree")
 	flag.StringVar(&opts.sluice, "sluice", "", "the sluice binary; built from --root when empty")
+	flag.StringVar(&opts.cli, "cli", "", "the sluice command line (cmd/sluice); built from --root when empty")
 	flag.Parse()
 	opts.pause = os.Getenv("SLUICE_DEMO_PAUSE") == "1"
 	opts.keep = os.Getenv("SLUICE_DEMO_KEEP") == "1"
@@ -135,6 +138,14 @@ func (d *demo) startStack(ctx context.Context) error {
 		build.Dir = d.opts.root
 		if out, err := build.CombinedOutput(); err != nil {
 			return fmt.Errorf("building sluice: %v\n%s", err, out)
+		}
+	}
+	if d.opts.cli == "" {
+		d.opts.cli = filepath.Join(d.dir, "kubectl-sluice")
+		build := exec.CommandContext(ctx, "go", "build", "-o", d.opts.cli, "./cmd/sluice")
+		build.Dir = d.opts.root
+		if out, err := build.CombinedOutput(); err != nil {
+			return fmt.Errorf("building the sluice command: %v\n%s", err, out)
 		}
 	}
 	ctx, cancel := context.WithTimeout(ctx, 3*time.Minute)

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"time"
@@ -108,12 +109,15 @@ commit puts v2 back in the Deployment.`,
 		watch:   []string{"web"},
 		show:    d.showRejection,
 	}, {
-		name:    "v2 runs again",
-		tell:    `Flux applies the revert: Git describes what runs again.`,
+		name: "v2 runs again",
+		tell: `Flux applies the revert: Git describes what runs again. Dana looks with the
+sluice command: the Delivery down to its pods and up to the commit Flux
+applied, and its history from Git's trailers.`,
 		expect:  "Git's web Deployment says v2, and web is Healthy on v2 with every pod on v2",
 		until:   d.backOnV2,
 		timeout: time.Minute,
 		watch:   []string{"web"},
+		show:    d.showTreeAndHistory,
 	}, {
 		name: "opt web out",
 		tell: `Dana removes web's sluice annotations and pushes. sluice answers with an
@@ -504,4 +508,28 @@ func (d *demo) printHistory(ctx context.Context) error {
 	}
 	fmt.Fprintf(d.out, "\nThe GitOps repository's history (git log --graph), sluice's trailers under its commits:\n\n%s\n", indent(out, "  "))
 	return nil
+}
+
+// showTreeAndHistory prints what the sluice command says of web: its tree
+// and its history.
+func (d *demo) showTreeAndHistory(ctx context.Context) error {
+	for _, args := range [][]string{{"tree", "web"}, {"history", "web"}} {
+		out, err := d.sluiceCommand(ctx, args...)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(d.out, "\n  $ sluice %s\n%s\n", strings.Join(args, " "), indent(out, "  "))
+	}
+	return nil
+}
+
+// sluiceCommand runs the sluice command line as Dana, on the demo's
+// namespace, with her clone.
+func (d *demo) sluiceCommand(ctx context.Context, args ...string) (string, error) {
+	args = append(args, "--kubeconfig", d.stack.Kubeconfig, "-n", namespace, "--repo", d.user.dir)
+	out, err := exec.CommandContext(ctx, d.opts.cli, args...).CombinedOutput()
+	if err != nil {
+		return "", fmt.Errorf("sluice %s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+	return strings.TrimRight(string(out), "\n"), nil
 }
