@@ -341,7 +341,8 @@ func TestCLI(t *testing.T) {
 	g.Expect(code).To(Equal(1), "nothing to retry")
 
 	// rollback --to v1's stable record: v1's images go back in the
-	// Deployment, a candidate again.
+	// Deployment; within the policy's rollback window Argo skips the
+	// steps, and v1 is stable again.
 	out = cli.ok("rollback", "web", "--to", v1, "--repo", clone.dir)
 	g.Expect(out).To(ContainSubstring("✔ pushed"))
 	clone.git("", "merge", "--quiet", "--ff-only", "origin/main")
@@ -350,10 +351,29 @@ func TestCLI(t *testing.T) {
 		HavePrefix("Ada Approver\nRoll back cli/web to template "+v1),
 		HaveSuffix("Sluice-Action: rollback\nSluice-Template-Hash: "+v1)))
 	g.Eventually(func(g Gomega) {
-		g.Expect(getObj(g, delivery.DeepCopy()).Status.CandidateTemplateHash).To(Equal(v1))
+		d := getObj(g, delivery.DeepCopy())
+		g.Expect(d.Status.Phase).To(Equal(deliveryv1.PhaseHealthy))
+		g.Expect(d.Status.StableTemplateHash).To(Equal(v1))
+		g.Expect(d.Spec.Promotion.Stable.TemplateHash).To(Equal(v1))
 	}, 2*time.Minute, 100*time.Millisecond).Should(Succeed())
-	// rollback without --to: back to the recorded stable, v2.
-	cli.ok("rollback", "web", "--repo", clone.dir)
+	// rollback without --to: the recorded stable template, v1, runs
+	// already.
+	g.Expect(cli.ok("rollback", "web", "--repo", clone.dir)).To(ContainSubstring("says it already: nothing to commit"))
+	// rollback --to v2's template hash: v2 again; its steps are skipped
+	// while v2 is in the rollback window, else its gate is approved.
+	cli.ok("rollback", "web", "--to", v2, "--repo", clone.dir)
+	var phase deliveryv1.DeliveryPhase
+	g.Eventually(func(g Gomega) {
+		d := getObj(g, delivery.DeepCopy())
+		phase = d.Status.Phase
+		g.Expect([]bool{
+			phase == deliveryv1.PhaseHealthy && d.Status.StableTemplateHash == v2,
+			phase == deliveryv1.PhaseWaitingForApproval && d.Status.CandidateTemplateHash == v2 && d.Status.PendingPromotionBranch != "",
+		}).To(ContainElement(true))
+	}, 2*time.Minute, 100*time.Millisecond).Should(Succeed())
+	if phase == deliveryv1.PhaseWaitingForApproval {
+		cli.ok("approve", "web", "--repo", clone.dir)
+	}
 	g.Expect(cli.ok("status", "web", "--timeout", "2m")).To(ContainSubstring("is healthy: template " + v2))
 	// --to a commit at which Git records v2 as stable: the Deployment runs
 	// it already.
