@@ -20,6 +20,7 @@ import (
 	"github.com/fluxcd/pkg/runtime/probes"
 	sourcev1 "github.com/fluxcd/source-controller/api/v1"
 	"github.com/spf13/pflag"
+	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
@@ -161,9 +162,17 @@ func run(o runOptions) error {
 			// Secret, and RBAC that only needs get.
 			DisableFor: []ctrlclient.Object{&corev1.Secret{}, &corev1.ConfigMap{}, &sourcev1.GitRepository{}},
 		}},
-		Cache: ctrlcache.Options{ByObject: map[ctrlclient.Object]ctrlcache.ByObject{
-			&kustomizev1.Kustomization{}: {Label: watchSelector},
-		}},
+		Cache: ctrlcache.Options{
+			// Managed fields weigh as much as the rest of a cached object,
+			// and sluice reads them only on Deployments (who applied their
+			// replicas): a fleet's Rollouts, Deliveries and Kustomizations
+			// are cached without them.
+			DefaultTransform: ctrlcache.TransformStripManagedFields(),
+			ByObject: map[ctrlclient.Object]ctrlcache.ByObject{
+				&kustomizev1.Kustomization{}: {Label: watchSelector},
+				&appsv1.Deployment{}:         {Transform: func(obj any) (any, error) { return obj, nil }},
+			},
+		},
 		Logger: ctrl.Log,
 	})
 	if err != nil {

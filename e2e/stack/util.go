@@ -2,9 +2,13 @@ package stack
 
 import (
 	"bufio"
+	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"fmt"
 	"os"
+	"os/exec"
+	"strings"
 )
 
 // Tail returns the last n lines of the file at path, or none when it
@@ -34,4 +38,18 @@ func RandomSecret() string {
 		panic("no randomness: " + err.Error())
 	}
 	return hex.EncodeToString(b)
+}
+
+// Git runs git with args, in dir when given, committing as name <email>,
+// never prompting for credentials, and returns its output trimmed; an
+// error carries git's output.
+func Git(ctx context.Context, dir, name, email string, args ...string) (string, error) {
+	cmd := exec.CommandContext(ctx, "git", append([]string{"-c", "user.name=" + name, "-c", "user.email=" + email}, args...)...)
+	cmd.Dir = dir
+	cmd.Env = append(os.Environ(), "GIT_TERMINAL_PROMPT=0")
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		return "", fmt.Errorf("git %s: %v: %s", strings.Join(args, " "), err, strings.TrimSpace(string(out)))
+	}
+	return strings.TrimSpace(string(out)), nil
 }

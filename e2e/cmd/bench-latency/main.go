@@ -530,16 +530,9 @@ func commitAndPush(ctx context.Context, dir, message string) error {
 	return nil
 }
 
-// runGit runs git, in dir when given.
+// runGit runs git, in dir when given, as the benchmark's author.
 func runGit(ctx context.Context, dir string, args ...string) (string, error) {
-	cmd := exec.CommandContext(ctx, "git", append([]string{"-c", "user.name=Bench", "-c", "user.email=bench@example.com"}, args...)...)
-	cmd.Dir = dir
-	cmd.Env = append(os.Environ(), "GIT_TERMINAL_PROMPT=0")
-	out, err := cmd.CombinedOutput()
-	if err != nil {
-		return "", fmt.Errorf("git %s: %v: %s", strings.Join(args, " "), err, strings.TrimSpace(string(out)))
-	}
-	return strings.TrimSpace(string(out)), nil
+	return stack.Git(ctx, dir, "Bench", "bench@example.com", args...)
 }
 
 // measurements are the latencies of each path, one per release.

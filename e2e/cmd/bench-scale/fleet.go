@@ -5,9 +5,7 @@ import (
 	"fmt"
 	"net/url"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"strings"
 	"time"
 
 	rolloutsv1 "github.com/argoproj/argo-rollouts/pkg/apis/rollouts/v1alpha1"
@@ -154,16 +152,9 @@ func pushFleet(ctx context.Context, f fleet, repoURL, username, password, dir st
 	return runGit(ctx, dir, "rev-parse", "HEAD")
 }
 
-// runGit runs git, in dir when given.
+// runGit runs git, in dir when given, as the benchmark's author.
 func runGit(ctx context.Context, dir string, args ...string) (string, error) {
-	cmd := exec.CommandContext(ctx, "git", append([]string{"-c", "user.name=Bench", "-c", "user.email=bench@example.com"}, args...)...)
-	cmd.Dir = dir
-	cmd.Env = append(os.Environ(), "GIT_TERMINAL_PROMPT=0")
-	out, err := cmd.CombinedOutput()
-	if err != nil {
-		return "", fmt.Errorf("git %s: %v: %s", strings.Join(args, " "), err, strings.TrimSpace(string(out)))
-	}
-	return strings.TrimSpace(string(out)), nil
+	return stack.Git(ctx, dir, "Bench", "bench@example.com", args...)
 }
 
 // fluxObjects are what `flux create secret git`, `flux create source git`
