@@ -436,11 +436,17 @@ func recordedStable(w *workspace, d *deliveryv1.Delivery, k gitops.Kustomization
 	}
 	key := d.Namespace + "/" + d.Name
 	_ = iter.ForEach(func(c *object.Commit) error {
-		tr := parseTrailers(c.Message)
-		promoted := tr[controllers.TrailerDelivery] == key && tr[controllers.TrailerAction] == "promote"
-		if (promoted && tr[controllers.TrailerTemplateHash] == to) || (len(rev) >= 7 && strings.HasPrefix(c.Hash.String(), rev)) {
+		if len(rev) >= 7 && strings.HasPrefix(c.Hash.String(), rev) {
 			at = c
 			return errStop
+		}
+		// A promotion may share its commit with others' records.
+		for _, change := range changesOf(c.Message) {
+			tr := parseTrailers(change)
+			if tr[controllers.TrailerDelivery] == key && tr[controllers.TrailerAction] == "promote" && tr[controllers.TrailerTemplateHash] == to {
+				at = c
+				return errStop
+			}
 		}
 		return nil
 	})

@@ -167,6 +167,9 @@ func TestHistoryOf(t *testing.T) {
 	gate := commit(approval, "sluice", adopt)
 	merge := commit("Merge the approval of web v2", "Bob", main, gate)
 	commit("Promote shop/web: template 6d4d78d2f4 is stable"+trailers("promote", "6d4d78d2f4"), "sluice", merge)
+	// Records that went together: web's is not the last.
+	commit("Record 2 changes\n\nPromote shop/web: template 0b0b0b0b0b is stable"+strings.TrimSuffix(trailers("promote", "0b0b0b0b0b"), "\n")+
+		"\n\n---\n\nPromote shop/api: template 0c0c0c0c0c is stable\n\nSluice-Delivery: shop/api\nSluice-Action: promote\nSluice-Template-Hash: 0c0c0c0c0c\n", "sluice")
 	head, err := repo.Head()
 	if err != nil {
 		t.Fatal(err)
@@ -185,6 +188,8 @@ func TestHistoryOf(t *testing.T) {
 	}
 	got := b.String()
 	for _, want := range []string{
+		"2026-11-25T10:08:00Z   promote   0b0b0b0b0b   -      sluice <sluice@example.com>   ",
+		"Promote shop/web: template 0b0b0b0b0b is stable\n",
 		"2026-11-25T10:07:00Z   promote   6d4d78d2f4   -      sluice <sluice@example.com>   ",
 		"2026-11-25T10:06:00Z   approve   6d4d78d2f4   2      Bob <bob@example.com>         " + merge.String()[:10] + "   Merge the approval of web v2 — Analysis so far: web-7c9f-2-1 Successful (success-rate Successful)\n",
 		"2026-11-25T10:02:00Z   adopt     aaaaaaaaaa   -      sluice <sluice@example.com>   ",
@@ -193,7 +198,7 @@ func TestHistoryOf(t *testing.T) {
 			t.Errorf("history lacks %q:\n%s", want, got)
 		}
 	}
-	if strings.Count(got, "\n") != 4 || strings.Contains(got, "shop/api") {
+	if strings.Count(got, "\n") != 5 || strings.Contains(got, "shop/api") {
 		t.Errorf("history holds other lines:\n%s", got)
 	}
 	if _, err := historyOf(c, "shop/web", 1); err != nil {

@@ -77,21 +77,28 @@ func historyOf(head *object.Commit, key string, limit int) ([]record, error) {
 	var out []record
 	c := head
 	for c != nil && len(out) < limit {
-		tr := parseTrailers(c.Message)
-		about := c.Message
-		if tr[controllers.TrailerDelivery] != key && c.NumParents() > 1 {
+		changes := changesOf(c.Message)
+		if tr := parseTrailers(c.Message); len(changes) == 1 && tr[controllers.TrailerDelivery] != key && c.NumParents() > 1 {
 			// A merge made by hand: the approval is its second parent.
 			if p, err := c.Parent(1); err == nil {
 				if ptr := parseTrailers(p.Message); ptr[controllers.TrailerDelivery] == key {
-					tr, about = ptr, p.Message
+					changes = []string{p.Message}
 				}
 			}
 		}
-		if tr[controllers.TrailerDelivery] == key {
+		for _, change := range changes {
+			tr := parseTrailers(change)
+			if tr[controllers.TrailerDelivery] != key {
+				continue
+			}
+			subject := subjectOf(c.Message)
+			if len(changes) > 1 {
+				subject = subjectOf(change)
+			}
 			out = append(out, record{
 				when: c.Author.When, action: tr[controllers.TrailerAction], hash: tr[controllers.TrailerTemplateHash],
 				step: tr[controllers.TrailerStep], author: fmt.Sprintf("%s <%s>", c.Author.Name, c.Author.Email),
-				commit: c.Hash.String()[:10], subject: subjectOf(c.Message), analysis: analysisOf(about),
+				commit: c.Hash.String()[:10], subject: subject, analysis: analysisOf(change),
 			})
 		}
 		if c.NumParents() == 0 {
@@ -120,6 +127,18 @@ func printHistory(out io.Writer, entries []record) error {
 		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", e.when.UTC().Format(time.RFC3339), e.action, orDash(e.hash), orDash(e.step), e.author, e.commit, msg)
 	}
 	return w.Flush()
+}
+
+// changesOf splits the message of a commit that records several changes
+// at once ("Record <n> changes", each change's message with its trailers,
+// separated by "---" paragraphs) into the changes' messages; any other
+// message is one change.
+func changesOf(message string) []string {
+	subject, body, _ := strings.Cut(strings.TrimSpace(strings.ReplaceAll(message, "\r\n", "\n")), "\n\n")
+	if !strings.HasPrefix(subject, "Record ") || !strings.HasSuffix(subject, " changes") || !strings.Contains(body, "\n\n---\n\n") {
+		return []string{message}
+	}
+	return strings.Split(body, "\n\n---\n\n")
 }
 
 // parseTrailers reads the trailers of a commit message: the "Key: value"

@@ -513,6 +513,9 @@ func (d *demo) printHistory(ctx context.Context) error {
 // showTreeAndHistory prints what the sluice command says of web: its tree
 // and its history.
 func (d *demo) showTreeAndHistory(ctx context.Context) error {
+	if err := d.user.pull(ctx); err != nil {
+		return err
+	}
 	for _, args := range [][]string{{"tree", "web"}, {"history", "web"}} {
 		out, err := d.sluiceCommand(ctx, args...)
 		if err != nil {
