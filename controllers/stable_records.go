@@ -90,17 +90,17 @@ func (w writeBack) recordStable(ctx context.Context, now *metav1.Time) (time.Dur
 		}
 		written = true
 		w.r.stable.Store(client.ObjectKeyFromObject(b.obj), stableKey(b.obj, ks))
-		p, err := b.written(ctx, w.git.branch, "promote", results[i])
-		if err != nil {
+		if _, err := b.written(ctx, w.git.branch, "promote", results[i]); err != nil {
 			if i == 0 {
 				ownErr = err
 			}
 			continue
 		}
-		if p && mayHaveApprovalBranches(b.obj) {
+		if mayHaveApprovalBranches(b.obj) {
 			// The candidate's fate is in Git: any approval branch of its
 			// is stale, the one a crash kept from being recorded as
-			// pending too.
+			// pending too, and the one a sluice that stopped after
+			// pushing the record had not deleted yet.
 			if err := b.pruneBranches(ctx, ""); err != nil && i == 0 {
 				ownErr = err
 			}

@@ -451,7 +451,9 @@ func (w writeBack) write(ctx context.Context, branch, action, hash string, step 
 	if err := w.source.requestReconcile(ctx, w.r.Client); err != nil {
 		return err
 	}
-	if pushed && settles {
+	// NOTE: also when Git held the record already: the sluice that pushed
+	// it may have stopped before deleting the candidate's approval branch.
+	if settles {
 		// The candidate's fate is in Git: any approval branch of its is
 		// stale, the one a crash kept from being recorded as pending too.
 		return w.pruneBranches(ctx, "")
