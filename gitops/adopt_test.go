@@ -365,18 +365,31 @@ func TestAdoptRefusesAnchorsThatExpandWithoutEnd(t *testing.T) {
 	}
 	tests := []struct {
 		name, file, content string
-		refused             bool
+		// kustomization is the folder's kustomization.yaml, none when
+		// empty.
+		kustomization string
+		refused       bool
 	}{
 		{name: "billion laughs in the folder", file: "apps/web/laughs.yaml", content: laughs(9), refused: true},
-		{name: "billion laughs elsewhere in the repository", file: "apps/base/laughs.yaml", content: laughs(9), refused: true},
+		{name: "billion laughs in a subfolder the folder's build scans", file: "apps/web/config/laughs.yaml", content: laughs(9), refused: true},
+		{name: "billion laughs elsewhere that the build includes", file: "apps/base/laughs.yaml", content: laughs(9), refused: true,
+			kustomization: "resources:\n  - deployment.yaml\n  - ../base/laughs.yaml\n"},
+		{name: "billion laughs as a patch", file: "apps/web/patch.yaml", content: strings.Replace(laughs(9), "kind: ConfigMap", "kind: Deployment", 1), refused: true,
+			kustomization: "resources:\n  - deployment.yaml\npatches:\n  - path: patch.yaml\n"},
+		// Flux does not read a file the Kustomization's build does not
+		// include, and neither does sluice.
+		{name: "billion laughs elsewhere in the repository", file: "apps/other/laughs.yaml", content: laughs(9)},
 		{name: "a thousand laughs", file: "apps/web/laughs.yaml", content: laughs(3)},
-		{name: "large without aliases", file: "apps/other/large.yaml", content: large.String()},
+		{name: "large without aliases", file: "apps/web/large.yaml", content: large.String()},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			root := t.TempDir()
 			writeTestFile(t, filepath.Join(root, "apps/web/deployment.yaml"), deployment)
 			writeTestFile(t, filepath.Join(root, tt.file), tt.content)
+			if tt.kustomization != "" {
+				writeTestFile(t, filepath.Join(root, "apps/web/kustomization.yaml"), tt.kustomization)
+			}
 			_, changed, err := Adopt(root, Adoption{Kustomization: Kustomization{Path: "apps/web"}, Deployment: ObjectID{Kind: "Deployment", Name: "web"}, Strategy: "canary", LiveReplicas: 2})
 			if !tt.refused {
 				if err != nil || !changed {
@@ -398,8 +411,8 @@ func TestAliasCheckReadsAChangedFileAgain(t *testing.T) {
 	file := filepath.Join(root, "apps/web/values.yaml")
 	small := "a: &a [x, x, x, x, x, x, x, x, x, x]\nb: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a, *a]\n"
 	writeTestFile(t, file, small)
-	if err := boundedAliases(root); err != nil {
-		t.Fatalf("boundedAliases = %v on a small file", err)
+	if err := boundedFile(root, file, nil); err != nil {
+		t.Fatalf("boundedFile = %v on a small file", err)
 	}
 	var b strings.Builder
 	b.WriteString("l0: &l0 [x, x, x, x, x, x, x, x, x, x]\n")
@@ -407,8 +420,8 @@ func TestAliasCheckReadsAChangedFileAgain(t *testing.T) {
 		fmt.Fprintf(&b, "l%d: &l%d [%s]\n", i, i, strings.TrimSuffix(strings.Repeat(fmt.Sprintf("*l%d, ", i-1), 10), ", "))
 	}
 	writeTestFile(t, file, b.String())
-	if err := boundedAliases(root); !errors.Is(err, ErrCannotEdit) {
-		t.Fatalf("boundedAliases = %v after the file became a billion laughs, want ErrCannotEdit", err)
+	if err := boundedFile(root, file, nil); !errors.Is(err, ErrCannotEdit) {
+		t.Fatalf("boundedFile = %v after the file became a billion laughs, want ErrCannotEdit", err)
 	}
 	// The same size and modification time, another inode: read again.
 	info, err := os.Stat(file)
@@ -416,7 +429,7 @@ func TestAliasCheckReadsAChangedFileAgain(t *testing.T) {
 		t.Fatal(err)
 	}
 	writeTestFile(t, file, small)
-	if err := boundedAliases(root); err != nil {
+	if err := boundedFile(root, file, nil); err != nil {
 		t.Fatal(err)
 	}
 	replacement := file + ".new"
@@ -427,7 +440,7 @@ func TestAliasCheckReadsAChangedFileAgain(t *testing.T) {
 	if err := os.Rename(replacement, file); err != nil {
 		t.Fatal(err)
 	}
-	if err := boundedAliases(root); !errors.Is(err, ErrCannotEdit) {
-		t.Fatalf("boundedAliases = %v after the file was replaced, want ErrCannotEdit", err)
+	if err := boundedFile(root, file, nil); !errors.Is(err, ErrCannotEdit) {
+		t.Fatalf("boundedFile = %v after the file was replaced, want ErrCannotEdit", err)
 	}
 }

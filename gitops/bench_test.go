@@ -1,6 +1,8 @@
 package gitops
 
 import (
+	"fmt"
+	"os"
 	"path/filepath"
 	"testing"
 
@@ -55,5 +57,66 @@ func BenchmarkParkUnchanged(b *testing.B) {
 		if changed, err := RecordPromotion(root, p); err != nil || changed {
 			b.Fatalf("RecordPromotion: changed=%v err=%v", changed, err)
 		}
+	}
+}
+
+// BenchmarkAdoptFolder measures adopting every Deployment of one folder of
+// a fleet (100 folders of 10 Deployments, as make bench-scale pushes),
+// one adoption after another on the same tree, as a batched write does.
+func BenchmarkAdoptFolder(b *testing.B) {
+	const folders, apps = 100, 10
+	src := b.TempDir()
+	for i := range folders {
+		dir := filepath.Join(src, "fleet", fmt.Sprintf("k%03d", i))
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			b.Fatal(err)
+		}
+		ns := fmt.Sprintf("fleet-%03d", i)
+		write(b, filepath.Join(dir, "namespace.yaml"), "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: "+ns+"\n")
+		for j := range apps {
+			write(b, filepath.Join(dir, fmt.Sprintf("app-%03d.yaml", j)), fmt.Sprintf(fleetDeployment, fmt.Sprintf("app-%03d", j), ns))
+		}
+	}
+	k := Kustomization{Path: "fleet/k042"}
+	b.ReportAllocs()
+	for b.Loop() {
+		b.StopTimer()
+		root := b.TempDir()
+		copyTree(b, src, root)
+		b.StartTimer()
+		for j := range apps {
+			a := Adoption{Kustomization: k, Deployment: ObjectID{Kind: "Deployment", Namespace: "fleet-042", Name: fmt.Sprintf("app-%03d", j)}, Strategy: "canary", LiveReplicas: 1}
+			if _, changed, err := Adopt(root, a); err != nil || !changed {
+				b.Fatalf("Adopt: changed=%v err=%v", changed, err)
+			}
+		}
+	}
+}
+
+const fleetDeployment = `apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: %[1]s
+  namespace: %[2]s
+  annotations:
+    sluice.dev/strategy: canary
+spec:
+  replicas: 1
+  selector:
+    matchLabels:
+      app: %[1]s
+  template:
+    metadata:
+      labels:
+        app: %[1]s
+    spec:
+      containers:
+        - name: app
+          image: registry.example/app:v1
+`
+
+func write(b *testing.B, path, content string) {
+	if err := os.WriteFile(path, []byte(content), 0o644); err != nil {
+		b.Fatal(err)
 	}
 }

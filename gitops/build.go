@@ -16,6 +16,7 @@ import (
 	generator "github.com/fluxcd/pkg/kustomize"
 	securefs "github.com/fluxcd/pkg/kustomize/filesys"
 	"github.com/fluxcd/pkg/sourceignore"
+	"github.com/fluxcd/pkg/sourceignore/gitignore"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
 	"sigs.k8s.io/kustomize/api/konfig"
@@ -118,10 +119,7 @@ func build(root string, k Kustomization) ([]built, error) {
 	if info, err := os.Stat(dir); err != nil || !info.IsDir() {
 		return nil, fmt.Errorf("the Kustomization's path %s is not a folder of the repository", k.Path)
 	}
-	if err := noLinkToScan(root, dir); err != nil {
-		return nil, err
-	}
-	if err := boundedAliases(root); err != nil {
+	if err := checkScanned(root, dir); err != nil {
 		return nil, err
 	}
 	flux, err := k.unstructured()
@@ -141,11 +139,14 @@ func build(root string, k Kustomization) ([]built, error) {
 	if err != nil {
 		return nil, err
 	}
-	fs := securefs.MakeFsInMemory(disk)
+	fs := &boundedReads{FileSystem: securefs.MakeFsInMemory(disk), root: root}
 	if err := fs.WriteFile(kfile, manifest); err != nil {
 		return nil, err
 	}
 	resMap, err := kustomize(fs, dir)
+	if fs.err != nil {
+		return nil, fs.err
+	}
 	if err != nil {
 		return nil, fmt.Errorf("building %s: %w", k.Path, err)
 	}
@@ -203,12 +204,13 @@ func kustomize(fs filesys.FileSystem, dir string) (_ resmap.ResMap, err error) {
 	return k.Run(fs, dir)
 }
 
-// noLinkToScan fails with ErrCannotEdit on a symbolic link among the files
-// Flux's generator scans below dir: the folders up to those with a
-// kustomization of their own. source-controller leaves links out of the
-// artifact, so kustomize-controller never sees them, and the generator
-// refuses to scan a link that leads out of the repository.
-func noLinkToScan(root, dir string) error {
+// checkScanned fails with ErrCannotEdit on a file Flux's generator scans
+// below dir (the folders up to those with a kustomization of their own)
+// that kustomize-controller would not build: a symbolic link, which
+// source-controller leaves out of the artifact and the generator refuses
+// to scan when it leads out of the repository, or YAML whose aliases
+// expand without bound (see boundedFile).
+func checkScanned(root, dir string) error {
 	return filepath.WalkDir(dir, func(p string, d os.DirEntry, err error) error {
 		if err != nil {
 			return err
@@ -224,8 +226,12 @@ func noLinkToScan(root, dir string) error {
 					return filepath.SkipDir
 				}
 			}
+			return nil
 		}
-		return nil
+		if ext := filepath.Ext(p); ext != ".yaml" && ext != ".yml" {
+			return nil
+		}
+		return boundedFile(root, p, nil)
 	})
 }
 
@@ -233,39 +239,52 @@ func noLinkToScan(root, dir string) error {
 // repository may add when they are expanded.
 const maxAliasedNodes = 1 << 18
 
-// boundedAliases fails with ErrCannotEdit on a YAML file of the repository
-// at root whose aliases add more than maxAliasedNodes nodes to a document.
-// kustomize expands aliases without a bound: a few lines of anchors (a
-// "billion laughs") would hold sluice's build, and the Git writes that wait
-// on it, for good.
-func boundedAliases(root string) error {
-	return filepath.WalkDir(root, func(p string, d os.DirEntry, err error) error {
-		switch {
-		case err != nil:
-			return err
-		case d.IsDir() && d.Name() == ".git":
-			return filepath.SkipDir
-		case !d.Type().IsRegular() || (filepath.Ext(p) != ".yaml" && filepath.Ext(p) != ".yml"):
-			return nil
-		}
-		info, err := d.Info()
-		if err != nil {
-			return err
-		}
-		if boundedFiles.holds(p, info) {
-			return nil
-		}
-		data, err := os.ReadFile(p)
-		if err != nil {
-			return err
-		}
-		if bytes.Contains(data, []byte("*")) && !aliasesBounded(data) {
-			return fmt.Errorf("%w: %s: its YAML aliases expand to more than %d nodes, which kustomize would build without end: write the values out",
-				ErrCannotEdit, relTo(root, p), maxAliasedNodes)
-		}
-		boundedFiles.add(p, info)
+// boundedFile fails with ErrCannotEdit when the YAML aliases of the file at
+// path (its content data, read when nil) add more than maxAliasedNodes
+// nodes to a document. kustomize expands aliases without a bound: a few
+// lines of anchors (a "billion laughs") would hold sluice's build, and the
+// Git writes that wait on it, for good. Every file a build reads is
+// checked: those the generator scans, and those kustomize loads.
+func boundedFile(root, path string, data []byte) error {
+	info, statErr := os.Stat(path)
+	if statErr == nil && boundedFiles.holds(path, info) {
 		return nil
-	})
+	}
+	if data == nil {
+		var err error
+		if data, err = os.ReadFile(path); err != nil {
+			return err
+		}
+	}
+	if bytes.Contains(data, []byte("*")) && !aliasesBounded(data) {
+		return fmt.Errorf("%w: %s: its YAML aliases expand to more than %d nodes, which kustomize would build without end: write the values out",
+			ErrCannotEdit, relTo(root, path), maxAliasedNodes)
+	}
+	if statErr == nil {
+		boundedFiles.add(path, info)
+	}
+	return nil
+}
+
+// boundedReads is the file system kustomize builds from: a file whose
+// aliases expand without bound fails to read (see boundedFile), and err
+// keeps why.
+type boundedReads struct {
+	filesys.FileSystem
+	root string
+	err  error
+}
+
+func (f *boundedReads) ReadFile(path string) ([]byte, error) {
+	data, err := f.FileSystem.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	if err := boundedFile(f.root, path, data); err != nil {
+		f.err = err
+		return nil, err
+	}
+	return data, nil
 }
 
 // aliasesBounded tells whether no YAML document of data has aliases that
@@ -285,8 +304,8 @@ func aliasesBounded(data []byte) bool {
 	}
 }
 
-// boundedFiles remembers the files boundedAliases passed, by path, size
-// and modification time: a build reads again only what a fetch changed.
+// boundedFiles remembers the files boundedFile passed, by path, size and
+// modification time: a build reads again only what a fetch changed.
 var boundedFiles = fileMemo{files: map[string]fileStamp{}}
 
 // maxMemoFiles bounds fileMemo: past it, it starts afresh.
@@ -391,7 +410,7 @@ func generate(root, dir, ignore string, flux unstructured.Unstructured) ([]byte,
 // GitRepository's ignore rules name, relative to the repository root, or
 // Flux's default exclusions when there are none.
 func ignoredUnder(root, dir, ignore string) (string, error) {
-	patterns, err := sourceignore.LoadIgnorePatterns(root, nil)
+	patterns, err := ignorePatternsOver(root, dir)
 	if err != nil {
 		return "", err
 	}
@@ -417,6 +436,32 @@ func ignoredUnder(root, dir, ignore string) (string, error) {
 		return nil
 	})
 	return strings.Join(rules, "\n"), err
+}
+
+// ignorePatternsOver returns the patterns of the .sourceignore files that
+// may name something below dir: those of the folders from the repository
+// root down to dir, and those below it. A .sourceignore file's patterns
+// apply only below its own folder, so the others of the repository, which
+// source-controller reads too, cannot name anything below dir.
+func ignorePatternsOver(root, dir string) ([]gitignore.Pattern, error) {
+	rel := relTo(root, dir)
+	var domain []string
+	if rel != "." {
+		domain = strings.Split(rel, "/")
+	}
+	var patterns []gitignore.Pattern
+	for i := range domain {
+		ps, err := sourceignore.ReadIgnoreFile(filepath.Join(root, filepath.Join(domain[:i]...), sourceignore.IgnoreFile), slices.Clone(domain[:i]))
+		if err != nil {
+			return nil, err
+		}
+		patterns = append(patterns, ps...)
+	}
+	below, err := sourceignore.LoadIgnorePatterns(dir, domain)
+	if err != nil {
+		return nil, err
+	}
+	return append(patterns, below...), nil
 }
 
 // unstructured is the Flux Kustomization as Flux's generator reads it,
