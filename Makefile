@@ -174,6 +174,9 @@ BENCH_SHARDS ?= 1
 BENCH_TIMEOUT ?= 30m
 # How long sluice is measured idle once the fleet is delivered.
 BENCH_IDLE ?= 1m
+# BENCH_PROFILE, when set, is where sluice's CPU profiles of the burst go:
+# $(BENCH_PROFILE)-<process>-NNN.pprof, for go tool pprof.
+BENCH_PROFILE ?=
 
 .PHONY: bench-scale
 bench-scale: tools ## Time sluice adopting BENCH_KUSTOMIZATIONS × BENCH_APPS Deployments (100 × 10) against Argo Rollouts alone, on a fresh stack.
@@ -181,7 +184,8 @@ bench-scale: tools ## Time sluice adopting BENCH_KUSTOMIZATIONS × BENCH_APPS De
 	go build -o $(BIN)/bench-scale ./e2e/cmd/bench-scale
 	$(BIN)/bench-scale --bin $(BIN) --root $(CURDIR) --sluice $(BIN)/sluice \
 		--kustomizations $(BENCH_KUSTOMIZATIONS) --apps-per-kustomization $(BENCH_APPS) \
-		--shards $(BENCH_SHARDS) --timeout $(BENCH_TIMEOUT) --idle $(BENCH_IDLE)
+		--shards $(BENCH_SHARDS) --timeout $(BENCH_TIMEOUT) --idle $(BENCH_IDLE) \
+		$(if $(BENCH_PROFILE),--cpu-profile $(BENCH_PROFILE))
 
 .PHONY: bench-scale-small
 bench-scale-small: tools ## bench-scale at 4 × 5 apps, failing when a phase takes over 3 minutes.

@@ -42,6 +42,7 @@ func (w writeBack) recordStable(ctx context.Context, now *metav1.Time) (time.Dur
 		return 0, err
 	}
 	batch, rolling := []writeBack{w}, false
+	settings := map[types.NamespacedName]gitSettings{}
 	for i := range list.Items {
 		d := &list.Items[i]
 		if client.ObjectKeyFromObject(d) == key || !d.DeletionTimestamp.IsZero() || d.Spec.Suspend || !inInventory(ks, d) {
@@ -49,7 +50,7 @@ func (w writeBack) recordStable(ctx context.Context, now *metav1.Time) (time.Dur
 		}
 		switch {
 		case w.r.stableDue(d, ks):
-			if other, ok := w.sibling(ctx, d); ok {
+			if other, ok := w.sibling(ctx, d, settings); ok {
 				batch = append(batch, other)
 			}
 		case rollingOut(d):
@@ -137,19 +138,33 @@ func (w writeBack) stableChange(ctx context.Context, now *metav1.Time) (gitops.C
 
 // sibling returns the write-back of another Delivery of the Kustomization,
 // when its policy writes to the same branch with the same credentials and
-// signing key, so that its record may share the commit.
-func (w writeBack) sibling(ctx context.Context, d *deliveryv1.Delivery) (writeBack, bool) {
+// signing key, so that its record may share the commit. settings holds the
+// Git settings of the DeliveryPolicies resolved for the batch so far: each
+// policy's Secrets are read once per batch.
+func (w writeBack) sibling(ctx context.Context, d *deliveryv1.Delivery, settings map[types.NamespacedName]gitSettings) (writeBack, bool) {
 	policy, err := resolvePolicy(ctx, w.r.Client, d)
 	if err != nil {
 		return writeBack{}, false
 	}
-	settings, err := w.source.settingsFor(ctx, w.r.Client, d.Namespace, policy)
-	if err != nil || settings.src.URL != w.git.src.URL || settings.branch != w.git.branch ||
-		!reflect.DeepEqual(settings.src.Credentials, w.git.src.Credentials) ||
-		!bytes.Equal(settings.signingKey, w.git.signingKey) {
+	var key types.NamespacedName
+	if d.Spec.PolicyRef != nil {
+		key = types.NamespacedName{Namespace: d.Namespace, Name: d.Spec.PolicyRef.Name}
+	}
+	g, ok := settings[key]
+	if !ok {
+		if g, err = w.source.settingsFor(ctx, w.r.Client, d.Namespace, policy); err != nil {
+			return writeBack{}, false
+		}
+		if key.Name != "" {
+			settings[key] = g
+		}
+	}
+	if g.src.URL != w.git.src.URL || g.branch != w.git.branch ||
+		!reflect.DeepEqual(g.src.Credentials, w.git.src.Credentials) ||
+		!bytes.Equal(g.signingKey, w.git.signingKey) {
 		return writeBack{}, false
 	}
-	return writeBack{r: w.r, obj: d, source: w.source, policy: policy, git: settings}, true
+	return writeBack{r: w.r, obj: d, source: w.source, policy: policy, git: g}, true
 }
 
 // stableDue tells whether the Delivery's rollout completed on a template

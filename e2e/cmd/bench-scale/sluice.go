@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"path/filepath"
 	"strings"
+	"sync"
 	"time"
 
 	rolloutsv1 "github.com/argoproj/argo-rollouts/pkg/apis/rollouts/v1alpha1"
@@ -85,6 +86,26 @@ func (b *bench) runSluice(ctx context.Context) (*sluiceResult, error) {
 	fmt.Fprintf(b.out, "pushed %d Deployments in %d folders as commit %.12s\n", f.apps(), f.kustomizations, commit)
 	if err := b.startSluice(ctx); err != nil {
 		return nil, fmt.Errorf("starting sluice: %w", err)
+	}
+
+	if b.opts.cpuProfile != "" {
+		profiling, stopProfiling := context.WithCancel(ctx)
+		var wg sync.WaitGroup
+		defer func() {
+			stopProfiling()
+			wg.Wait()
+		}()
+		for _, p := range b.sluices {
+			wg.Go(func() {
+				files, err := recordProfiles(profiling, p, b.opts.cpuProfile)
+				if err != nil {
+					fmt.Fprintf(b.out, "recording the CPU profile of %s: %v\n", p.name, err)
+				}
+				if len(files) > 0 {
+					fmt.Fprintf(b.out, "CPU profile of %s: %d files, %s to %s\n", p.name, len(files), files[0], files[len(files)-1])
+				}
+			})
+		}
 	}
 
 	started := time.Now()
