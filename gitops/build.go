@@ -102,7 +102,7 @@ type built struct {
 	obj *yaml.RNode
 }
 
-// build builds the Kustomization's path of the repository at root as
+// buildFiles builds the Kustomization's path of the repository at root as
 // kustomize-controller does: Flux's generator writes the kustomization (the
 // folder's own, or one listing its manifests, with .sourceignore and the
 // GitRepository's ignore rules) with the Kustomization's own spec on top,
@@ -111,7 +111,7 @@ type built struct {
 // tells for each object the repository file that defines it, from
 // kustomize's origin annotations. The work tree is left as it was: the
 // generated kustomization lives in memory.
-func build(root string, k Kustomization) ([]built, error) {
+func buildFiles(root string, k Kustomization) ([]built, error) {
 	dir, err := securePath(root, k.Path)
 	if err != nil {
 		return nil, err

@@ -65,6 +65,7 @@ func writeFile(path string, data []byte) error {
 	if info, err := os.Lstat(path); err == nil && info.Mode()&os.ModeSymlink != 0 {
 		return fmt.Errorf("%w: %s is a symbolic link; sluice writes only to regular files: replace the link with the file", ErrCannotEdit, filepath.Base(path))
 	}
+	touched(path)
 	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_TRUNC|syscall.O_NOFOLLOW, 0o644)
 	if err != nil {
 		return err

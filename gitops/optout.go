@@ -111,6 +111,7 @@ func removeDocument(root, kpath, rel string, id ObjectID) error {
 	if len(kept) > 0 {
 		return writeDocuments(file, kept)
 	}
+	touched(file)
 	if err := os.Remove(file); err != nil {
 		return err
 	}

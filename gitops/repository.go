@@ -506,7 +506,9 @@ func (r *Repositories) commitAndPush(ctx context.Context, repo *git.Repository, 
 		return Result{}, &workingCopyError{err}
 	}
 
+	done := checkedOut(wt.Filesystem.Root(), base.Hash().String())
 	changed, err := safeEdit(change.Edit, wt.Filesystem.Root())
+	done()
 	if err != nil {
 		return Result{}, &editError{err}
 	}
