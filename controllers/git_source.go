@@ -225,16 +225,27 @@ func (s *gitSource) settingsFor(ctx context.Context, c client.Client, namespace 
 // requestReconcile asks Flux to fetch and apply the source now rather than
 // at its next interval.
 func (s *gitSource) requestReconcile(ctx context.Context, c client.Client) error {
-	now := time.Now().Format(time.RFC3339Nano)
-	patch := client.RawPatch(types.MergePatchType,
-		[]byte(fmt.Sprintf(`{"metadata":{"annotations":{%q:%q}}}`, meta.ReconcileRequestAnnotation, now)))
-	if err := c.Patch(ctx, s.repo.DeepCopy(), patch); err != nil {
+	if err := c.Patch(ctx, s.repo.DeepCopy(), reconcileRequest()); err != nil {
 		return fmt.Errorf("requesting a reconcile of GitRepository %s/%s: %w", s.repo.Namespace, s.repo.Name, err)
 	}
-	if err := c.Patch(ctx, s.ks.DeepCopy(), patch); err != nil {
+	return s.requestKustomizationReconcile(ctx, c)
+}
+
+// requestKustomizationReconcile asks Flux to apply the Kustomization now,
+// once its source has a new revision.
+func (s *gitSource) requestKustomizationReconcile(ctx context.Context, c client.Client) error {
+	if err := c.Patch(ctx, s.ks.DeepCopy(), reconcileRequest()); err != nil {
 		return fmt.Errorf("requesting a reconcile of Kustomization %s/%s: %w", s.ks.Namespace, s.ks.Name, err)
 	}
 	return nil
+}
+
+// reconcileRequest is the patch that asks a Flux object to reconcile now,
+// as `flux reconcile` does.
+func reconcileRequest() client.Patch {
+	now := time.Now().Format(time.RFC3339Nano)
+	return client.RawPatch(types.MergePatchType,
+		[]byte(fmt.Sprintf(`{"metadata":{"annotations":{%q:%q}}}`, meta.ReconcileRequestAnnotation, now)))
 }
 
 // readSecret reads a Secret that what names; a missing Secret, or one sluice

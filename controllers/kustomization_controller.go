@@ -5,12 +5,15 @@ import (
 	"errors"
 	"fmt"
 	"reflect"
+	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	rolloutsv1 "github.com/argoproj/argo-rollouts/pkg/apis/rollouts/v1alpha1"
 	kustomizev1 "github.com/fluxcd/kustomize-controller/api/v1"
 	"github.com/fluxcd/pkg/apis/meta"
+	sourcev1 "github.com/fluxcd/source-controller/api/v1"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -64,7 +67,23 @@ type KustomizationReconciler struct {
 	Git gitops.Writer
 	// ControllerName is the field manager of what sluice applies.
 	ControllerName string
+
+	// waits holds, by GitRepository, since when adoptions have waited
+	// for Flux to apply its revision with all its Kustomizations.
+	waits sourceWaits
+	// pushed remembers, by Kustomization, the applied revision at which
+	// its adoptions were written: until Flux applies another, the
+	// Deliveries are on their way.
+	pushed sync.Map
+	// gathering serializes, by GitRepository, the reconciles that write
+	// the adoptions of all its Kustomizations.
+	gathering sync.Map
 }
+
+// adoptionBatchWindow is how long adoptions wait, at most, for Flux to
+// apply a revision with every Kustomization of its GitRepository, so that
+// the adoptions of all of them go in one commit.
+const adoptionBatchWindow = 30 * time.Second
 
 // SetupWithManager watches Kustomizations, where only a new applied
 // revision or a changed inventory causes work, and the strategy annotation
@@ -133,15 +152,23 @@ func (r *KustomizationReconciler) Reconcile(ctx context.Context, req ctrl.Reques
 	log := ctrl.LoggerFrom(ctx)
 	ks := &kustomizev1.Kustomization{}
 	if err := r.Get(ctx, req.NamespacedName, ks); err != nil {
+		if apierrors.IsNotFound(err) {
+			r.pushed.Delete(req.NamespacedName)
+		}
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
 	if ks.Status.Inventory == nil || ks.Status.LastAppliedRevision == "" {
 		return ctrl.Result{}, nil
 	}
 
-	candidates, optOuts, err := r.scan(ctx, ks)
+	candidates, optOuts, err := r.scan(ctx, ks, r.warn)
 	if err != nil || len(candidates)+len(optOuts) == 0 {
 		return ctrl.Result{}, err
+	}
+	if r.adoptionsPushed(ks) {
+		// Written at this revision already: the Deliveries come with
+		// the revision Flux applies next.
+		candidates = nil
 	}
 	source, err := resolveGitSource(ctx, r.Client, ks)
 	if err != nil {
@@ -170,12 +197,15 @@ func (r *KustomizationReconciler) Reconcile(ctx context.Context, req ctrl.Reques
 		return ctrl.Result{}, nil
 	}
 
-	var errs []error
-	failed := func(obj client.Object, reason string, err error) {
+	var (
+		errs   []error
+		result ctrl.Result
+	)
+	failed := func(obj client.Object, of *kustomizev1.Kustomization, reason string, err error) {
 		log.Error(err, "writing to Git failed", "object", client.ObjectKeyFromObject(obj))
 		r.warn(obj, reason, err.Error())
 		if errors.Is(err, gitops.ErrCannotEdit) {
-			r.warn(ks, reason, err.Error())
+			r.warn(of, reason, err.Error())
 		}
 		switch {
 		case errors.Is(err, gitops.ErrPushRefused):
@@ -187,24 +217,94 @@ func (r *KustomizationReconciler) Reconcile(ctx context.Context, req ctrl.Reques
 			errs = append(errs, err)
 		}
 	}
-	for i, err := range r.adopt(ctx, source, candidates) {
-		if err != nil {
-			failed(candidates[i].deployment, adoptionFailedReason, err)
+	for i := range candidates {
+		candidates[i].source = source
+	}
+	if len(candidates) > 0 {
+		unlock := r.lockSource(source.repo)
+		defer unlock()
+		var wait time.Duration
+		candidates, wait, err = r.gather(ctx, source, candidates)
+		switch {
+		case err != nil:
+			return ctrl.Result{}, err
+		case wait > 0:
+			result.RequeueAfter = wait
+		}
+		for i, err := range r.adopt(ctx, candidates) {
+			if err != nil {
+				failed(candidates[i].deployment, candidates[i].source.ks, adoptionFailedReason, err)
+			}
 		}
 	}
 	for _, dl := range optOuts {
 		if err := r.optOut(ctx, source, dl); err != nil {
-			failed(dl, optOutFailedReason, err)
+			failed(dl, ks, optOutFailedReason, err)
 		}
 	}
-	return ctrl.Result{}, errors.Join(errs...)
+	return result, errors.Join(errs...)
+}
+
+// gather returns the adoptions to write now: none while Flux is still
+// applying the GitRepository's revision with some of its Kustomizations,
+// for up to adoptionBatchWindow (wait says when to look again); then the
+// candidates of the Kustomization, with those of every other Kustomization
+// of the GitRepository, for one commit.
+func (r *KustomizationReconciler) gather(ctx context.Context, source *gitSource, candidates []candidate) ([]candidate, time.Duration, error) {
+	if r.adoptionsPushed(source.ks) {
+		// Another reconcile wrote them meanwhile.
+		candidates = nil
+	}
+	kss, err := kustomizationsOf(ctx, r.Client, source.repo)
+	if err != nil {
+		return nil, 0, err
+	}
+	if applying(source.repo, kss) {
+		if wait := r.waits.wait(source.repo, adoptionBatchWindow); wait > 0 {
+			return nil, min(wait, 2*time.Second), nil
+		}
+	}
+	r.waits.done(source.repo)
+	for _, other := range kss {
+		if other.Name == source.ks.Name && other.Namespace == source.ks.Namespace ||
+			other.Status.Inventory == nil || other.Status.LastAppliedRevision == "" || r.adoptionsPushed(other) {
+			continue
+		}
+		// Its own reconcile reports what is wrong with its Deployments.
+		more, _, err := r.scan(ctx, other, func(client.Object, string, string) {})
+		if err != nil {
+			continue
+		}
+		for _, c := range more {
+			c.source = source.forKustomization(other.DeepCopy())
+			candidates = append(candidates, c)
+		}
+	}
+	return candidates, 0, nil
+}
+
+// lockSource keeps other reconciles from gathering and writing the
+// adoptions of the GitRepository's Kustomizations until unlock: the next
+// one finds them written.
+func (r *KustomizationReconciler) lockSource(repo *sourcev1.GitRepository) (unlock func()) {
+	v, _ := r.gathering.LoadOrStore(types.NamespacedName{Namespace: repo.Namespace, Name: repo.Name}, &sync.Mutex{})
+	mu := v.(*sync.Mutex)
+	mu.Lock()
+	return mu.Unlock
+}
+
+// adoptionsPushed tells whether the Kustomization's adoptions were written
+// at the revision it applied last.
+func (r *KustomizationReconciler) adoptionsPushed(ks *kustomizev1.Kustomization) bool {
+	v, ok := r.pushed.Load(types.NamespacedName{Namespace: ks.Namespace, Name: ks.Name})
+	return ok && v == ks.Status.LastAppliedRevision
 }
 
 // scan returns the annotated Deployments in the inventory that have no
 // Delivery and whose annotations are valid (invalid ones get a warning
 // event and are left alone), and the adopted Deliveries whose Deployments
 // lost their strategy annotation.
-func (r *KustomizationReconciler) scan(ctx context.Context, ks *kustomizev1.Kustomization) (candidates []candidate, optOuts []*deliveryv1.Delivery, err error) {
+func (r *KustomizationReconciler) scan(ctx context.Context, ks *kustomizev1.Kustomization, warn func(obj client.Object, reason, msg string)) (candidates []candidate, optOuts []*deliveryv1.Delivery, err error) {
 	for _, e := range ks.Status.Inventory.Entries {
 		// <namespace>_<name>_<group>_<kind>
 		parts := strings.Split(e.ID, "_")
@@ -218,7 +318,7 @@ func (r *KustomizationReconciler) scan(ctx context.Context, ks *kustomizev1.Kust
 			}
 			return nil, nil, err
 		}
-		r.warnUnknownAnnotations(d)
+		warnUnknownAnnotations(d, warn)
 		delivery := &deliveryv1.Delivery{}
 		err := r.Get(ctx, client.ObjectKeyFromObject(d), delivery)
 		if err != nil && !apierrors.IsNotFound(err) {
@@ -233,14 +333,14 @@ func (r *KustomizationReconciler) scan(ctx context.Context, ks *kustomizev1.Kust
 			continue
 		}
 		if strategy != deliveryv1.StrategyCanary && strategy != deliveryv1.StrategyBlueGreen {
-			r.warn(d, invalidStrategyReason, fmt.Sprintf("annotation %s: %q is not a strategy; use canary or blue-green", StrategyAnnotation, strategy))
+			warn(d, invalidStrategyReason, fmt.Sprintf("annotation %s: %q is not a strategy; use canary or blue-green", StrategyAnnotation, strategy))
 			continue
 		}
 		if d.Spec.Strategy.Type == appsv1.RecreateDeploymentStrategyType {
 			// NOTE: Recreate exists for apps whose old and new pods must
 			// never run together (a ReadWriteOnce volume); a canary and a
 			// blue-green run them together by design.
-			r.warn(d, invalidStrategyReason, fmt.Sprintf("Deployment %s/%s replaces its pods with strategy Recreate, which never runs old and new pods together, and %s delivery does: switch it to RollingUpdate, or remove the %s annotation",
+			warn(d, invalidStrategyReason, fmt.Sprintf("Deployment %s/%s replaces its pods with strategy Recreate, which never runs old and new pods together, and %s delivery does: switch it to RollingUpdate, or remove the %s annotation",
 				d.Namespace, d.Name, strategy, StrategyAnnotation))
 			continue
 		}
@@ -252,20 +352,20 @@ func (r *KustomizationReconciler) scan(ctx context.Context, ks *kustomizev1.Kust
 			// NOTE: what one Deployment's annotation says affects that
 			// Deployment only, never the rest of the Kustomization.
 			if msgs := validation.IsDNS1123Subdomain(policy); len(msgs) > 0 {
-				r.warn(d, deliveryv1.InvalidPolicyReason, fmt.Sprintf("annotation %s: %q is not a DeliveryPolicy name: %s", PolicyAnnotation, policy, strings.Join(msgs, "; ")))
+				warn(d, deliveryv1.InvalidPolicyReason, fmt.Sprintf("annotation %s: %q is not a DeliveryPolicy name: %s", PolicyAnnotation, policy, strings.Join(msgs, "; ")))
 				continue
 			}
 			p := &deliveryv1.DeliveryPolicy{}
 			if err := r.Get(ctx, client.ObjectKey{Namespace: d.Namespace, Name: policy}, p); err != nil {
 				if apierrors.IsNotFound(err) {
-					r.warn(d, deliveryv1.PolicyNotFoundReason, fmt.Sprintf("annotation %s: DeliveryPolicy %s not found in namespace %s", PolicyAnnotation, policy, d.Namespace))
+					warn(d, deliveryv1.PolicyNotFoundReason, fmt.Sprintf("annotation %s: DeliveryPolicy %s not found in namespace %s", PolicyAnnotation, policy, d.Namespace))
 				} else {
-					r.warn(d, deliveryv1.InvalidPolicyReason, fmt.Sprintf("annotation %s: reading DeliveryPolicy %s: %v", PolicyAnnotation, policy, err))
+					warn(d, deliveryv1.InvalidPolicyReason, fmt.Sprintf("annotation %s: reading DeliveryPolicy %s: %v", PolicyAnnotation, policy, err))
 				}
 				continue
 			}
 			if p.Strategy() != strategy {
-				r.warn(d, deliveryv1.InvalidPolicyReason, fmt.Sprintf("annotation %s is %s but DeliveryPolicy %s describes %s", StrategyAnnotation, strategy, policy, p.Strategy()))
+				warn(d, deliveryv1.InvalidPolicyReason, fmt.Sprintf("annotation %s is %s but DeliveryPolicy %s describes %s", StrategyAnnotation, strategy, policy, p.Strategy()))
 				continue
 			}
 			c.policy = p.Spec
@@ -278,10 +378,10 @@ func (r *KustomizationReconciler) scan(ctx context.Context, ks *kustomizev1.Kust
 // warnUnknownAnnotations warns about the annotations of the Deployment in
 // sluice's domain that sluice does not read, which are most likely a
 // misspelt strategy or policy that would otherwise go unnoticed.
-func (r *KustomizationReconciler) warnUnknownAnnotations(d *appsv1.Deployment) {
+func warnUnknownAnnotations(d *appsv1.Deployment, warn func(obj client.Object, reason, msg string)) {
 	for key := range d.Annotations {
 		if strings.HasPrefix(key, "sluice.dev/") && key != StrategyAnnotation && key != PolicyAnnotation {
-			r.warn(d, unknownAnnotationReason, fmt.Sprintf("annotation %s is not one sluice reads on a Deployment; use %s and %s",
+			warn(d, unknownAnnotationReason, fmt.Sprintf("annotation %s is not one sluice reads on a Deployment; use %s and %s",
 				key, StrategyAnnotation, PolicyAnnotation))
 		}
 	}
@@ -305,13 +405,17 @@ func handingBack(ks *kustomizev1.Kustomization, d *appsv1.Deployment, delivery *
 type candidate struct {
 	deployment *appsv1.Deployment
 	policy     deliveryv1.DeliveryPolicySpec
+	// source is the Git source of the Kustomization that applies the
+	// Deployment.
+	source *gitSource
 }
 
-// adopt pushes the adoptions of the candidates, those that share a branch
-// and credentials in one commit (a revision that adds a hundred annotated
-// Deployments is one commit, not a hundred), and returns each candidate's
-// error.
-func (r *KustomizationReconciler) adopt(ctx context.Context, source *gitSource, candidates []candidate) []error {
+// adopt pushes the adoptions of the candidates, all of one GitRepository,
+// those that share a branch and credentials in one commit (a revision that adds a
+// hundred annotated Deployments, to one Kustomization or to many, is one
+// commit, not a hundred), asks Flux to apply it, and returns each
+// candidate's error.
+func (r *KustomizationReconciler) adopt(ctx context.Context, candidates []candidate) []error {
 	errs := make([]error, len(candidates))
 	type write struct {
 		candidate int
@@ -335,7 +439,7 @@ func (r *KustomizationReconciler) adopt(ctx context.Context, source *gitSource, 
 		return g
 	}
 	for i, c := range candidates {
-		src, change, adopted, err := r.adoption(ctx, source, c)
+		src, change, adopted, err := r.adoption(ctx, c)
 		if err != nil {
 			errs[i] = fmt.Errorf("adopting Deployment %s/%s: %w", c.deployment.Namespace, c.deployment.Name, err)
 			continue
@@ -343,7 +447,7 @@ func (r *KustomizationReconciler) adopt(ctx context.Context, source *gitSource, 
 		g := groupOf(src)
 		g.writes = append(g.writes, write{candidate: i, change: change, adopted: adopted})
 	}
-	written := false
+	var written []*gitSource
 	for _, g := range groups {
 		changes := make([]gitops.Change, len(g.writes))
 		for i, w := range g.writes {
@@ -351,26 +455,46 @@ func (r *KustomizationReconciler) adopt(ctx context.Context, source *gitSource, 
 		}
 		results, writeErrs := r.Git.WriteAll(ctx, g.src, changes)
 		for i, w := range g.writes {
-			d := candidates[w.candidate].deployment
+			c := candidates[w.candidate]
+			d := c.deployment
 			if err := writeErrs[i]; err != nil {
 				errs[w.candidate] = fmt.Errorf("adopting Deployment %s/%s: %w", d.Namespace, d.Name, err)
 				continue
 			}
-			written = true
+			if !slices.Contains(written, c.source) {
+				written = append(written, c.source)
+			}
 			if results[i].Pushed {
 				r.EventRecorder.Eventf(d, nil, corev1.EventTypeNormal, adoptedReason, "Adopt",
 					"pushed %s: the Delivery is in %s", results[i].Commit[:12], w.adopted.DeliveryFile)
 				// Said on the Kustomization too: Flux Alerts select it,
 				// not Deployments.
-				r.EventRecorder.Eventf(source.ks, nil, corev1.EventTypeNormal, adoptedReason, "Adopt",
+				r.EventRecorder.Eventf(c.source.ks, nil, corev1.EventTypeNormal, adoptedReason, "Adopt",
 					"adopted Deployment %s/%s: pushed %s, the Delivery is in %s", d.Namespace, d.Name, results[i].Commit[:12], w.adopted.DeliveryFile)
 			}
 		}
 	}
-	if written {
-		// Flux applies what Git now says without waiting for its
-		// interval.
-		if err := source.requestReconcile(ctx, r.Client); err != nil {
+	// A Kustomization whose adoptions were all written waits for Flux.
+	for _, source := range written {
+		done := true
+		for i, c := range candidates {
+			if c.source == source && errs[i] != nil {
+				done = false
+			}
+		}
+		if done {
+			r.pushed.Store(types.NamespacedName{Namespace: source.ks.Namespace, Name: source.ks.Name}, source.ks.Status.LastAppliedRevision)
+		}
+	}
+	// Flux applies what Git now says without waiting for its interval:
+	// the GitRepository is asked once (the candidates are all of one),
+	// then each Kustomization.
+	for i, source := range written {
+		request := source.requestKustomizationReconcile
+		if i == 0 {
+			request = source.requestReconcile
+		}
+		if err := request(ctx, r.Client); err != nil {
 			ctrl.LoggerFrom(ctx).Error(err, "requesting a reconcile after the adoptions")
 		}
 	}
@@ -378,8 +502,8 @@ func (r *KustomizationReconciler) adopt(ctx context.Context, source *gitSource, 
 }
 
 // adoption prepares the commit that adopts one candidate, and where it goes.
-func (r *KustomizationReconciler) adoption(ctx context.Context, source *gitSource, c candidate) (gitops.Source, gitops.Change, *gitops.Adopted, error) {
-	d, policy := c.deployment, c.policy
+func (r *KustomizationReconciler) adoption(ctx context.Context, c candidate) (gitops.Source, gitops.Change, *gitops.Adopted, error) {
+	d, policy, source := c.deployment, c.policy, c.source
 	// NOTE: the commit moves replicas out of the Deployment. Flux applies
 	// with force, so a field no manager owns would fall back to 1: sluice
 	// must co-own spec.replicas before the commit lands.

@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"reflect"
+	"slices"
 	"time"
 
 	kustomizev1 "github.com/fluxcd/kustomize-controller/api/v1"
@@ -24,37 +25,53 @@ import (
 const stableBatchWindow = 10 * time.Second
 
 // recordStable writes the Delivery's stable template, and in the same
-// commit those of the other Deliveries of its Kustomization whose rollouts
-// completed. While others of the Kustomization are still rolling out it
-// waits for them, up to stableBatchWindow: the last one to complete writes
-// the records of all. It returns how long to wait before looking again.
+// commit those of the other Deliveries whose rollouts completed and that
+// Kustomizations of the same GitRepository apply: every commit is a
+// revision Flux applies with all of them. While others are still rolling
+// out it waits for them, up to stableBatchWindow: the last one to complete
+// writes the records of all. It returns how long to wait before looking
+// again.
 func (w writeBack) recordStable(ctx context.Context, now *metav1.Time) (time.Duration, error) {
-	ks, key := w.source.ks, client.ObjectKeyFromObject(w.obj)
-	if w.r.stableWritten(w.obj, ks) {
+	key := client.ObjectKeyFromObject(w.obj)
+	if w.r.stableWritten(w.obj, w.source.ks) {
 		// Pushed, and Flux has not applied a revision since: nothing to
 		// do until it does.
 		return 0, nil
 	}
-	var list deliveryv1.DeliveryList
-	if err := w.r.List(ctx, &list, client.MatchingLabels{
-		kustomizationNameLabel: ks.Name, kustomizationNamespaceLabel: ks.Namespace,
-	}); err != nil {
+	kss, err := kustomizationsOf(ctx, w.r.Client, w.source.repo)
+	if err != nil {
 		return 0, err
 	}
 	batch, rolling := []writeBack{w}, false
 	settings := map[types.NamespacedName]gitSettings{}
-	for i := range list.Items {
-		d := &list.Items[i]
-		if client.ObjectKeyFromObject(d) == key || !d.DeletionTimestamp.IsZero() || d.Spec.Suspend || !inInventory(ks, d) {
-			continue
+	for _, ks := range kss {
+		var list deliveryv1.DeliveryList
+		// Read only: what joins the batch is copied.
+		if err := w.r.List(ctx, &list, client.UnsafeDisableDeepCopy, client.MatchingLabels{
+			kustomizationNameLabel: ks.Name, kustomizationNamespaceLabel: ks.Namespace,
+		}); err != nil {
+			return 0, err
 		}
-		switch {
-		case w.r.stableDue(d, ks):
-			if other, ok := w.sibling(ctx, d, settings); ok {
-				batch = append(batch, other)
+		var source *gitSource
+		for i := range list.Items {
+			d := &list.Items[i]
+			if client.ObjectKeyFromObject(d) == key || !d.DeletionTimestamp.IsZero() || d.Spec.Suspend || !inInventory(ks, d) {
+				continue
 			}
-		case rollingOut(d):
-			rolling = true
+			switch {
+			case w.r.stableDue(d, ks):
+				if source == nil {
+					source = w.source
+					if ks.Name != w.source.ks.Name || ks.Namespace != w.source.ks.Namespace {
+						source = w.source.forKustomization(ks.DeepCopy())
+					}
+				}
+				if other, ok := w.sibling(ctx, d.DeepCopy(), source, settings); ok {
+					batch = append(batch, other)
+				}
+			case rollingOut(d):
+				rolling = true
+			}
 		}
 	}
 	if rolling {
@@ -80,8 +97,10 @@ func (w writeBack) recordStable(ctx context.Context, now *metav1.Time) (time.Dur
 		ready, changes = append(ready, b), append(changes, change)
 	}
 	results, errs := w.r.Git.WriteAll(ctx, w.git.src, changes)
-	var ownErr error
-	written := false
+	var (
+		ownErr  error
+		written []*gitSource
+	)
 	for i, b := range ready {
 		if errs[i] != nil {
 			if i == 0 {
@@ -89,8 +108,10 @@ func (w writeBack) recordStable(ctx context.Context, now *metav1.Time) (time.Dur
 			}
 			continue
 		}
-		written = true
-		w.r.stable.Store(client.ObjectKeyFromObject(b.obj), stableKey(b.obj, ks))
+		if !slices.Contains(written, b.source) {
+			written = append(written, b.source)
+		}
+		w.r.stable.Store(client.ObjectKeyFromObject(b.obj), stableKey(b.obj, b.source.ks))
 		if _, err := b.written(ctx, w.git.branch, "promote", results[i]); err != nil {
 			if i == 0 {
 				ownErr = err
@@ -109,13 +130,17 @@ func (w writeBack) recordStable(ctx context.Context, now *metav1.Time) (time.Dur
 	}
 	// NOTE: records Git holds already, but the cluster does not, were
 	// pushed by a sluice that stopped before asking Flux to fetch them.
-	if written {
-		if err := w.source.requestReconcile(ctx, w.r.Client); err != nil {
+	for i, source := range written {
+		request := source.requestKustomizationReconcile
+		if i == 0 {
+			request = source.requestReconcile
+		}
+		if err := request(ctx, w.r.Client); err != nil {
 			return 0, err
 		}
 	}
 	if ownErr == nil && len(ready) > 1 {
-		ctrl.LoggerFrom(ctx).V(1).Info("recorded stable templates together", "deliveries", len(ready))
+		ctrl.LoggerFrom(ctx).V(1).Info("recorded stable templates together", "deliveries", len(ready), "kustomizations", len(written))
 	}
 	return 0, ownErr
 }
@@ -136,12 +161,12 @@ func (w writeBack) stableChange(ctx context.Context, now *metav1.Time) (gitops.C
 		}})
 }
 
-// sibling returns the write-back of another Delivery of the Kustomization,
+// sibling returns the write-back of another Delivery, applied from source,
 // when its policy writes to the same branch with the same credentials and
 // signing key, so that its record may share the commit. settings holds the
 // Git settings of the DeliveryPolicies resolved for the batch so far: each
 // policy's Secrets are read once per batch.
-func (w writeBack) sibling(ctx context.Context, d *deliveryv1.Delivery, settings map[types.NamespacedName]gitSettings) (writeBack, bool) {
+func (w writeBack) sibling(ctx context.Context, d *deliveryv1.Delivery, source *gitSource, settings map[types.NamespacedName]gitSettings) (writeBack, bool) {
 	policy, err := resolvePolicy(ctx, w.r.Client, d)
 	if err != nil {
 		return writeBack{}, false
@@ -164,7 +189,7 @@ func (w writeBack) sibling(ctx context.Context, d *deliveryv1.Delivery, settings
 		!bytes.Equal(g.signingKey, w.git.signingKey) {
 		return writeBack{}, false
 	}
-	return writeBack{r: w.r, obj: d, source: w.source, policy: policy, git: g}, true
+	return writeBack{r: w.r, obj: d, source: source, policy: policy, git: g}, true
 }
 
 // stableDue tells whether the Delivery's rollout completed on a template

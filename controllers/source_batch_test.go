@@ -1,0 +1,100 @@
+package controllers
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	kustomizev1 "github.com/fluxcd/kustomize-controller/api/v1"
+	"github.com/fluxcd/pkg/apis/meta"
+	sourcev1 "github.com/fluxcd/source-controller/api/v1"
+	. "github.com/onsi/gomega"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+)
+
+// TestKustomizationsOfASource: the Kustomizations that apply a
+// GitRepository are those whose sourceRef names it, in their own namespace
+// or in the one the reference gives, and not suspended; and Flux is still
+// applying the GitRepository's revision while one of them has not
+// attempted it.
+func TestKustomizationsOfASource(t *testing.T) {
+	g := NewWithT(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	ns, other := newNamespace(t), newNamespace(t)
+	scheme := runtime.NewScheme()
+	g.Expect(kustomizev1.AddToScheme(scheme)).To(Succeed())
+	c, err := client.New(testConfig, client.Options{Scheme: scheme})
+	g.Expect(err).NotTo(HaveOccurred())
+	for _, ks := range []struct {
+		namespace, name string
+		ref             kustomizev1.CrossNamespaceSourceReference
+		suspend         bool
+	}{
+		{ns, "apps", kustomizev1.CrossNamespaceSourceReference{Kind: sourcev1.GitRepositoryKind, Name: "fleet"}, false},
+		{other, "tenant", kustomizev1.CrossNamespaceSourceReference{Kind: sourcev1.GitRepositoryKind, Name: "fleet", Namespace: ns}, false},
+		{other, "same-name-elsewhere", kustomizev1.CrossNamespaceSourceReference{Kind: sourcev1.GitRepositoryKind, Name: "fleet"}, false},
+		{ns, "other-repository", kustomizev1.CrossNamespaceSourceReference{Kind: sourcev1.GitRepositoryKind, Name: "infra"}, false},
+		{ns, "bucket", kustomizev1.CrossNamespaceSourceReference{Kind: sourcev1.BucketKind, Name: "fleet"}, false},
+		{ns, "suspended", kustomizev1.CrossNamespaceSourceReference{Kind: sourcev1.GitRepositoryKind, Name: "fleet"}, true},
+	} {
+		g.Expect(c.Create(ctx, &kustomizev1.Kustomization{
+			ObjectMeta: metav1.ObjectMeta{Namespace: ks.namespace, Name: ks.name},
+			Spec: kustomizev1.KustomizationSpec{Interval: metav1.Duration{Duration: time.Minute}, Path: "./" + ks.name,
+				SourceRef: ks.ref, Suspend: ks.suspend},
+		})).To(Succeed())
+	}
+	kc, err := cache.New(testConfig, cache.Options{Scheme: scheme})
+	g.Expect(err).NotTo(HaveOccurred())
+	go func() { _ = kc.Start(ctx) }()
+	g.Expect(kc.WaitForCacheSync(ctx)).To(BeTrue())
+
+	repo := &sourcev1.GitRepository{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "fleet"}}
+	var kss []*kustomizev1.Kustomization
+	g.Eventually(func(g Gomega) {
+		kss, err = kustomizationsOf(ctx, kc, repo)
+		g.Expect(err).NotTo(HaveOccurred())
+		var names []string
+		for _, ks := range kss {
+			names = append(names, ks.Namespace+"/"+ks.Name)
+		}
+		g.Expect(names).To(ConsistOf(ns+"/apps", other+"/tenant"))
+	}).Should(Succeed())
+
+	g.Expect(applying(repo, kss)).To(BeFalse(), "a GitRepository without an artifact has nothing to apply")
+	repo.Status.Artifact = &meta.Artifact{Revision: "main@sha1:2222"}
+	applied := func(revisions ...string) []*kustomizev1.Kustomization {
+		var out []*kustomizev1.Kustomization
+		for _, r := range revisions {
+			out = append(out, &kustomizev1.Kustomization{Status: kustomizev1.KustomizationStatus{LastAttemptedRevision: r}})
+		}
+		return out
+	}
+	g.Expect(applying(repo, applied("main@sha1:2222", "main@sha1:1111"))).To(BeTrue())
+	g.Expect(applying(repo, applied("main@sha1:2222", ""))).To(BeTrue())
+	g.Expect(applying(repo, applied("main@sha1:2222", "main@sha1:2222"))).To(BeFalse())
+	failing := applied("main@sha1:1111")[0]
+	failing.Status.Conditions = []metav1.Condition{{Type: meta.ReadyCondition, Status: metav1.ConditionFalse, Reason: "BuildFailed"}}
+	g.Expect(applying(repo, append(applied("main@sha1:2222"), failing))).To(BeFalse(), "a failing Kustomization is not waited for")
+	failing.Status.Conditions[0].Status = metav1.ConditionUnknown
+	g.Expect(applying(repo, append(applied("main@sha1:2222"), failing))).To(BeTrue(), "one on its way is")
+}
+
+// TestSourceWaitsEnd: a write waits at most its window from the first
+// wait, whatever happens meanwhile, and waits afresh once it was made.
+func TestSourceWaitsEnd(t *testing.T) {
+	g := NewWithT(t)
+	var w sourceWaits
+	repo := &sourcev1.GitRepository{ObjectMeta: metav1.ObjectMeta{Namespace: "flux-system", Name: "fleet"}}
+	other := &sourcev1.GitRepository{ObjectMeta: metav1.ObjectMeta{Namespace: "flux-system", Name: "infra"}}
+	g.Expect(w.wait(repo, time.Minute)).To(BeNumerically(">", 59*time.Second))
+	time.Sleep(50 * time.Millisecond)
+	g.Expect(w.wait(repo, time.Minute)).To(BeNumerically("<=", time.Minute-50*time.Millisecond))
+	g.Expect(w.wait(repo, 10*time.Millisecond)).To(BeZero(), "the window counts from the first wait")
+	g.Expect(w.wait(other, time.Minute)).To(BeNumerically(">", 59*time.Second), "each GitRepository waits on its own")
+	w.done(repo)
+	g.Expect(w.wait(repo, 10*time.Millisecond)).To(BeNumerically(">", 0), "a write made starts the next wait afresh")
+}
