@@ -15,15 +15,21 @@ import (
 // the same commit is the same build: it is made once.
 
 // pristine holds, by working copy root, the commit its files are a
-// checkout of, from the checkout until an edit writes a file.
+// checkout of, from the checkout until an edit writes a file or the
+// working copy is cloned again.
 var pristine sync.Map
 
 // checkedOut records that the working copy at root holds exactly commit,
-// until the returned function is called or a file below root is written.
-func checkedOut(root, commit string) (done func()) {
-	root = filepath.Clean(root)
-	pristine.Store(root, commit)
-	return func() { pristine.Delete(root) }
+// until a file below root is written.
+func checkedOut(root, commit string) {
+	pristine.Store(filepath.Clean(root), commit)
+}
+
+// isCheckoutOf tells whether the working copy at root holds exactly
+// commit: checked out, and nothing written since.
+func isCheckoutOf(root, commit string) bool {
+	c, ok := pristine.Load(filepath.Clean(root))
+	return ok && c == commit
 }
 
 // touched records that the file at path was written or removed: the

@@ -8,15 +8,15 @@ import (
 
 // TestBuildOncePerPristineCommit: in a working copy that holds exactly a
 // commit, a Kustomization is built once; a file written there, by sluice's
-// own edits, makes the next build read the files again, and so does the end
-// of the checkout.
+// own edits, makes the next build read the files again, and so does a
+// clone that replaces the working copy.
 func TestBuildOncePerPristineCommit(t *testing.T) {
 	root := t.TempDir()
 	deployment := "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: %s\nspec:\n  template:\n    spec:\n      containers:\n        - name: app\n          image: app:1\n"
 	writeTestFile(t, filepath.Join(root, "apps/web/web.yaml"), fmt.Sprintf(deployment, "web"))
 	k := Kustomization{Path: "apps/web"}
 
-	done := checkedOut(root, "1111")
+	checkedOut(root, "1111")
 	first, err := build(root, k)
 	if err != nil || len(first) != 1 {
 		t.Fatalf("build = %v, %v", first, err)
@@ -37,14 +37,16 @@ func TestBuildOncePerPristineCommit(t *testing.T) {
 	if err != nil || len(after) != 2 {
 		t.Fatalf("build after a write = %d objects, %v; want the written file's too", len(after), err)
 	}
-	done()
+	if isCheckoutOf(root, "1111") {
+		t.Fatal("the working copy is still a checkout of its commit after a write")
+	}
 
-	done = checkedOut(root, "2222")
+	checkedOut(root, "2222")
 	fresh, err := build(root, k)
 	if err != nil || len(fresh) != 2 || &fresh[0] == &after[0] {
 		t.Fatalf("build of another commit = %v, %v; want it made again", fresh, err)
 	}
-	done()
+	touched(root)
 	if outside, err := build(root, k); err != nil || &outside[0] == &fresh[0] {
 		t.Fatalf("a build outside a checkout was remembered (err %v)", err)
 	}

@@ -405,6 +405,10 @@ func coalesce(batch []*waitingWrite) (_ Change, recorded []bool) {
 			if err != nil {
 				return false, err
 			}
+			if c {
+				// The next edit builds from what this one wrote.
+				touched(root)
+			}
 			recorded[i] = c
 		}
 		return slices.Contains(recorded, true), nil
@@ -498,17 +502,26 @@ func (r *Repositories) commitAndPush(ctx context.Context, repo *git.Repository, 
 		return Result{}, &workingCopyError{err}
 	}
 	// Start from exactly the remote head: whatever a crashed earlier
-	// attempt left behind is thrown away, and its intent recomputed.
-	if err := wt.Checkout(&git.CheckoutOptions{Hash: base.Hash(), Force: true}); err != nil {
-		return Result{}, &workingCopyError{fmt.Errorf("checking out %s: %w", base.Hash(), err)}
-	}
-	if err := wt.Clean(&git.CleanOptions{Dir: true}); err != nil {
-		return Result{}, &workingCopyError{err}
+	// attempt left behind is thrown away, and its intent recomputed. A
+	// working copy that holds the head already, untouched since its
+	// checkout (the last edits wrote nothing), is not checked out again.
+	root := wt.Filesystem.Root()
+	if !isCheckoutOf(root, base.Hash().String()) {
+		if err := wt.Checkout(&git.CheckoutOptions{Hash: base.Hash(), Force: true}); err != nil {
+			return Result{}, &workingCopyError{fmt.Errorf("checking out %s: %w", base.Hash(), err)}
+		}
+		if err := wt.Clean(&git.CleanOptions{Dir: true}); err != nil {
+			return Result{}, &workingCopyError{err}
+		}
+		checkedOut(root, base.Hash().String())
 	}
 
-	done := checkedOut(wt.Filesystem.Root(), base.Hash().String())
-	changed, err := safeEdit(change.Edit, wt.Filesystem.Root())
-	done()
+	changed, err := safeEdit(change.Edit, root)
+	if err != nil || changed {
+		// What an edit wrote is no checkout of base, whether it wrote
+		// through sluice's own writes or not.
+		touched(root)
+	}
 	if err != nil {
 		return Result{}, &editError{err}
 	}
@@ -585,6 +598,7 @@ func (r *Repositories) workingCopy(src Source) string {
 // reclone clones src afresh into its working copy's folder.
 func (r *Repositories) reclone(ctx context.Context, src Source, auth transport.AuthMethod) (*git.Repository, error) {
 	dir := r.workingCopy(src)
+	touched(dir)
 	if err := os.RemoveAll(dir); err != nil {
 		return nil, err
 	}
