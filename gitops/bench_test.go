@@ -10,13 +10,14 @@ import (
 )
 
 // BenchmarkLocate measures finding the file that defines an object: one
-// kustomize build with origin annotations of an overlay over a base.
+// kustomize build with origin annotations of an overlay over a base, not
+// remembered.
 func BenchmarkLocate(b *testing.B) {
 	root := b.TempDir()
 	copyTree(b, filepath.Join("testdata", "adopt", "overlay", "in"), root)
 	b.ReportAllocs()
 	for b.Loop() {
-		objs, err := build(root, Kustomization{Path: "clusters/prod"})
+		objs, err := buildFiles(root, Kustomization{Path: "clusters/prod"}, nil)
 		if err != nil || len(objs) != 1 || objs[0].file != "apps/base/inference/deployment.yaml" {
 			b.Fatalf("build = %v, %v", objs, err)
 		}
@@ -24,7 +25,8 @@ func BenchmarkLocate(b *testing.B) {
 }
 
 // BenchmarkAdoptUnchanged measures an adoption that finds Git already
-// adopted (the Delivery is in the build): one build.
+// adopted (the Delivery is in the build): one build, remembered (what it
+// read is read again and compared).
 func BenchmarkAdoptUnchanged(b *testing.B) {
 	root := b.TempDir()
 	copyTree(b, filepath.Join("testdata", "adopt", "listed", "out"), root)
@@ -40,7 +42,8 @@ func BenchmarkAdoptUnchanged(b *testing.B) {
 // BenchmarkParkUnchanged measures what a Healthy Delivery's promotion
 // reconcile pays in Git when Git already records its stable template and
 // parks it (the check at every revision its Kustomization applies): one
-// build, and the reads of the Delivery's and the Deployment's files.
+// build, remembered, and the reads of the Delivery's and the Deployment's
+// files.
 func BenchmarkParkUnchanged(b *testing.B) {
 	root := b.TempDir()
 	copyTree(b, filepath.Join("testdata", "adopt", "listed", "out"), root)

@@ -111,13 +111,16 @@ type built struct {
 // tells for each object the repository file that defines it, from
 // kustomize's origin annotations. The work tree is left as it was: the
 // generated kustomization lives in memory.
-func buildFiles(root string, k Kustomization) ([]built, error) {
+func buildFiles(root string, k Kustomization, inputs *buildInputs) ([]built, error) {
 	dir, err := securePath(root, k.Path)
 	if err != nil {
 		return nil, err
 	}
 	if info, err := os.Stat(dir); err != nil || !info.IsDir() {
 		return nil, fmt.Errorf("the Kustomization's path %s is not a folder of the repository", k.Path)
+	}
+	if err := inputs.readDir(dir); err != nil {
+		return nil, err
 	}
 	if err := checkScanned(root, dir); err != nil {
 		return nil, err
@@ -127,7 +130,7 @@ func buildFiles(root string, k Kustomization) ([]built, error) {
 		return nil, err
 	}
 
-	ignored, err := ignoredUnder(root, dir, k.Ignore)
+	ignored, err := ignoredUnder(root, dir, k.Ignore, inputs)
 	if err != nil {
 		return nil, err
 	}
@@ -139,7 +142,7 @@ func buildFiles(root string, k Kustomization) ([]built, error) {
 	if err != nil {
 		return nil, err
 	}
-	fs := &boundedReads{FileSystem: securefs.MakeFsInMemory(disk), root: root}
+	fs := &recordingFS{FileSystem: securefs.MakeFsInMemory(disk), root: root, inputs: inputs}
 	if err := fs.WriteFile(kfile, manifest); err != nil {
 		return nil, err
 	}
@@ -266,27 +269,6 @@ func boundedFile(root, path string, data []byte) error {
 	return nil
 }
 
-// boundedReads is the file system kustomize builds from: a file whose
-// aliases expand without bound fails to read (see boundedFile), and err
-// keeps why.
-type boundedReads struct {
-	filesys.FileSystem
-	root string
-	err  error
-}
-
-func (f *boundedReads) ReadFile(path string) ([]byte, error) {
-	data, err := f.FileSystem.ReadFile(path)
-	if err != nil {
-		return nil, err
-	}
-	if err := boundedFile(f.root, path, data); err != nil {
-		f.err = err
-		return nil, err
-	}
-	return data, nil
-}
-
 // aliasesBounded tells whether no YAML document of data has aliases that
 // add more than maxAliasedNodes nodes.
 func aliasesBounded(data []byte) bool {
@@ -409,8 +391,8 @@ func generate(root, dir, ignore string, flux unstructured.Unstructured) ([]byte,
 // the repository at root: those the .sourceignore files and the
 // GitRepository's ignore rules name, relative to the repository root, or
 // Flux's default exclusions when there are none.
-func ignoredUnder(root, dir, ignore string) (string, error) {
-	patterns, err := ignorePatternsOver(root, dir)
+func ignoredUnder(root, dir, ignore string, inputs *buildInputs) (string, error) {
+	patterns, err := ignorePatternsOver(root, dir, inputs)
 	if err != nil {
 		return "", err
 	}
@@ -443,7 +425,7 @@ func ignoredUnder(root, dir, ignore string) (string, error) {
 // root down to dir, and those below it. A .sourceignore file's patterns
 // apply only below its own folder, so the others of the repository, which
 // source-controller reads too, cannot name anything below dir.
-func ignorePatternsOver(root, dir string) ([]gitignore.Pattern, error) {
+func ignorePatternsOver(root, dir string, inputs *buildInputs) ([]gitignore.Pattern, error) {
 	rel := relTo(root, dir)
 	var domain []string
 	if rel != "." {
@@ -451,7 +433,9 @@ func ignorePatternsOver(root, dir string) ([]gitignore.Pattern, error) {
 	}
 	var patterns []gitignore.Pattern
 	for i := range domain {
-		ps, err := sourceignore.ReadIgnoreFile(filepath.Join(root, filepath.Join(domain[:i]...), sourceignore.IgnoreFile), slices.Clone(domain[:i]))
+		file := filepath.Join(root, filepath.Join(domain[:i]...), sourceignore.IgnoreFile)
+		inputs.read(file)
+		ps, err := sourceignore.ReadIgnoreFile(file, slices.Clone(domain[:i]))
 		if err != nil {
 			return nil, err
 		}

@@ -4,107 +4,269 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
+	"hash"
+	"io/fs"
+	"os"
 	"path/filepath"
 	"sync"
+
+	"sigs.k8s.io/kustomize/kyaml/filesys"
 )
 
-// NOTE: a write checks out the branch's head and runs its edits on it. The
-// edits of a batch (a park check for each of a hundred Deliveries of one
-// revision) each build their Kustomization from the same files until one
-// of them writes a file. Until then, a build of the same Kustomization at
-// the same commit is the same build: it is made once.
+// NOTE: the edits of a batch build their Kustomizations again and again:
+// each adoption and each stable record builds its folder before its edit
+// and after it, and the next edit of the same folder builds again what the
+// last one checked; a park check for each Delivery of a revision builds
+// the same folder each time. A build is remembered with what it read: the
+// files and folders below the Kustomization's path, whole, and the files,
+// folders and .sourceignore files elsewhere it looked at. A build whose
+// inputs all read the same again is the same build.
 
-// pristine holds, by working copy root, the commit its files are a
-// checkout of, from the checkout until an edit writes a file or the
-// working copy is cloned again.
-var pristine sync.Map
-
-// checkedOut records that the working copy at root holds exactly commit,
-// until a file below root is written.
-func checkedOut(root, commit string) {
-	pristine.Store(filepath.Clean(root), commit)
-}
-
-// isCheckoutOf tells whether the working copy at root holds exactly
-// commit: checked out, and nothing written since.
-func isCheckoutOf(root, commit string) bool {
-	c, ok := pristine.Load(filepath.Clean(root))
-	return ok && c == commit
-}
-
-// touched records that the file at path was written or removed: the
-// working copy that holds it is a checkout of its commit no longer.
-func touched(path string) {
-	pristine.Range(func(root, _ any) bool {
-		if within(root.(string), path) {
-			pristine.Delete(root)
-		}
-		return true
-	})
-}
-
-// builds remembers the builds of pristine working copies, by commit and
-// Kustomization; past maxMemoBuilds it starts afresh.
+// builds remembers the last build of each Kustomization of each working
+// copy; past maxMemoBuilds, it starts afresh.
 var builds = struct {
 	sync.Mutex
-	m map[string]buildResult
-}{m: map[string]buildResult{}}
+	m map[string]memoBuild
+}{m: map[string]memoBuild{}}
 
-const maxMemoBuilds = 512
+// maxMemoBuilds bounds the builds remembered: the build of a folder of ten
+// apps (twenty objects) holds about 130 KiB.
+const maxMemoBuilds = 128
 
-type buildResult struct {
-	objs []built
-	err  error
-}
-
-// memoKey is what a build of k in the working copy root is remembered by,
-// or "" when the working copy was written to since its checkout. The
-// objects of a remembered build are shared: no caller changes them.
-func memoKey(root string, k Kustomization) string {
-	commit, ok := pristine.Load(filepath.Clean(root))
-	if !ok {
-		return ""
-	}
-	spec, err := json.Marshal(struct {
-		Path, Ignore string
-		Flux         any
-		Vars         map[string]string
-	}{k.Path, k.Ignore, fluxSpec(k), k.Vars})
-	if err != nil {
-		return ""
-	}
-	sum := sha256.Sum256(spec)
-	return root + "\x00" + commit.(string) + "\x00" + hex.EncodeToString(sum[:])
-}
-
-// fluxSpec is what of the Flux Kustomization a build reads, and its name,
-// which its errors give.
-func fluxSpec(k Kustomization) any {
-	if k.Flux == nil {
-		return nil
-	}
-	return []any{k.Flux.Namespace, k.Flux.Name, k.Flux.Spec}
+type memoBuild struct {
+	objs   []built
+	inputs buildInputs
 }
 
 // build builds the Kustomization's path of the repository at root (see
-// buildFiles), once per commit of a pristine working copy.
+// buildFiles), or returns the same build again when nothing it read
+// changed. The objects of a remembered build are shared: no caller changes
+// them.
 func build(root string, k Kustomization) ([]built, error) {
-	key := memoKey(root, k)
-	if key == "" {
-		return buildFiles(root, k)
-	}
-	builds.Lock()
-	r, ok := builds.m[key]
-	builds.Unlock()
+	key, ok := memoKey(root, k)
 	if ok {
-		return r.objs, r.err
+		builds.Lock()
+		m, found := builds.m[key]
+		builds.Unlock()
+		if found && m.inputs.unchanged() {
+			return m.objs, nil
+		}
 	}
-	objs, err := buildFiles(root, k)
+	inputs := &buildInputs{}
+	objs, err := buildFiles(root, k, inputs)
+	if err != nil || !ok || inputs.uncacheable {
+		return objs, err
+	}
 	builds.Lock()
 	defer builds.Unlock()
 	if len(builds.m) >= maxMemoBuilds {
 		clear(builds.m)
 	}
-	builds.m[key] = buildResult{objs, err}
-	return objs, err
+	builds.m[key] = memoBuild{objs: objs, inputs: *inputs}
+	return objs, nil
+}
+
+// memoKey is what a build of k in root is remembered by: the repository
+// and what of the Kustomization a build reads.
+func memoKey(root string, k Kustomization) (string, bool) {
+	var flux any
+	if k.Flux != nil {
+		// Its name too: a build's errors give it.
+		flux = []any{k.Flux.Namespace, k.Flux.Name, k.Flux.Spec}
+	}
+	spec, err := json.Marshal(struct {
+		Root, Path, Ignore string
+		Flux               any
+		Vars               map[string]string
+	}{filepath.Clean(root), k.Path, k.Ignore, flux, k.Vars})
+	if err != nil {
+		return "", false
+	}
+	sum := sha256.Sum256(spec)
+	return hex.EncodeToString(sum[:]), true
+}
+
+// buildInputs is what a build read: the folder of the Kustomization's path
+// with all below it, and other paths: files by content, folders by their
+// entries, and paths that did not exist.
+type buildInputs struct {
+	dir     string
+	dirHash string
+	others  map[string]string
+	// uncacheable: the build looked at something in a way not
+	// recorded.
+	uncacheable bool
+}
+
+// readDir records the folder dir, with all below it.
+func (in *buildInputs) readDir(dir string) error {
+	if in == nil {
+		return nil
+	}
+	h, err := treeHash(dir)
+	in.dir, in.dirHash = dir, h
+	return err
+}
+
+// read records what the path p holds now, unless dir holds it.
+func (in *buildInputs) read(p string) {
+	if in == nil || in.dir != "" && within(in.dir, p) {
+		return
+	}
+	if !filepath.IsAbs(p) {
+		in.uncacheable = true
+		return
+	}
+	if in.others == nil {
+		in.others = map[string]string{}
+	}
+	if _, ok := in.others[p]; !ok {
+		in.others[p] = pathHash(p)
+	}
+}
+
+func (in *buildInputs) markUncacheable() {
+	if in != nil {
+		in.uncacheable = true
+	}
+}
+
+// unchanged tells whether every input reads the same again.
+func (in buildInputs) unchanged() bool {
+	if h, err := treeHash(in.dir); err != nil || h != in.dirHash {
+		return false
+	}
+	for p, h := range in.others {
+		if pathHash(p) != h {
+			return false
+		}
+	}
+	return true
+}
+
+// pathHash sums what the path p holds: a file's content, a folder's
+// entries, or that it does not exist.
+func pathHash(p string) string {
+	info, err := os.Stat(p)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return "absent"
+	case err != nil:
+		return "error " + err.Error()
+	case info.IsDir():
+		entries, err := os.ReadDir(p)
+		if err != nil {
+			return "error " + err.Error()
+		}
+		h := sha256.New()
+		for _, e := range entries {
+			h.Write([]byte(e.Name() + "\x00" + e.Type().String() + "\x00"))
+		}
+		return "dir " + hex.EncodeToString(h.Sum(nil))
+	default:
+		data, err := os.ReadFile(p)
+		if err != nil {
+			return "error " + err.Error()
+		}
+		sum := sha256.Sum256(data)
+		return "file " + hex.EncodeToString(sum[:])
+	}
+}
+
+// treeHash sums the folder dir and all below it: every entry's path and
+// type, every file's content, every link's target.
+func treeHash(dir string) (string, error) {
+	h := sha256.New()
+	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		rel, _ := filepath.Rel(dir, p)
+		h.Write([]byte(rel + "\x00" + d.Type().String() + "\x00"))
+		switch {
+		case d.Type()&fs.ModeSymlink != 0:
+			target, err := os.Readlink(p)
+			if err != nil {
+				return err
+			}
+			h.Write([]byte(target + "\x00"))
+		case d.Type().IsRegular():
+			return hashFile(h, p)
+		}
+		return nil
+	})
+	return hex.EncodeToString(h.Sum(nil)), err
+}
+
+func hashFile(h hash.Hash, p string) error {
+	data, err := os.ReadFile(p)
+	if err != nil {
+		return err
+	}
+	sum := sha256.Sum256(data)
+	h.Write(sum[:])
+	return nil
+}
+
+// recordingFS is the file system kustomize builds from: it records in
+// inputs what kustomize looks at outside the Kustomization's folder (the
+// generated kustomization, in memory, is of the folder), and fails to read
+// a file whose aliases expand without bound (see boundedFile), err keeping
+// why.
+type recordingFS struct {
+	filesys.FileSystem
+	root   string
+	inputs *buildInputs
+	err    error
+}
+
+func (f *recordingFS) ReadFile(path string) ([]byte, error) {
+	// Recorded before it is read: a file that changes meanwhile reads
+	// otherwise at the next build.
+	f.inputs.read(path)
+	data, err := f.FileSystem.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	if err := boundedFile(f.root, path, data); err != nil {
+		f.err = err
+		return nil, err
+	}
+	return data, nil
+}
+
+func (f *recordingFS) Exists(path string) bool {
+	f.inputs.read(path)
+	return f.FileSystem.Exists(path)
+}
+
+func (f *recordingFS) IsDir(path string) bool {
+	f.inputs.read(path)
+	return f.FileSystem.IsDir(path)
+}
+
+func (f *recordingFS) ReadDir(path string) ([]string, error) {
+	f.inputs.read(path)
+	return f.FileSystem.ReadDir(path)
+}
+
+func (f *recordingFS) CleanedAbs(path string) (filesys.ConfirmedDir, string, error) {
+	f.inputs.read(path)
+	return f.FileSystem.CleanedAbs(path)
+}
+
+func (f *recordingFS) Open(path string) (filesys.File, error) {
+	f.inputs.markUncacheable()
+	return f.FileSystem.Open(path)
+}
+
+func (f *recordingFS) Glob(pattern string) ([]string, error) {
+	f.inputs.markUncacheable()
+	return f.FileSystem.Glob(pattern)
+}
+
+func (f *recordingFS) Walk(path string, walkFn filepath.WalkFunc) error {
+	f.inputs.markUncacheable()
+	return f.FileSystem.Walk(path, walkFn)
 }

@@ -1,53 +1,78 @@
 package gitops
 
 import (
-	"fmt"
+	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 )
 
-// TestBuildOncePerPristineCommit: in a working copy that holds exactly a
-// commit, a Kustomization is built once; a file written there, by sluice's
-// own edits, makes the next build read the files again, and so does a
-// clone that replaces the working copy.
-func TestBuildOncePerPristineCommit(t *testing.T) {
+// TestBuildRemembersWhatItRead: a build is made again only when something
+// it read reads otherwise: a file of the folder, a base elsewhere that it
+// includes, the .sourceignore files over it; whoever wrote them, and even
+// when the size and the time stay the same.
+func TestBuildRemembersWhatItRead(t *testing.T) {
 	root := t.TempDir()
-	deployment := "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: %s\nspec:\n  template:\n    spec:\n      containers:\n        - name: app\n          image: app:1\n"
-	writeTestFile(t, filepath.Join(root, "apps/web/web.yaml"), fmt.Sprintf(deployment, "web"))
+	deployment := "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: web\nspec:\n  template:\n    spec:\n      containers:\n        - name: app\n          image: app:1\n"
+	writeTestFile(t, filepath.Join(root, "apps/base/deployment.yaml"), deployment)
+	writeTestFile(t, filepath.Join(root, "apps/web/kustomization.yaml"), "resources:\n  - ../base/deployment.yaml\n")
+	writeTestFile(t, filepath.Join(root, "apps/other/config.yaml"), "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: other\n")
 	k := Kustomization{Path: "apps/web"}
-
-	checkedOut(root, "1111")
-	first, err := build(root, k)
-	if err != nil || len(first) != 1 {
-		t.Fatalf("build = %v, %v", first, err)
+	image := func(objs []built) string {
+		if len(objs) != 1 {
+			t.Fatalf("the build has %d objects, want the Deployment", len(objs))
+		}
+		return fieldValue(containersOf(objs[0].obj)[0], "image")
 	}
-	again, err := build(root, k)
-	if err != nil || &again[0] != &first[0] {
-		t.Fatalf("the second build of the same commit was made again (err %v)", err)
-	}
-	other, err := build(root, Kustomization{Path: "apps"})
-	if err != nil || len(other) != 1 || &other[0] == &first[0] {
-		t.Fatalf("another Kustomization's build = %v, %v; want its own", other, err)
-	}
-
-	if err := writeFile(filepath.Join(root, "apps/web/api.yaml"), []byte(fmt.Sprintf(deployment, "api"))); err != nil {
+	last, err := build(root, k)
+	if err != nil {
 		t.Fatal(err)
 	}
-	after, err := build(root, k)
-	if err != nil || len(after) != 2 {
-		t.Fatalf("build after a write = %d objects, %v; want the written file's too", len(after), err)
-	}
-	if isCheckoutOf(root, "1111") {
-		t.Fatal("the working copy is still a checkout of its commit after a write")
+	for _, step := range []struct {
+		name    string
+		change  func()
+		rebuilt bool
+		image   string
+	}{
+		{"nothing changed", func() {}, false, "app:1"},
+		{"a folder the build does not read changed", func() {
+			writeTestFile(t, filepath.Join(root, "apps/other/more.yaml"), "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: more\n")
+		}, false, "app:1"},
+		{"the folder's file written again as it was", func() {
+			writeTestFile(t, filepath.Join(root, "apps/web/kustomization.yaml"), "resources:\n  - ../base/deployment.yaml\n")
+		}, false, "app:1"},
+		{"the base elsewhere changed, same size", func() {
+			writeTestFile(t, filepath.Join(root, "apps/base/deployment.yaml"), strings.Replace(deployment, "app:1", "app:2", 1))
+		}, true, "app:2"},
+		{"a file added to the folder", func() {
+			writeTestFile(t, filepath.Join(root, "apps/web/notes.txt"), "notes\n")
+		}, true, "app:2"},
+		{"a .sourceignore over the folder", func() {
+			writeTestFile(t, filepath.Join(root, ".sourceignore"), "apps/web/notes.txt\n")
+		}, true, "app:2"},
+		{"the base removed", func() {
+			if err := os.Remove(filepath.Join(root, "apps/base/deployment.yaml")); err != nil {
+				t.Fatal(err)
+			}
+			writeTestFile(t, filepath.Join(root, "apps/base/deployment.yaml"), strings.Replace(deployment, "app:1", "app:3", 1))
+		}, true, "app:3"},
+	} {
+		step.change()
+		objs, err := build(root, k)
+		if err != nil {
+			t.Fatalf("%s: %v", step.name, err)
+		}
+		if rebuilt := &objs[0] != &last[0]; rebuilt != step.rebuilt {
+			t.Errorf("%s: built again = %v, want %v", step.name, rebuilt, step.rebuilt)
+		}
+		if got := image(objs); got != step.image {
+			t.Errorf("%s: the build runs %s, want %s", step.name, got, step.image)
+		}
+		last = objs
 	}
 
-	checkedOut(root, "2222")
-	fresh, err := build(root, k)
-	if err != nil || len(fresh) != 2 || &fresh[0] == &after[0] {
-		t.Fatalf("build of another commit = %v, %v; want it made again", fresh, err)
-	}
-	touched(root)
-	if outside, err := build(root, k); err != nil || &outside[0] == &fresh[0] {
-		t.Fatalf("a build outside a checkout was remembered (err %v)", err)
+	other, err := build(root, Kustomization{Path: "apps/other"})
+	if err != nil || &other[0] == &last[0] {
+		t.Fatalf("another Kustomization's build = %v, %v; want its own", other, err)
 	}
 }

@@ -158,7 +158,7 @@ func TestBuildsAsFlux(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			ignored, err := ignoredUnder(root, path, k.Ignore)
+			ignored, err := ignoredUnder(root, path, k.Ignore, nil)
 			if err != nil {
 				t.Fatal(err)
 			}
