@@ -237,9 +237,9 @@ func (b *bench) run(ctx context.Context) error {
 	if idle != nil && idle.operations > 0 {
 		return fmt.Errorf("sluice made %d Git requests in %s with nothing to write", idle.operations, round(idle.window))
 	}
-	if limit := b.opts.commitsPerKustomization * f.kustomizations; limit > 0 && res.commits > limit {
+	if limit := b.opts.commitsPerKustomization * f.kustomizations; limit > 0 && len(res.commits) > limit {
 		return fmt.Errorf("sluice made %d commits for %d Kustomizations, more than %d per Kustomization",
-			res.commits, f.kustomizations, b.opts.commitsPerKustomization)
+			len(res.commits), f.kustomizations, b.opts.commitsPerKustomization)
 	}
 	return nil
 }
@@ -260,7 +260,7 @@ func (b *bench) printTable(argo *argoResult, res *sluiceResult, idle *idleResult
 	row("every Delivery exists", round(res.deliveries.at).String(), ratio(res.deliveries.at))
 	row("every Rollout Healthy, Deployment at 0", round(res.healthy.at).String(), ratio(res.healthy.at))
 	row("every stable template in Git", round(res.recorded.at).String(), ratio(res.recorded.at))
-	row("commits", fmt.Sprint(res.commits), fmt.Sprintf("%.2f per app", float64(res.commits)/apps))
+	row("commits", fmt.Sprint(len(res.commits)), fmt.Sprintf("%.2f per app", float64(len(res.commits))/apps))
 	pushes := res.writes.count["pushed"]
 	row("pushes", fmt.Sprint(pushes), fmt.Sprintf("%.2f per app, %s each", float64(pushes)/apps, round(res.writes.mean("pushed"))))
 	row("CPU", fmt.Sprintf("%.1f s", res.usage.cpu.Seconds()), fmt.Sprintf("%.0f ms per app", res.usage.cpu.Seconds()*1000/apps))
@@ -276,6 +276,10 @@ func (b *bench) printTable(argo *argoResult, res *sluiceResult, idle *idleResult
 	_ = w.Flush()
 
 	fmt.Fprintf(b.out, "\nsluice's commits record %s; its Git writes: %s.\n", describeCounts(res.records), describeCounts(res.writes.count))
+	fmt.Fprintln(b.out, "sluice's commits, from the Kustomizations' creation:")
+	for _, c := range res.commits {
+		fmt.Fprintf(b.out, "  %8s  %s\n", round(c.at.Sub(res.started)), describeCounts(c.records))
+	}
 	if len(res.errors) == 0 {
 		fmt.Fprintln(b.out, "sluice logged no error.")
 		return

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -28,8 +29,10 @@ type sluiceResult struct {
 	applied, deliveries, healthy, recorded *milestone
 	// commits are sluice's commits on main; records counts their
 	// Sluice-Action trailers by action.
-	commits int
+	commits []sluiceCommit
 	records map[string]int
+	// started is when the Kustomizations were created.
+	started time.Time
 	writes  gitWrites
 	usage   usage
 	// errors counts the error lines of sluice's logs by message.
@@ -122,6 +125,7 @@ func (b *bench) runSluice(ctx context.Context) (*sluiceResult, error) {
 		return res, fmt.Errorf("sluice: %w", err)
 	}
 
+	res.started = started
 	if res.commits, res.records, err = sluiceCommits(ctx, filepath.Join(git.Root, repoName+".git")); err != nil {
 		return res, err
 	}
@@ -207,21 +211,36 @@ func (b *bench) observeFleet(ctx context.Context, res *sluiceResult, elapsed tim
 	return nil
 }
 
-// sluiceCommits counts the commits on main that carry sluice's
-// Sluice-Delivery trailer, and their Sluice-Action lines by action (a
-// commit that records several changes holds several).
-func sluiceCommits(ctx context.Context, gitDir string) (int, map[string]int, error) {
-	out, err := runGit(ctx, "", "--git-dir", gitDir, "log", "main", "--format=%H%n%B", "--grep", "^Sluice-Delivery: ")
+// sluiceCommit is one of sluice's commits: when, and its Sluice-Action
+// lines by action.
+type sluiceCommit struct {
+	at      time.Time
+	records map[string]int
+}
+
+// sluiceCommits returns the commits on main that carry sluice's
+// Sluice-Delivery trailer, oldest first, and their Sluice-Action lines by
+// action (a commit that records several changes holds several).
+func sluiceCommits(ctx context.Context, gitDir string) ([]sluiceCommit, map[string]int, error) {
+	out, err := runGit(ctx, "", "--git-dir", gitDir, "log", "main", "--reverse", "--format=@@%ct%n%B", "--grep", "^Sluice-Delivery: ")
 	if err != nil {
-		return 0, nil, err
+		return nil, nil, err
 	}
-	commits, records := 0, map[string]int{}
+	var commits []sluiceCommit
+	records := map[string]int{}
 	for _, line := range strings.Split(out, "\n") {
-		if len(line) == 40 && strings.Trim(line, "0123456789abcdef") == "" {
-			commits++
+		if at, ok := strings.CutPrefix(line, "@@"); ok {
+			seconds, err := strconv.ParseInt(at, 10, 64)
+			if err != nil {
+				return nil, nil, fmt.Errorf("commit time %q: %w", at, err)
+			}
+			commits = append(commits, sluiceCommit{at: time.Unix(seconds, 0), records: map[string]int{}})
+			continue
 		}
-		if action, ok := strings.CutPrefix(line, "Sluice-Action: "); ok {
-			records[strings.TrimSpace(action)]++
+		if action, ok := strings.CutPrefix(line, "Sluice-Action: "); ok && len(commits) > 0 {
+			action = strings.TrimSpace(action)
+			records[action]++
+			commits[len(commits)-1].records[action]++
 		}
 	}
 	return commits, records, nil
