@@ -16,6 +16,7 @@ import (
 	"github.com/fluxcd/pkg/apis/meta"
 	"github.com/fluxcd/pkg/runtime/conditions"
 	. "github.com/onsi/gomega"
+	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -70,6 +71,16 @@ func podsOf(g Gomega, ns, podHash string) map[string]string {
 	return out
 }
 
+// waitForTheNextSecond waits until the second after the one in which the
+// ReplicaSet of the pod-template hash podHash was created.
+func waitForTheNextSecond(g Gomega, ns, podHash string) {
+	var sets appsv1.ReplicaSetList
+	g.Expect(k8sClient.List(context.Background(), &sets, client.InNamespace(ns),
+		client.MatchingLabels{rolloutsv1.DefaultRolloutUniqueLabelKey: podHash})).To(Succeed())
+	g.Expect(sets.Items).To(HaveLen(1))
+	time.Sleep(time.Until(sets.Items[0].CreationTimestamp.Add(time.Second)))
+}
+
 // sluiceRejections lists the rejections sluice itself committed to main.
 func sluiceRejections(repo *gitRepo, delivery string) string {
 	repo.git("", "fetch", "--quiet", "origin")
@@ -96,6 +107,11 @@ func TestAbortRetryRollbackThroughGit(t *testing.T) {
 	delivery := &deliveryv1.Delivery{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "web"}}
 	stable := waitHealthy(g, ns, "web", replicas).Status.StableTemplateHash
 	deliveryFile := filepath.Join(repo.dir, "apps/halt/web-delivery.yaml")
+
+	// NOTE: Argo Rollouts tells a rollback by its ReplicaSets' creation
+	// times, which count whole seconds: the rollback to v1 at the end is
+	// one only when v2's ReplicaSet comes in a later second than v1's.
+	waitForTheNextSecond(g, ns, getObj(g, &rolloutsv1.Rollout{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "web"}}).Status.StableRS)
 
 	// Release v2; it waits at the manual gate with half the traffic.
 	pushWithRetry(t, repo, "Release web v2", func() {
