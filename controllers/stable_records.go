@@ -44,17 +44,22 @@ func (w writeBack) recordStable(ctx context.Context, now *metav1.Time) (time.Dur
 	}
 	batch, rolling := []writeBack{w}, false
 	settings := map[types.NamespacedName]gitSettings{}
+	// One list of every Delivery, read only (what joins the batch is
+	// copied), rather than one list by labels per Kustomization: the
+	// cache matches labels by reading every Delivery.
+	var list deliveryv1.DeliveryList
+	if err := w.r.List(ctx, &list, client.UnsafeDisableDeepCopy); err != nil {
+		return 0, err
+	}
+	applied := map[types.NamespacedName][]*deliveryv1.Delivery{}
+	for i := range list.Items {
+		d := &list.Items[i]
+		by := types.NamespacedName{Namespace: d.Labels[kustomizationNamespaceLabel], Name: d.Labels[kustomizationNameLabel]}
+		applied[by] = append(applied[by], d)
+	}
 	for _, ks := range kss {
-		var list deliveryv1.DeliveryList
-		// Read only: what joins the batch is copied.
-		if err := w.r.List(ctx, &list, client.UnsafeDisableDeepCopy, client.MatchingLabels{
-			kustomizationNameLabel: ks.Name, kustomizationNamespaceLabel: ks.Namespace,
-		}); err != nil {
-			return 0, err
-		}
 		var source *gitSource
-		for i := range list.Items {
-			d := &list.Items[i]
+		for _, d := range applied[types.NamespacedName{Namespace: ks.Namespace, Name: ks.Name}] {
 			if client.ObjectKeyFromObject(d) == key || !d.DeletionTimestamp.IsZero() || d.Spec.Suspend || !inInventory(ks, d) {
 				continue
 			}
