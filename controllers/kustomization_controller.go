@@ -165,11 +165,6 @@ func (r *KustomizationReconciler) Reconcile(ctx context.Context, req ctrl.Reques
 	if err != nil || len(candidates)+len(optOuts) == 0 {
 		return ctrl.Result{}, err
 	}
-	if r.adoptionsPushed(ks) {
-		// Written at this revision already: the Deliveries come with
-		// the revision Flux applies next.
-		candidates = nil
-	}
 	source, err := resolveGitSource(ctx, r.Client, ks)
 	if err != nil {
 		if errors.Is(err, errSourceSuspended) {
@@ -252,7 +247,9 @@ func (r *KustomizationReconciler) Reconcile(ctx context.Context, req ctrl.Reques
 // of the GitRepository, for one commit.
 func (r *KustomizationReconciler) gather(ctx context.Context, source *gitSource, candidates []candidate) ([]candidate, time.Duration, error) {
 	if r.adoptionsPushed(source.ks) {
-		// Another reconcile wrote them meanwhile.
+		// Written at this revision already, by this reconcile or
+		// another's gathering: the Deliveries come with the revision
+		// Flux applies next.
 		candidates = nil
 	}
 	kss, err := kustomizationsOf(ctx, r.Client, source.repo)
@@ -272,11 +269,14 @@ func (r *KustomizationReconciler) gather(ctx context.Context, source *gitSource,
 		}
 		// Its own reconcile reports what is wrong with its Deployments.
 		more, _, err := r.scan(ctx, other, func(client.Object, string, string) {})
-		if err != nil {
+		if err != nil || len(more) == 0 {
 			continue
 		}
+		// One source per Kustomization: its variables are resolved once,
+		// and it is asked to reconcile once.
+		otherSource := source.forKustomization(other.DeepCopy())
 		for _, c := range more {
-			c.source = source.forKustomization(other.DeepCopy())
+			c.source = otherSource
 			candidates = append(candidates, c)
 		}
 	}

@@ -405,10 +405,6 @@ func coalesce(batch []*waitingWrite) (_ Change, recorded []bool) {
 			if err != nil {
 				return false, err
 			}
-			if c {
-				// The next edit builds from what this one wrote.
-				touched(root)
-			}
 			recorded[i] = c
 		}
 		return slices.Contains(recorded, true), nil
