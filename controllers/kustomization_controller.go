@@ -13,7 +13,6 @@ import (
 	rolloutsv1 "github.com/argoproj/argo-rollouts/pkg/apis/rollouts/v1alpha1"
 	kustomizev1 "github.com/fluxcd/kustomize-controller/api/v1"
 	"github.com/fluxcd/pkg/apis/meta"
-	sourcev1 "github.com/fluxcd/source-controller/api/v1"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -77,7 +76,7 @@ type KustomizationReconciler struct {
 	pushed sync.Map
 	// gathering serializes, by GitRepository, the reconciles that write
 	// the adoptions of all its Kustomizations.
-	gathering sync.Map
+	gathering sourceLocks
 }
 
 // adoptionBatchWindow is how long adoptions wait, at most, for Flux to
@@ -216,7 +215,7 @@ func (r *KustomizationReconciler) Reconcile(ctx context.Context, req ctrl.Reques
 		candidates[i].source = source
 	}
 	if len(candidates) > 0 {
-		unlock := r.lockSource(source.repo)
+		unlock := r.gathering.lock(source.repo)
 		defer unlock()
 		var wait time.Duration
 		candidates, wait, err = r.gather(ctx, source, candidates)
@@ -281,16 +280,6 @@ func (r *KustomizationReconciler) gather(ctx context.Context, source *gitSource,
 		}
 	}
 	return candidates, 0, nil
-}
-
-// lockSource keeps other reconciles from gathering and writing the
-// adoptions of the GitRepository's Kustomizations until unlock: the next
-// one finds them written.
-func (r *KustomizationReconciler) lockSource(repo *sourcev1.GitRepository) (unlock func()) {
-	v, _ := r.gathering.LoadOrStore(types.NamespacedName{Namespace: repo.Namespace, Name: repo.Name}, &sync.Mutex{})
-	mu := v.(*sync.Mutex)
-	mu.Lock()
-	return mu.Unlock
 }
 
 // adoptionsPushed tells whether the Kustomization's adoptions were written

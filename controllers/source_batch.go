@@ -92,3 +92,16 @@ func (w *sourceWaits) wait(repo *sourcev1.GitRepository, window time.Duration) t
 func (w *sourceWaits) done(repo *sourcev1.GitRepository) {
 	w.m.Delete(types.NamespacedName{Namespace: repo.Namespace, Name: repo.Name})
 }
+
+// sourceLocks holds a lock by GitRepository.
+type sourceLocks struct {
+	m sync.Map
+}
+
+// lock keeps the other holders of repo's lock waiting until unlock.
+func (l *sourceLocks) lock(repo *sourcev1.GitRepository) (unlock func()) {
+	v, _ := l.m.LoadOrStore(types.NamespacedName{Namespace: repo.Namespace, Name: repo.Name}, &sync.Mutex{})
+	mu := v.(*sync.Mutex)
+	mu.Lock()
+	return mu.Unlock
+}

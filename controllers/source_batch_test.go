@@ -98,3 +98,32 @@ func TestSourceWaitsEnd(t *testing.T) {
 	w.done(repo)
 	g.Expect(w.wait(repo, 10*time.Millisecond)).To(BeNumerically(">", 0), "a write made starts the next wait afresh")
 }
+
+// TestStableRecordsWaitWhileRolloutsComplete: stable records wait while
+// rollouts of the GitRepository are under way and keep completing, at most
+// stableQuiet after the last completion and stableBatchLimit after the
+// first; with nothing under way, they are written at once.
+func TestStableRecordsWaitWhileRolloutsComplete(t *testing.T) {
+	g := NewWithT(t)
+	var s stableSettles
+	repo := &sourcev1.GitRepository{ObjectMeta: metav1.ObjectMeta{Namespace: "flux-system", Name: "fleet"}}
+	other := &sourcev1.GitRepository{ObjectMeta: metav1.ObjectMeta{Namespace: "flux-system", Name: "infra"}}
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+
+	g.Expect(s.wait(repo, 3, false, t0)).To(BeZero(), "nothing under way: written at once")
+	g.Expect(s.wait(repo, 1, true, t0)).To(Equal(stableQuiet))
+	g.Expect(s.wait(repo, 1, true, t0.Add(4*time.Second))).To(Equal(stableQuiet-4*time.Second), "no completion since: the quiet counts from the first")
+	g.Expect(s.wait(repo, 2, true, t0.Add(6*time.Second))).To(Equal(stableQuiet), "another completed: the quiet starts again")
+	g.Expect(s.wait(other, 1, true, t0.Add(6*time.Second))).To(Equal(stableQuiet), "each GitRepository waits on its own")
+	g.Expect(s.wait(repo, 2, true, t0.Add(6*time.Second+stableQuiet))).To(BeZero(), "quiet for stableQuiet: written")
+	g.Expect(s.wait(repo, 1, true, t0.Add(time.Minute))).To(Equal(stableQuiet), "once written, the next wait starts afresh")
+
+	// A wait nobody came back to end is forgotten; rollouts that keep
+	// completing hold the records at most stableBatchLimit from the first.
+	start, due := t0.Add(time.Hour), 1
+	for at := time.Duration(0); at < stableBatchLimit; at += stableQuiet / 2 {
+		g.Expect(s.wait(repo, due, true, start.Add(at))).To(BeNumerically(">", 0), "still completing at %s", at)
+		due++
+	}
+	g.Expect(s.wait(repo, due, true, start.Add(stableBatchLimit))).To(BeZero())
+}

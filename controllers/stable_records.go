@@ -6,9 +6,11 @@ import (
 	"fmt"
 	"reflect"
 	"slices"
+	"sync"
 	"time"
 
 	kustomizev1 "github.com/fluxcd/kustomize-controller/api/v1"
+	sourcev1 "github.com/fluxcd/source-controller/api/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -18,19 +20,23 @@ import (
 	"github.com/sluice-dev/sluice/gitops"
 )
 
-// stableBatchWindow is how long a stable record waits for the other
-// Deliveries of its Kustomization that are still rolling out, so that a
-// revision releasing many apps records their stable templates in one
-// commit rather than one each.
-const stableBatchWindow = 10 * time.Second
+// A stable record waits while other Deliveries of its GitRepository are
+// still rolling out, so that a revision releasing many apps records their
+// stable templates in one commit rather than one each: for as long as
+// others keep completing, at most stableQuiet after the last completion
+// and stableBatchLimit after the first.
+const (
+	stableQuiet      = 10 * time.Second
+	stableBatchLimit = time.Minute
+)
 
 // recordStable writes the Delivery's stable template, and in the same
 // commit those of the other Deliveries whose rollouts completed and that
 // Kustomizations of the same GitRepository apply: every commit is a
 // revision Flux applies with all of them. While others are still rolling
-// out it waits for them, up to stableBatchWindow: the last one to complete
-// writes the records of all. It returns how long to wait before looking
-// again.
+// out and completing, it waits for them (see stableQuiet): the reconcile
+// that finds the wait over writes the records of all. It returns how long
+// to wait before looking again.
 func (w writeBack) recordStable(ctx context.Context, now *metav1.Time) (time.Duration, error) {
 	key := client.ObjectKeyFromObject(w.obj)
 	if w.r.stableWritten(w.obj, w.source.ks) {
@@ -38,12 +44,17 @@ func (w writeBack) recordStable(ctx context.Context, now *metav1.Time) (time.Dur
 		// do until it does.
 		return 0, nil
 	}
+	// One batch of the GitRepository at a time: the reconciles that
+	// waited behind it find their records written.
+	unlock := w.r.sources.lock(w.source.repo)
+	defer unlock()
+	if w.r.stableWritten(w.obj, w.source.ks) {
+		return 0, nil
+	}
 	kss, err := kustomizationsOf(ctx, w.r.Client, w.source.repo)
 	if err != nil {
 		return 0, err
 	}
-	batch, rolling := []writeBack{w}, false
-	settings := map[types.NamespacedName]gitSettings{}
 	// One list of every Delivery, read only (what joins the batch is
 	// copied), rather than one list by labels per Kustomization: the
 	// cache matches labels by reading every Delivery.
@@ -57,34 +68,47 @@ func (w writeBack) recordStable(ctx context.Context, now *metav1.Time) (time.Dur
 		by := types.NamespacedName{Namespace: d.Labels[kustomizationNamespaceLabel], Name: d.Labels[kustomizationNameLabel]}
 		applied[by] = append(applied[by], d)
 	}
+	type due struct {
+		d  *deliveryv1.Delivery
+		ks *kustomizev1.Kustomization
+	}
+	var (
+		others  []due
+		rolling bool
+	)
 	for _, ks := range kss {
-		var source *gitSource
 		for _, d := range applied[types.NamespacedName{Namespace: ks.Namespace, Name: ks.Name}] {
 			if client.ObjectKeyFromObject(d) == key || !d.DeletionTimestamp.IsZero() || d.Spec.Suspend || !inInventory(ks, d) {
 				continue
 			}
 			switch {
 			case w.r.stableDue(d, ks):
-				if source == nil {
-					source = w.source
-					if ks.Name != w.source.ks.Name || ks.Namespace != w.source.ks.Namespace {
-						source = w.source.forKustomization(ks.DeepCopy())
-					}
-				}
-				if other, ok := w.sibling(ctx, d.DeepCopy(), source, settings); ok {
-					batch = append(batch, other)
-				}
+				others = append(others, due{d: d, ks: ks})
 			case rollingOut(d):
 				rolling = true
 			}
 		}
 	}
-	if rolling {
-		if wait := w.r.settle(key, w.obj.Status.StableTemplateHash); wait > 0 {
-			return wait, nil
+	if wait := w.r.settling.wait(w.source.repo, 1+len(others), rolling, time.Now()); wait > 0 {
+		return wait, nil
+	}
+
+	batch := []writeBack{w}
+	settings := map[types.NamespacedName]gitSettings{}
+	sources := map[*kustomizev1.Kustomization]*gitSource{}
+	for _, o := range others {
+		source, ok := sources[o.ks]
+		if !ok {
+			source = w.source
+			if o.ks.Name != w.source.ks.Name || o.ks.Namespace != w.source.ks.Namespace {
+				source = w.source.forKustomization(o.ks.DeepCopy())
+			}
+			sources[o.ks] = source
+		}
+		if other, ok := w.sibling(ctx, o.d.DeepCopy(), source, settings); ok {
+			batch = append(batch, other)
 		}
 	}
-	w.r.settling.Delete(key)
 
 	var (
 		ready   []writeBack
@@ -239,21 +263,55 @@ func (r *WriteBackReconciler) stableWritten(d *deliveryv1.Delivery, ks *kustomiz
 	return ok && v == stableKey(d, ks)
 }
 
-// settlingSince is when a Delivery's stable record started waiting.
-type settlingSince struct {
-	hash  string
-	since time.Time
+// stableSettles remembers, by GitRepository, how long its stable records
+// have been waiting for rollouts still under way.
+type stableSettles struct {
+	m sync.Map
 }
 
-// settle returns how much longer the Delivery's record of hash may wait
-// for others, zero when its time is up.
-func (r *WriteBackReconciler) settle(key types.NamespacedName, hash string) time.Duration {
-	start := settlingSince{hash: hash, since: time.Now()}
-	v, loaded := r.settling.LoadOrStore(key, start)
-	if s := v.(settlingSince); loaded && s.hash == hash {
-		start = s
-	} else {
-		r.settling.Store(key, start)
+// stableSettle is a GitRepository's wait: since when, when a rollout last
+// completed, and how many records were due then.
+type stableSettle struct {
+	first, last time.Time
+	due         int
+}
+
+// wait returns how much longer due stable records of repo may wait at now
+// for the rollouts still under way (rolling); zero when they are to be
+// written. The wait goes on while rollouts keep completing, at most
+// stableQuiet after the last completion and stableBatchLimit after the
+// first. Its callers hold the GitRepository's lock.
+func (s *stableSettles) wait(repo *sourcev1.GitRepository, due int, rolling bool, now time.Time) time.Duration {
+	key := types.NamespacedName{Namespace: repo.Namespace, Name: repo.Name}
+	if !rolling {
+		s.m.Delete(key)
+		return 0
 	}
-	return max(0, stableBatchWindow-time.Since(start.since))
+	fresh := &stableSettle{first: now, last: now, due: due}
+	v, _ := s.m.LoadOrStore(key, fresh)
+	st := v.(*stableSettle)
+	if now.Sub(st.deadline()) > stableQuiet {
+		// A wait whose records nobody came back to write (their
+		// Deliveries changed or went meanwhile) is over.
+		st = fresh
+		s.m.Store(key, st)
+	}
+	if due > st.due {
+		st.last, st.due = now, due
+	}
+	wait := st.deadline().Sub(now)
+	if wait <= 0 {
+		s.m.Delete(key)
+		return 0
+	}
+	return wait
+}
+
+// deadline is when the wait ends unless another rollout completes.
+func (st *stableSettle) deadline() time.Time {
+	end, limit := st.last.Add(stableQuiet), st.first.Add(stableBatchLimit)
+	if limit.Before(end) {
+		return limit
+	}
+	return end
 }

@@ -66,9 +66,12 @@ type WriteBackReconciler struct {
 	// stable remembers, by Delivery, the stable template pushed for it and
 	// the Kustomization revision applied then (see stableSettled).
 	stable sync.Map
-	// settling remembers, by Delivery, since when its stable record has
-	// been waiting for others of its Kustomization.
-	settling sync.Map
+	// settling remembers how long each GitRepository's stable records
+	// have waited for the rollouts still under way.
+	settling stableSettles
+	// sources lets one stable-record batch of a GitRepository be made at
+	// a time.
+	sources sourceLocks
 }
 
 // SetupWithManager reconciles a Delivery whenever it changes, status
@@ -111,7 +114,6 @@ func (r *WriteBackReconciler) Reconcile(ctx context.Context, req ctrl.Request) (
 		if apierrors.IsNotFound(err) {
 			r.parked.Delete(req.NamespacedName)
 			r.stable.Delete(req.NamespacedName)
-			r.settling.Delete(req.NamespacedName)
 		}
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}

@@ -363,6 +363,11 @@ func (s *Stack) startControllerManager(ctx context.Context) error {
 		"--root-ca-file=" + filepath.Join(pkiDir, "ca.crt"),
 		"--use-service-account-credentials=false",
 		"--controllers=*,-nodeipam,-cloud-node-lifecycle,-service-lb-controller,-route",
+		// The API rate of the stack's other clients: at the default 20
+		// requests a second, the ReplicaSet controller creating and
+		// deleting pods is what a fleet of hundreds of apps waits for.
+		"--kube-api-qps=100",
+		"--kube-api-burst=200",
 	})
 	if err != nil {
 		return err

@@ -19,6 +19,8 @@ type milestone struct {
 	done  int
 	total int
 	at    time.Duration
+	// detail, when set, says what makes up done until it is reached.
+	detail string
 }
 
 func (m *milestone) reached() bool { return m.at > 0 }
@@ -34,6 +36,9 @@ func (m *milestone) observe(done int, elapsed time.Duration) {
 func (m *milestone) String() string {
 	if m.reached() {
 		return fmt.Sprintf("%s %d/%d (%s)", m.name, m.done, m.total, round(m.at))
+	}
+	if m.detail != "" {
+		return fmt.Sprintf("%s %d/%d (%s)", m.name, m.done, m.total, m.detail)
 	}
 	return fmt.Sprintf("%s %d/%d", m.name, m.done, m.total)
 }

@@ -199,14 +199,19 @@ func (b *bench) observeFleet(ctx context.Context, res *sluiceResult, elapsed tim
 				parked[client.ObjectKeyFromObject(&d)] = true
 			}
 		}
-		healthy := 0
+		healthy, serving := 0, 0
 		for _, r := range rollouts.Items {
-			if strings.HasPrefix(r.Namespace, fleetPrefix+"-") && r.Status.Phase == rolloutsv1.RolloutPhaseHealthy &&
-				r.Status.AvailableReplicas == 1 && parked[client.ObjectKeyFromObject(&r)] {
+			if !strings.HasPrefix(r.Namespace, fleetPrefix+"-") ||
+				r.Status.Phase != rolloutsv1.RolloutPhaseHealthy || r.Status.AvailableReplicas != 1 {
+				continue
+			}
+			serving++
+			if parked[client.ObjectKeyFromObject(&r)] {
 				healthy++
 			}
 		}
 		res.healthy.observe(healthy, elapsed)
+		res.healthy.detail = fmt.Sprintf("Rollouts serving %d, Deployments at 0 %d", serving, len(parked))
 	}
 	return nil
 }
