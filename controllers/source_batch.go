@@ -48,15 +48,22 @@ func kustomizationsOf(ctx context.Context, c client.Reader, repo *sourcev1.GitRe
 }
 
 // applying tells whether some of the Kustomizations kss have not yet
-// attempted the GitRepository's current revision: Flux is still applying
-// it. One that failed (Ready=False: its build, a dependency) is not waited
+// applied the GitRepository's current revision: Flux is still building,
+// applying or checking the health of what it applied. One that failed
+// (Ready=False: its build, its health checks, a dependency) is not waited
 // for: it applies the revision once what fails is fixed, not soon.
+//
+// NOTE: kustomize-controller sets status.lastAttemptedRevision before it
+// builds, lists the inventory once it applied, and sets
+// status.lastAppliedRevision only once the health checks pass; a
+// Kustomization's Deployments are in sluice's scan only with its inventory,
+// and its adoptions are written from the revision it applied.
 func applying(repo *sourcev1.GitRepository, kss []*kustomizev1.Kustomization) bool {
 	if repo.Status.Artifact == nil {
 		return false
 	}
 	for _, ks := range kss {
-		if ks.Status.LastAttemptedRevision != repo.Status.Artifact.Revision &&
+		if ks.Status.LastAppliedRevision != repo.Status.Artifact.Revision &&
 			!apimeta.IsStatusConditionFalse(ks.Status.Conditions, meta.ReadyCondition) {
 			return true
 		}

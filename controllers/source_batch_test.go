@@ -18,8 +18,8 @@ import (
 // TestKustomizationsOfASource: the Kustomizations that apply a
 // GitRepository are those whose sourceRef names it, in their own namespace
 // or in the one the reference gives, and not suspended; and Flux is still
-// applying the GitRepository's revision while one of them has not
-// attempted it.
+// applying the GitRepository's revision while one of them has not applied
+// it and is not failing.
 func TestKustomizationsOfASource(t *testing.T) {
 	g := NewWithT(t)
 	ctx, cancel := context.WithCancel(context.Background())
@@ -69,13 +69,17 @@ func TestKustomizationsOfASource(t *testing.T) {
 	applied := func(revisions ...string) []*kustomizev1.Kustomization {
 		var out []*kustomizev1.Kustomization
 		for _, r := range revisions {
-			out = append(out, &kustomizev1.Kustomization{Status: kustomizev1.KustomizationStatus{LastAttemptedRevision: r}})
+			out = append(out, &kustomizev1.Kustomization{Status: kustomizev1.KustomizationStatus{LastAttemptedRevision: r, LastAppliedRevision: r}})
 		}
 		return out
 	}
 	g.Expect(applying(repo, applied("main@sha1:2222", "main@sha1:1111"))).To(BeTrue())
 	g.Expect(applying(repo, applied("main@sha1:2222", ""))).To(BeTrue())
 	g.Expect(applying(repo, applied("main@sha1:2222", "main@sha1:2222"))).To(BeFalse())
+	checkingHealth := applied("main@sha1:1111")[0]
+	checkingHealth.Status.LastAttemptedRevision = "main@sha1:2222"
+	checkingHealth.Status.Conditions = []metav1.Condition{{Type: meta.ReadyCondition, Status: metav1.ConditionUnknown, Reason: meta.ProgressingReason}}
+	g.Expect(applying(repo, append(applied("main@sha1:2222"), checkingHealth))).To(BeTrue(), "one still checking the health of what it applied is waited for")
 	failing := applied("main@sha1:1111")[0]
 	failing.Status.Conditions = []metav1.Condition{{Type: meta.ReadyCondition, Status: metav1.ConditionFalse, Reason: "BuildFailed"}}
 	g.Expect(applying(repo, append(applied("main@sha1:2222"), failing))).To(BeFalse(), "a failing Kustomization is not waited for")
