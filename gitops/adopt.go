@@ -67,7 +67,7 @@ type Adopted struct {
 // make the change safely.
 func Adopt(root string, a Adoption) (Adopted, bool, error) {
 	k := a.Kustomization
-	objs, err := build(root, k)
+	objs, err := locate(root, k)
 	if err != nil {
 		return Adopted{}, false, err
 	}
@@ -160,26 +160,27 @@ func Adopt(root string, a Adoption) (Adopted, bool, error) {
 
 	// Check the result as Flux will build it: the Deployment without
 	// replicas and the Delivery, for the Deployment, in the build.
-	after, err := build(root, k)
-	if err != nil {
-		return Adopted{}, false, fmt.Errorf("%w: the adoption breaks the build of %s: %v", ErrCannotEdit, k.Path, err)
-	}
-	if o := find(after, a.Deployment); o != nil {
-		if n, _ := o.obj.Pipe(yaml.Lookup("spec", "replicas")); n != nil {
-			return Adopted{}, false, fmt.Errorf("%w: %s:%d: spec.replicas of %s is set by %s, not by its file: remove it there and let the Delivery hold replicas: %d",
-				ErrCannotEdit, deployment.file, line, a.Deployment, whatSets(root, k, a.Deployment, deployment.file, hasNo("spec", "replicas")), out.Replicas)
+	err = checkBuild(root, k, objs, changed, func(err error) error {
+		return fmt.Errorf("%w: the adoption breaks the build of %s: %v", ErrCannotEdit, k.Path, err)
+	}, func(after []built) error {
+		if o := find(after, a.Deployment); o != nil {
+			if n, _ := o.obj.Pipe(yaml.Lookup("spec", "replicas")); n != nil {
+				return fmt.Errorf("%w: %s:%d: spec.replicas of %s is set by %s, not by its file: remove it there and let the Delivery hold replicas: %d",
+					ErrCannotEdit, deployment.file, line, a.Deployment, whatSets(root, k, a.Deployment, deployment.file, hasNo("spec", "replicas")), out.Replicas)
+			}
 		}
-	}
-	delivery := find(after, ObjectID{Kind: DeliveryKind, Namespace: a.Deployment.Namespace, Name: a.Deployment.Name})
-	if delivery == nil {
-		return Adopted{}, false, fmt.Errorf("%w: %s is not in the build of %s as Delivery %s; add it to the kustomization that includes %s",
-			ErrCannotEdit, out.DeliveryFile, k.Path, a.Deployment.Name, deployment.file)
-	}
-	if ref, _ := delivery.obj.Pipe(yaml.Lookup("spec", "deploymentRef", "name")); ref == nil || ref.YNode().Value != a.Deployment.Name {
-		return Adopted{}, false, fmt.Errorf("%w: %s builds with a deploymentRef other than %s; a transformer of %s renames it",
-			ErrCannotEdit, out.DeliveryFile, a.Deployment.Name, k.Path)
-	}
-	if err := checkSwitched(after, switched); err != nil {
+		delivery := find(after, ObjectID{Kind: DeliveryKind, Namespace: a.Deployment.Namespace, Name: a.Deployment.Name})
+		if delivery == nil {
+			return fmt.Errorf("%w: %s is not in the build of %s as Delivery %s; add it to the kustomization that includes %s",
+				ErrCannotEdit, out.DeliveryFile, k.Path, a.Deployment.Name, deployment.file)
+		}
+		if ref, _ := delivery.obj.Pipe(yaml.Lookup("spec", "deploymentRef", "name")); ref == nil || ref.YNode().Value != a.Deployment.Name {
+			return fmt.Errorf("%w: %s builds with a deploymentRef other than %s; a transformer of %s renames it",
+				ErrCannotEdit, out.DeliveryFile, a.Deployment.Name, k.Path)
+		}
+		return checkSwitched(after, switched)
+	})
+	if err != nil {
 		return Adopted{}, false, err
 	}
 	return out, changed, nil

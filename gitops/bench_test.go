@@ -64,8 +64,9 @@ func BenchmarkParkUnchanged(b *testing.B) {
 }
 
 // BenchmarkAdoptFolder measures adopting every Deployment of one folder of
-// a fleet (100 folders of 10 Deployments, as make bench-scale pushes),
-// one adoption after another on the same tree, as a batched write does.
+// a fleet (100 folders of 10 Deployments, as make bench-scale pushes), one
+// adoption after another on the same tree: each checked at once, as a
+// write on its own is, and as a batch of writes sharing a commit is.
 func BenchmarkAdoptFolder(b *testing.B) {
 	const folders, apps = 100, 10
 	src := b.TempDir()
@@ -81,18 +82,39 @@ func BenchmarkAdoptFolder(b *testing.B) {
 		}
 	}
 	k := Kustomization{Path: "fleet/k042"}
-	b.ReportAllocs()
-	for b.Loop() {
-		b.StopTimer()
-		root := b.TempDir()
-		copyTree(b, src, root)
-		b.StartTimer()
-		for j := range apps {
-			a := Adoption{Kustomization: k, Deployment: ObjectID{Kind: "Deployment", Namespace: "fleet-042", Name: fmt.Sprintf("app-%03d", j)}, Strategy: "canary", LiveReplicas: 1}
-			if _, changed, err := Adopt(root, a); err != nil || !changed {
-				b.Fatalf("Adopt: changed=%v err=%v", changed, err)
-			}
+	adopt := func(b *testing.B, root string, j int) (bool, error) {
+		a := Adoption{Kustomization: k, Deployment: ObjectID{Kind: "Deployment", Namespace: "fleet-042", Name: fmt.Sprintf("app-%03d", j)}, Strategy: "canary", LiveReplicas: 1}
+		_, changed, err := Adopt(root, a)
+		if err != nil || !changed {
+			b.Fatalf("Adopt: changed=%v err=%v", changed, err)
 		}
+		return changed, err
+	}
+	for _, mode := range []struct {
+		name  string
+		edits func(b *testing.B, root string)
+	}{
+		{"each checked at once", func(b *testing.B, root string) {
+			for j := range apps {
+				_, _ = adopt(b, root, j)
+			}
+		}},
+		{"in a batch", func(b *testing.B, root string) {
+			if _, err := inBatch(root, apps, func(j int) (bool, error) { return adopt(b, root, j) }); err != nil {
+				b.Fatal(err)
+			}
+		}},
+	} {
+		b.Run(mode.name, func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				b.StopTimer()
+				root := b.TempDir()
+				copyTree(b, src, root)
+				b.StartTimer()
+				mode.edits(b, root)
+			}
+		})
 	}
 }
 
@@ -118,7 +140,7 @@ spec:
           image: registry.example/app:v1
 `
 
-func write(b *testing.B, path, content string) {
+func write(b testing.TB, path, content string) {
 	if err := os.WriteFile(path, []byte(content), 0o644); err != nil {
 		b.Fatal(err)
 	}

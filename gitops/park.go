@@ -137,20 +137,21 @@ func keepParked(root string, k Kustomization, objs []built, deploymentFile strin
 	}
 
 	// Check what Flux will build; when nothing changed, that is objs.
-	after := objs
-	if changed {
-		var err error
-		if after, err = build(root, k); err != nil {
-			return false, fmt.Errorf("%w: parking breaks the build of %s: %v", ErrCannotEdit, k.Path, err)
+	err = checkBuild(root, k, objs, changed, func(err error) error {
+		return fmt.Errorf("%w: parking breaks the build of %s: %v", ErrCannotEdit, k.Path, err)
+	}, func(after []built) error {
+		if deploymentFile != "" {
+			if r, ok, err := replicasIn(after, k.Path, id); err != nil {
+				return err
+			} else if !ok || r != 0 {
+				return fmt.Errorf("%w: %s still builds with replicas %d after setting 0 in %s; %s sets it: make it 0 there",
+					ErrCannotEdit, id, r, deploymentFile, whatSets(root, k, id, deploymentFile, hasReplicas(0)))
+			}
 		}
+		return checkSwitched(after, marked)
+	})
+	if err != nil {
+		return false, err
 	}
-	if deploymentFile != "" {
-		if r, ok, err := replicasIn(after, k.Path, id); err != nil {
-			return false, err
-		} else if !ok || r != 0 {
-			return false, fmt.Errorf("%w: %s still builds with replicas %d after setting 0 in %s; %s sets it: make it 0 there",
-				ErrCannotEdit, id, r, deploymentFile, whatSets(root, k, id, deploymentFile, hasReplicas(0)))
-		}
-	}
-	return changed, checkSwitched(after, marked)
+	return changed, nil
 }

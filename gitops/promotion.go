@@ -45,7 +45,7 @@ type Promotion struct {
 // Deployment's images). It reports false when Git already says it.
 func RecordPromotion(root string, p Promotion) (bool, error) {
 	k := p.Kustomization
-	objs, err := build(root, k)
+	objs, err := locate(root, k)
 	if err != nil {
 		return false, err
 	}

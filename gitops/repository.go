@@ -333,12 +333,42 @@ func (r *Repositories) writeBatch(ctx context.Context, src Source, batch []*wait
 	}()
 	start := time.Now()
 	defer func() { logWrite(ctx, src, batch, outcomes, time.Since(start)) }()
+	r.writeTogether(ctx, src, batch, outcomes)
+}
+
+// writeTogether writes a batch of writes as one commit and sets their
+// outcomes. When one's edit fails, the others make the batch again, and it
+// is written on its own, to land or report its error.
+func (r *Repositories) writeTogether(ctx context.Context, src Source, batch []*waitingWrite, outcomes []*writeOutcome) {
 	change, recorded := coalesce(batch)
 	res, err := r.write(ctx, src, change)
-	var editErr *editError
-	if len(batch) > 1 && errors.As(err, &editErr) {
-		// One edit failed: each write goes on its own, so that the
-		// others land and only the failing one reports its error.
+	var (
+		editErr *editError
+		failed  *failedEdit
+	)
+	switch {
+	case len(batch) > 1 && errors.As(err, &failed):
+		var (
+			rest   []*waitingWrite
+			places []int
+		)
+		for i, b := range batch {
+			if i != failed.index {
+				rest, places = append(rest, b), append(places, i)
+			}
+		}
+		restOutcomes := make([]*writeOutcome, len(rest))
+		r.writeTogether(ctx, src, rest, restOutcomes)
+		for j, i := range places {
+			outcomes[i] = restOutcomes[j]
+		}
+		res, err := r.write(ctx, src, batch[failed.index].change)
+		outcomes[failed.index] = &writeOutcome{res, err}
+		return
+	case len(batch) > 1 && errors.As(err, &editErr):
+		// An edit failed without saying which (a panic): each write goes
+		// on its own, so that the others land and only the failing one
+		// reports its error.
 		for i, b := range batch {
 			res, err := r.write(ctx, src, b.change)
 			outcomes[i] = &writeOutcome{res, err}
@@ -400,13 +430,11 @@ func coalesce(batch []*waitingWrite) (_ Change, recorded []bool) {
 	}
 	first := batch[0].change
 	first.Edit = func(root string) (bool, error) {
-		for i, b := range batch {
-			c, err := b.change.Edit(root)
-			if err != nil {
-				return false, err
-			}
-			recorded[i] = c
+		changed, err := inBatch(root, len(batch), func(i int) (bool, error) { return batch[i].change.Edit(root) })
+		if err != nil {
+			return false, err
 		}
+		copy(recorded, changed)
 		return slices.Contains(recorded, true), nil
 	}
 	// NOTE: a write whose edit changes nothing (its change is in Git
