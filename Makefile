@@ -174,8 +174,8 @@ BENCH_SHARDS ?= 1
 BENCH_TIMEOUT ?= 30m
 # How long sluice is measured idle once the fleet is delivered.
 BENCH_IDLE ?= 1m
-# BENCH_PROFILE, when set, is where sluice's CPU profiles of the burst go:
-# $(BENCH_PROFILE)-<process>-NNN.pprof, for go tool pprof.
+# BENCH_PROFILE, when set, is where sluice's profiles of the burst go:
+# $(BENCH_PROFILE)-<process>-NNN.pprof (CPU) and -NNN.heap, for go tool pprof.
 BENCH_PROFILE ?=
 
 .PHONY: bench-scale

@@ -75,7 +75,7 @@ func main() {
 	flag.BoolVar(&opts.keep, "keep", false, "keep the stack running at the end, until Ctrl-C")
 	flag.DurationVar(&opts.idle, "idle", time.Minute, "how long to measure sluice's CPU and Git requests with the whole fleet delivered and nothing changing; 0 skips it")
 	flag.IntVar(&opts.commitsPerKustomization, "max-commits-per-kustomization", 2, "fail when sluice makes more commits than this per Kustomization for the burst (adoptions in one, stable records in one); 0 checks nothing")
-	flag.StringVar(&opts.cpuProfile, "cpu-profile", "", "record sluice's CPU profile during the burst, in files named <prefix>-<process>-NNN.pprof")
+	flag.StringVar(&opts.cpuProfile, "cpu-profile", "", "record sluice's CPU profile during the burst, in files named <prefix>-<process>-NNN.pprof, and its heap profile after each, in <prefix>-<process>-NNN.heap")
 	flag.Parse()
 	if f.kustomizations < 1 || f.appsPerKustomization < 1 || f.shards < 1 {
 		fmt.Fprintln(os.Stderr, "bench-scale: --kustomizations, --apps-per-kustomization and --shards must be at least 1")

@@ -17,7 +17,9 @@ const profileSlice = 20 * time.Second
 // recordProfiles records sluice's CPU profile from its pprof handlers, in
 // slices of profileSlice written to prefix-<process>-NNN.pprof, until ctx
 // ends; it returns the files written. `go tool pprof -top bin/sluice
-// prefix-*.pprof` merges them.
+// prefix-*.pprof` merges them. After each slice it also takes the heap
+// profile, prefix-<process>-NNN.heap, for where the memory is at
+// that moment (`go tool pprof -sample_index=inuse_space`).
 func recordProfiles(ctx context.Context, p sluiceProcess, prefix string) ([]string, error) {
 	base := strings.TrimSuffix(p.metricsURL, "/metrics")
 	var files []string
@@ -27,6 +29,10 @@ func recordProfiles(ctx context.Context, p sluiceProcess, prefix string) ([]stri
 		switch {
 		case err == nil:
 			files = append(files, file)
+			heap := fmt.Sprintf("%s-%s-%03d.heap", prefix, p.name, i)
+			if err := fetchProfile(ctx, base+"/debug/pprof/heap", heap); err != nil && ctx.Err() == nil {
+				return files, err
+			}
 		case ctx.Err() != nil:
 			// The slice the end cut short holds nothing.
 			_ = os.Remove(file)
