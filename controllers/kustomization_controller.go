@@ -67,9 +67,9 @@ type KustomizationReconciler struct {
 	// ControllerName is the field manager of what sluice applies.
 	ControllerName string
 
-	// waits holds, by GitRepository, since when adoptions have waited
-	// for Flux to apply its revision with all its Kustomizations.
-	waits sourceWaits
+	// waits holds, by GitRepository, the adoptions' wait for Flux to
+	// apply its revision with all its Kustomizations.
+	waits fluxWaits
 	// pushed remembers, by Kustomization, the applied revision at which
 	// its adoptions were written: until Flux applies another, the
 	// Deliveries are on their way.
@@ -79,10 +79,17 @@ type KustomizationReconciler struct {
 	gathering sourceLocks
 }
 
-// adoptionBatchWindow is how long adoptions wait, at most, for Flux to
-// apply a revision with every Kustomization of its GitRepository, so that
-// the adoptions of all of them go in one commit.
-const adoptionBatchWindow = 30 * time.Second
+// Adoptions wait for Flux to apply a revision with every Kustomization of
+// its GitRepository, so that the adoptions of all of them go in one commit:
+// for as long as Flux keeps finishing Kustomizations, at most
+// adoptionBatchQuiet after the last and adoptionBatchLimit in all.
+//
+// NOTE: a second commit costs more than the wait: Flux applies every
+// Kustomization of the GitRepository again for each, whatever it changed.
+const (
+	adoptionBatchQuiet = 30 * time.Second
+	adoptionBatchLimit = 5 * time.Minute
+)
 
 // SetupWithManager watches Kustomizations, where only a new applied
 // revision or a changed inventory causes work, and the strategy annotation
@@ -241,7 +248,8 @@ func (r *KustomizationReconciler) Reconcile(ctx context.Context, req ctrl.Reques
 
 // gather returns the adoptions to write now: none while Flux is still
 // applying the GitRepository's revision with some of its Kustomizations,
-// for up to adoptionBatchWindow (wait says when to look again); then the
+// within adoptionBatchQuiet and adoptionBatchLimit (wait says when to look
+// again); then the
 // candidates of the Kustomization, with those of every other Kustomization
 // of the GitRepository, for one commit.
 func (r *KustomizationReconciler) gather(ctx context.Context, source *gitSource, candidates []candidate) ([]candidate, time.Duration, error) {
@@ -255,10 +263,8 @@ func (r *KustomizationReconciler) gather(ctx context.Context, source *gitSource,
 	if err != nil {
 		return nil, 0, err
 	}
-	if applying(source.repo, kss) {
-		if wait := r.waits.wait(source.repo, adoptionBatchWindow); wait > 0 {
-			return nil, min(wait, 2*time.Second), nil
-		}
+	if wait := r.waits.wait(source.repo, applying(source.repo, kss), adoptionBatchQuiet, adoptionBatchLimit, time.Now()); wait > 0 {
+		return nil, min(wait, 2*time.Second), nil
 	}
 	r.waits.done(source.repo)
 	for _, other := range kss {

@@ -47,7 +47,7 @@ func kustomizationsOf(ctx context.Context, c client.Reader, repo *sourcev1.GitRe
 	return out, nil
 }
 
-// applying tells whether some of the Kustomizations kss have not yet
+// applying returns how many of the Kustomizations kss have not yet
 // applied the GitRepository's current revision: Flux is still building,
 // applying or checking the health of what it applied. One that failed
 // (Ready=False: its build, its health checks, a dependency) is not waited
@@ -58,17 +58,30 @@ func kustomizationsOf(ctx context.Context, c client.Reader, repo *sourcev1.GitRe
 // status.lastAppliedRevision only once the health checks pass; a
 // Kustomization's Deployments are in sluice's scan only with its inventory,
 // and its adoptions are written from the revision it applied.
-func applying(repo *sourcev1.GitRepository, kss []*kustomizev1.Kustomization) bool {
+func applying(repo *sourcev1.GitRepository, kss []*kustomizev1.Kustomization) int {
+	return pending(repo, kss, func(ks *kustomizev1.Kustomization) string { return ks.Status.LastAppliedRevision })
+}
+
+// unattempted returns how many of the Kustomizations kss Flux has not yet
+// started to apply the GitRepository's current revision with, failing ones
+// left out: a commit now would be one more revision for each of them to
+// apply, while those already checking health have applied theirs.
+func unattempted(repo *sourcev1.GitRepository, kss []*kustomizev1.Kustomization) int {
+	return pending(repo, kss, func(ks *kustomizev1.Kustomization) string { return ks.Status.LastAttemptedRevision })
+}
+
+func pending(repo *sourcev1.GitRepository, kss []*kustomizev1.Kustomization, revision func(*kustomizev1.Kustomization) string) int {
 	if repo.Status.Artifact == nil {
-		return false
+		return 0
 	}
+	n := 0
 	for _, ks := range kss {
-		if ks.Status.LastAppliedRevision != repo.Status.Artifact.Revision &&
+		if revision(ks) != repo.Status.Artifact.Revision &&
 			!apimeta.IsStatusConditionFalse(ks.Status.Conditions, meta.ReadyCondition) {
-			return true
+			n++
 		}
 	}
-	return false
+	return n
 }
 
 // forKustomization is the source as another Kustomization of the same
@@ -81,23 +94,62 @@ func (s *gitSource) forKustomization(ks *kustomizev1.Kustomization) *gitSource {
 	return &other
 }
 
-// sourceWaits remembers, by GitRepository, since when a write to it has
-// been waiting for Flux to finish applying its revision.
-type sourceWaits struct {
+// fluxWaits holds, by GitRepository, the waits of writes for Flux to
+// finish applying a revision with the GitRepository's Kustomizations. A
+// wait goes on for as long as Flux makes progress, at most quiet after the
+// last Kustomization it finished and limit after the wait began: one that
+// stopped making progress (a health check that waits for its timeout)
+// holds no write for longer than quiet.
+type fluxWaits struct {
 	m sync.Map
 }
 
-// wait returns how much longer a write to repo may wait for Flux to apply
-// its revisions, at most window in all since the first wait; zero when its
-// time is up.
-func (w *sourceWaits) wait(repo *sourcev1.GitRepository, window time.Duration) time.Duration {
-	v, _ := w.m.LoadOrStore(types.NamespacedName{Namespace: repo.Namespace, Name: repo.Name}, time.Now())
-	return max(0, window-time.Since(v.(time.Time)))
+// fluxWait is one GitRepository's wait: since when, when Flux last
+// finished a Kustomization, and how many were left then.
+type fluxWait struct {
+	mu          sync.Mutex
+	first, last time.Time
+	left        int
+}
+
+// wait returns how much longer a write to repo may wait at now for the
+// left Kustomizations Flux has still to get through, with the wait's quiet
+// and limit; zero when it is to be made.
+func (w *fluxWaits) wait(repo *sourcev1.GitRepository, left int, quiet, limit time.Duration, now time.Time) time.Duration {
+	key := types.NamespacedName{Namespace: repo.Namespace, Name: repo.Name}
+	if left == 0 {
+		w.m.Delete(key)
+		return 0
+	}
+	v, _ := w.m.LoadOrStore(key, &fluxWait{first: now, last: now, left: left})
+	fw := v.(*fluxWait)
+	fw.mu.Lock()
+	defer fw.mu.Unlock()
+	if now.Sub(fw.deadline(quiet, limit)) > quiet {
+		// A wait nobody came back to end (the writes went meanwhile)
+		// is over: this one starts now.
+		fw.first, fw.last = now, now
+	}
+	if left < fw.left {
+		fw.last = now
+	}
+	fw.left = left
+	return max(0, fw.deadline(quiet, limit).Sub(now))
 }
 
 // done forgets the wait of repo once its write is made.
-func (w *sourceWaits) done(repo *sourcev1.GitRepository) {
+func (w *fluxWaits) done(repo *sourcev1.GitRepository) {
 	w.m.Delete(types.NamespacedName{Namespace: repo.Namespace, Name: repo.Name})
+}
+
+// deadline is when the wait ends unless Flux finishes another
+// Kustomization.
+func (fw *fluxWait) deadline(quiet, limit time.Duration) time.Time {
+	end, capped := fw.last.Add(quiet), fw.first.Add(limit)
+	if capped.Before(end) {
+		return capped
+	}
+	return end
 }
 
 // sourceLocks holds a lock by GitRepository.

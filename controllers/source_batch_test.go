@@ -64,7 +64,7 @@ func TestKustomizationsOfASource(t *testing.T) {
 		g.Expect(names).To(ConsistOf(ns+"/apps", other+"/tenant"))
 	}).Should(Succeed())
 
-	g.Expect(applying(repo, kss)).To(BeFalse(), "a GitRepository without an artifact has nothing to apply")
+	g.Expect(applying(repo, kss)).To(BeZero(), "a GitRepository without an artifact has nothing to apply")
 	repo.Status.Artifact = &meta.Artifact{Revision: "main@sha1:2222"}
 	applied := func(revisions ...string) []*kustomizev1.Kustomization {
 		var out []*kustomizev1.Kustomization
@@ -73,34 +73,55 @@ func TestKustomizationsOfASource(t *testing.T) {
 		}
 		return out
 	}
-	g.Expect(applying(repo, applied("main@sha1:2222", "main@sha1:1111"))).To(BeTrue())
-	g.Expect(applying(repo, applied("main@sha1:2222", ""))).To(BeTrue())
-	g.Expect(applying(repo, applied("main@sha1:2222", "main@sha1:2222"))).To(BeFalse())
+	g.Expect(applying(repo, applied("main@sha1:2222", "main@sha1:1111"))).To(Equal(1))
+	g.Expect(applying(repo, applied("main@sha1:1111", ""))).To(Equal(2))
+	g.Expect(applying(repo, applied("main@sha1:2222", "main@sha1:2222"))).To(BeZero())
 	checkingHealth := applied("main@sha1:1111")[0]
 	checkingHealth.Status.LastAttemptedRevision = "main@sha1:2222"
 	checkingHealth.Status.Conditions = []metav1.Condition{{Type: meta.ReadyCondition, Status: metav1.ConditionUnknown, Reason: meta.ProgressingReason}}
-	g.Expect(applying(repo, append(applied("main@sha1:2222"), checkingHealth))).To(BeTrue(), "one still checking the health of what it applied is waited for")
+	g.Expect(applying(repo, append(applied("main@sha1:2222"), checkingHealth))).To(Equal(1), "one still checking the health of what it applied is waited for")
+	g.Expect(unattempted(repo, append(applied("main@sha1:2222", "main@sha1:1111"), checkingHealth))).To(Equal(1), "but it has started on the revision")
 	failing := applied("main@sha1:1111")[0]
 	failing.Status.Conditions = []metav1.Condition{{Type: meta.ReadyCondition, Status: metav1.ConditionFalse, Reason: "BuildFailed"}}
-	g.Expect(applying(repo, append(applied("main@sha1:2222"), failing))).To(BeFalse(), "a failing Kustomization is not waited for")
+	g.Expect(applying(repo, append(applied("main@sha1:2222"), failing))).To(BeZero(), "a failing Kustomization is not waited for")
+	g.Expect(unattempted(repo, append(applied("main@sha1:2222"), failing))).To(BeZero(), "a failing Kustomization is not waited for")
 	failing.Status.Conditions[0].Status = metav1.ConditionUnknown
-	g.Expect(applying(repo, append(applied("main@sha1:2222"), failing))).To(BeTrue(), "one on its way is")
+	g.Expect(applying(repo, append(applied("main@sha1:2222"), failing))).To(Equal(1), "one on its way is")
 }
 
-// TestSourceWaitsEnd: a write waits at most its window from the first
-// wait, whatever happens meanwhile, and waits afresh once it was made.
-func TestSourceWaitsEnd(t *testing.T) {
+// TestFluxWaits: a write waits for as long as Flux keeps getting through
+// the Kustomizations left, at most quiet after the last it finished and
+// limit from the first wait; not at all when none is left; and afresh once
+// it was made.
+func TestFluxWaits(t *testing.T) {
 	g := NewWithT(t)
-	var w sourceWaits
+	var w fluxWaits
 	repo := &sourcev1.GitRepository{ObjectMeta: metav1.ObjectMeta{Namespace: "flux-system", Name: "fleet"}}
 	other := &sourcev1.GitRepository{ObjectMeta: metav1.ObjectMeta{Namespace: "flux-system", Name: "infra"}}
-	g.Expect(w.wait(repo, time.Minute)).To(BeNumerically(">", 59*time.Second))
-	time.Sleep(50 * time.Millisecond)
-	g.Expect(w.wait(repo, time.Minute)).To(BeNumerically("<=", time.Minute-50*time.Millisecond))
-	g.Expect(w.wait(repo, 10*time.Millisecond)).To(BeZero(), "the window counts from the first wait")
-	g.Expect(w.wait(other, time.Minute)).To(BeNumerically(">", 59*time.Second), "each GitRepository waits on its own")
+	const quiet, limit = 30 * time.Second, 5 * time.Minute
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+
+	g.Expect(w.wait(repo, 0, quiet, limit, t0)).To(BeZero(), "Flux has nothing left: written at once")
+	g.Expect(w.wait(repo, 10, quiet, limit, t0)).To(Equal(quiet))
+	g.Expect(w.wait(repo, 10, quiet, limit, t0.Add(20*time.Second))).To(Equal(10*time.Second), "no progress since: the quiet counts from the first")
+	g.Expect(w.wait(repo, 9, quiet, limit, t0.Add(25*time.Second))).To(Equal(quiet), "Flux finished one: the quiet starts again")
+	g.Expect(w.wait(other, 3, quiet, limit, t0.Add(25*time.Second))).To(Equal(quiet), "each GitRepository waits on its own")
+	g.Expect(w.wait(repo, 9, quiet, limit, t0.Add(25*time.Second+quiet))).To(BeZero(), "no progress for quiet: written")
+	g.Expect(w.wait(repo, 9, quiet, limit, t0.Add(30*time.Second+quiet))).To(BeZero(), "the writer coming back within quiet writes")
 	w.done(repo)
-	g.Expect(w.wait(repo, 10*time.Millisecond)).To(BeNumerically(">", 0), "a write made starts the next wait afresh")
+	g.Expect(w.wait(repo, 9, quiet, limit, t0.Add(time.Hour))).To(Equal(quiet), "once written, the next wait starts afresh")
+	g.Expect(w.wait(repo, 0, quiet, limit, t0.Add(time.Hour))).To(BeZero(), "Flux got through all of them: written")
+
+	// A wait nobody came back to end is forgotten; Flux that keeps
+	// getting through Kustomizations holds the write at most limit.
+	start, left := t0.Add(2*time.Hour), 1000
+	g.Expect(w.wait(repo, left, quiet, limit, start)).To(Equal(quiet))
+	for at := quiet / 2; at < limit; at += quiet / 2 {
+		left--
+		g.Expect(w.wait(repo, left, quiet, limit, start.Add(at))).To(BeNumerically(">", 0), "still progressing at %s", at)
+	}
+	g.Expect(w.wait(repo, left-1, quiet, limit, start.Add(limit))).To(BeZero(), "limit from the first wait")
+	g.Expect(w.wait(repo, left-1, quiet, limit, start.Add(limit+2*quiet))).To(Equal(quiet), "forgotten: a new wait")
 }
 
 // TestStableRecordsWaitWhileRolloutsComplete: stable records wait while

@@ -25,9 +25,18 @@ import (
 // stable templates in one commit rather than one each: for as long as
 // others keep completing, at most stableQuiet after the last completion
 // and stableBatchLimit after the first.
+//
+// Before that, it waits while Flux has yet to start applying the
+// GitRepository's last revision with some of its Kustomizations: a commit
+// then is one more revision for each of them to apply, and it waits for as
+// long as Flux keeps getting through them, at most stableFluxQuiet after
+// the last and stableFluxLimit in all. With one commit at a time in Flux,
+// the records that complete meanwhile go in the next.
 const (
 	stableQuiet      = 10 * time.Second
-	stableBatchLimit = time.Minute
+	stableBatchLimit = 3 * time.Minute
+	stableFluxQuiet  = 30 * time.Second
+	stableFluxLimit  = 3 * time.Minute
 )
 
 // recordStable writes the Delivery's stable template, and in the same
@@ -54,6 +63,12 @@ func (w writeBack) recordStable(ctx context.Context, now *metav1.Time) (time.Dur
 	kss, err := kustomizationsOf(ctx, w.r.Client, w.source.repo)
 	if err != nil {
 		return 0, err
+	}
+	if wait := w.r.fluxBusy.wait(w.source.repo, unattempted(w.source.repo, kss), stableFluxQuiet, stableFluxLimit, time.Now()); wait > 0 {
+		// NOTE: every due record's reconcile comes back at the wait's
+		// end, and each Kustomization that applies the revision brings its
+		// Deliveries' back: the one that finishes Flux's work ends it.
+		return wait, nil
 	}
 	// One list of every Delivery, read only (what joins the batch is
 	// copied), rather than one list by labels per Kustomization: the
@@ -92,6 +107,7 @@ func (w writeBack) recordStable(ctx context.Context, now *metav1.Time) (time.Dur
 	if wait := w.r.settling.wait(w.source.repo, 1+len(others), rolling, time.Now()); wait > 0 {
 		return wait, nil
 	}
+	w.r.fluxBusy.done(w.source.repo)
 
 	batch := []writeBack{w}
 	settings := map[types.NamespacedName]gitSettings{}

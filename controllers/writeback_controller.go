@@ -69,6 +69,9 @@ type WriteBackReconciler struct {
 	// settling remembers how long each GitRepository's stable records
 	// have waited for the rollouts still under way.
 	settling stableSettles
+	// fluxBusy holds, by GitRepository, the stable records' wait for
+	// Flux to start applying its revision with all its Kustomizations.
+	fluxBusy fluxWaits
 	// sources lets one stable-record batch of a GitRepository be made at
 	// a time.
 	sources sourceLocks
