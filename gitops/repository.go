@@ -552,8 +552,10 @@ func (r *Repositories) commitAndPush(ctx context.Context, repo *git.Repository, 
 	if !changed {
 		return Result{Commit: base.Hash().String()}, nil
 	}
+	// NOTE: the working copy's objects are read here first when its
+	// checkout was skipped: failing to read them is a broken working copy.
 	if err := wt.AddWithOptions(&git.AddOptions{All: true}); err != nil {
-		return Result{}, err
+		return Result{}, &workingCopyError{err}
 	}
 	sig := &object.Signature{Name: change.Author.Name, Email: change.Author.Email, When: time.Now()}
 	signKey, err := signingEntity(change.SigningKey, change.Passphrase)
@@ -570,8 +572,13 @@ func (r *Repositories) commitAndPush(ctx context.Context, repo *git.Repository, 
 		// The edits wrote what the tree already held.
 		return Result{Commit: base.Hash().String()}, nil
 	case err != nil:
-		return Result{}, fmt.Errorf("committing: %w", err)
+		return Result{}, &workingCopyError{fmt.Errorf("committing: %w", err)}
 	}
+	// NOTE: with every change added, the working copy holds the commit
+	// just made, as a checkout of it would: the next write on top of it
+	// (the branch did not move) checks nothing out again, which on a large
+	// repository costs a walk of every file, twice.
+	checkedOut(root, commit.String())
 
 	pushCtx, cancel := context.WithTimeout(ctx, r.timeoutFor(src))
 	defer cancel()

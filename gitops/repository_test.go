@@ -453,6 +453,8 @@ func TestWriteAfterACrashBetweenCommitAndPush(t *testing.T) {
 	writeTestFile(t, filepath.Join(copies[0], "a.yaml"), "a\n")
 	f.git(copies[0], "add", "-A")
 	f.git(copies[0], "commit", "-q", "-m", "sluice's change")
+	// The restart forgets which commit the working copy held.
+	touched(copies[0])
 
 	// After the restart, the same intent gives one commit, pushed once.
 	if _, err := NewRepositories(dir, WithCredentialsOverHTTP()).Write(context.Background(), f.source(), change); err != nil {
