@@ -249,9 +249,8 @@ func (r *KustomizationReconciler) Reconcile(ctx context.Context, req ctrl.Reques
 // gather returns the adoptions to write now: none while Flux is still
 // applying the GitRepository's revision with some of its Kustomizations,
 // within adoptionBatchQuiet and adoptionBatchLimit (wait says when to look
-// again); then the
-// candidates of the Kustomization, with those of every other Kustomization
-// of the GitRepository, for one commit.
+// again); then the candidates of the Kustomization, with those of every
+// other Kustomization of the GitRepository, for one commit.
 func (r *KustomizationReconciler) gather(ctx context.Context, source *gitSource, candidates []candidate) ([]candidate, time.Duration, error) {
 	if r.adoptionsPushed(source.ks) {
 		// Written at this revision already, by this reconcile or
