@@ -145,7 +145,13 @@ func (w *fluxWaits) done(repo *sourcev1.GitRepository) {
 // deadline is when the wait ends unless Flux finishes another
 // Kustomization.
 func (fw *fluxWait) deadline(quiet, limit time.Duration) time.Time {
-	end, capped := fw.last.Add(quiet), fw.first.Add(limit)
+	return waitDeadline(fw.first, fw.last, quiet, limit)
+}
+
+// waitDeadline is when a wait that began at first, and last saw progress
+// at last, ends: quiet after last, and at most limit after first.
+func waitDeadline(first, last time.Time, quiet, limit time.Duration) time.Time {
+	end, capped := last.Add(quiet), first.Add(limit)
 	if capped.Before(end) {
 		return capped
 	}

@@ -325,9 +325,5 @@ func (s *stableSettles) wait(repo *sourcev1.GitRepository, due int, rolling bool
 
 // deadline is when the wait ends unless another rollout completes.
 func (st *stableSettle) deadline() time.Time {
-	end, limit := st.last.Add(stableQuiet), st.first.Add(stableBatchLimit)
-	if limit.Before(end) {
-		return limit
-	}
-	return end
+	return waitDeadline(st.first, st.last, stableQuiet, stableBatchLimit)
 }
