@@ -76,7 +76,7 @@ type KustomizationReconciler struct {
 	pushed sync.Map
 	// gathering serializes, by GitRepository, the reconciles that write
 	// the adoptions of all its Kustomizations.
-	gathering sourceLocks
+	gathering objectLocks
 }
 
 // Adoptions wait for Flux to apply a revision with every Kustomization of

@@ -158,14 +158,15 @@ func waitDeadline(first, last time.Time, quiet, limit time.Duration) time.Time {
 	return end
 }
 
-// sourceLocks holds a lock by GitRepository.
-type sourceLocks struct {
+// objectLocks holds a lock by object, of one kind: GitRepository or
+// Kustomization.
+type objectLocks struct {
 	m sync.Map
 }
 
-// lock keeps the other holders of repo's lock waiting until unlock.
-func (l *sourceLocks) lock(repo *sourcev1.GitRepository) (unlock func()) {
-	v, _ := l.m.LoadOrStore(types.NamespacedName{Namespace: repo.Namespace, Name: repo.Name}, &sync.Mutex{})
+// lock keeps the other holders of obj's lock waiting until unlock.
+func (l *objectLocks) lock(obj client.Object) (unlock func()) {
+	v, _ := l.m.LoadOrStore(client.ObjectKeyFromObject(obj), &sync.Mutex{})
 	mu := v.(*sync.Mutex)
 	mu.Lock()
 	return mu.Unlock

@@ -63,6 +63,8 @@ type WriteBackReconciler struct {
 	// Delivery generation at which Git was last found parking it, so that
 	// the check reads Git once per revision rather than at every reconcile.
 	parked sync.Map
+	// parking lets one park check of a Kustomization be made at a time.
+	parking objectLocks
 	// stable remembers, by Delivery, the stable template pushed for it and
 	// the Kustomization revision applied then (see stableSettled).
 	stable sync.Map
@@ -74,7 +76,7 @@ type WriteBackReconciler struct {
 	fluxBusy fluxWaits
 	// sources lets one stable-record batch of a GitRepository be made at
 	// a time.
-	sources sourceLocks
+	sources objectLocks
 }
 
 // SetupWithManager reconciles a Delivery whenever it changes, status
@@ -300,18 +302,7 @@ func (w writeBack) run(ctx context.Context) (time.Duration, error) {
 	case st.Phase == deliveryv1.PhaseHealthy && st.StableTemplateHash != "" && w.parkCheckDue(ctx):
 		// Recorded before Git parked Deployments, or Git lost it since:
 		// only the parking is written, if any is missing.
-		images, err := w.rolloutImages(ctx)
-		if err != nil {
-			return 0, err
-		}
-		switched := switchedObjects(w.policy)
-		if err := w.write(ctx, w.git.branch, "park", st.StableTemplateHash, nil, parkMessage(obj, switched), "",
-			gitops.Promotion{Switched: switched, ParkOnly: true, Stable: &deliveryv1.StableRelease{
-				TemplateHash: st.StableTemplateHash, Revision: w.source.ks.Status.LastAppliedRevision, Images: images, PromotedAt: now,
-			}}); err != nil {
-			return 0, err
-		}
-		w.r.parked.Store(client.ObjectKeyFromObject(obj), w.parkKey())
+		return 0, w.checkParked(ctx, now)
 
 	// NOTE: only a status that has observed the spec: when a person
 	// removes the rejection to retry the candidate, the status still says
@@ -354,15 +345,15 @@ func (w writeBack) run(ctx context.Context) (time.Duration, error) {
 
 // parkKey is what a park check found parked: the Kustomization's applied
 // revision and the Delivery's generation.
-func (w writeBack) parkKey() string {
-	return fmt.Sprintf("%s@%d", w.source.ks.Status.LastAppliedRevision, w.obj.Generation)
+func parkKey(d *deliveryv1.Delivery, ks *kustomizev1.Kustomization) string {
+	return fmt.Sprintf("%s@%d", ks.Status.LastAppliedRevision, d.Generation)
 }
 
 // parkCheckDue tells whether Git must be read to see that it still parks
 // the Delivery's Deployment: not since the last check found it parked at
 // the same revision and generation, and only for a Deployment it can park.
 func (w writeBack) parkCheckDue(ctx context.Context) bool {
-	if last, ok := w.r.parked.Load(client.ObjectKeyFromObject(w.obj)); ok && last == w.parkKey() {
+	if last, ok := w.r.parked.Load(client.ObjectKeyFromObject(w.obj)); ok && last == parkKey(w.obj, w.source.ks) {
 		return false
 	}
 	return w.parkable(ctx)

@@ -135,6 +135,28 @@ func TestOverlayWithSiblingFile(t *testing.T) {
 	g.Expect(readFile(t, repo, "apps/base/worker/worker-delivery.yaml")).To(ContainSubstring("kind: Delivery"))
 	g.Expect(events(g, "Deployment", "fleet", "worker", "AdoptionFailed")).To(BeEmpty())
 
+	// A person's commit that takes both Deployments' zeros away is
+	// answered by one commit that parks both again: the Kustomization's
+	// revision is checked once for all its Deliveries.
+	parked := "  replicas: 0 # sluice: the Rollout serves this app; its replicas are in the Delivery\n"
+	for _, app := range []string{"web", "worker"} {
+		replaceInFile(t, filepath.Join(repo.dir, "apps/base", app, "deployment.yaml"), parked, "")
+	}
+	unparked := repo.commitAndPush("Take the zeros out")
+	g.Eventually(func() string {
+		repo.git("", "pull", "--quiet", "origin", "main")
+		return repo.git("", "log", "--format=%an", unparked+"..HEAD")
+	}, time.Minute, 200*time.Millisecond).ShouldNot(BeEmpty())
+	g.Consistently(func() string {
+		repo.git("", "pull", "--quiet", "origin", "main")
+		return repo.git("", "log", "--format=%an: %s", unparked+"..HEAD")
+	}, 3*time.Second, 500*time.Millisecond).Should(Equal("sluice: Record 2 changes"))
+	g.Expect(repo.git("", "log", "-1", "--format=%B")).To(And(
+		ContainSubstring("Park Deployment fleet/web for sluice"), ContainSubstring("Park Deployment fleet/worker for sluice")))
+	for _, app := range []string{"web", "worker"} {
+		g.Expect(readFile(t, repo, filepath.Join("apps/base", app, "deployment.yaml"))).To(ContainSubstring(parked))
+	}
+
 	// A release of the single file runs as a canary to its manual gate.
 	replaceInFile(t, filepath.Join(repo.dir, "apps/base/worker/deployment.yaml"), "worker:v1", "worker:v2")
 	repo.commitAndPush("Release worker v2")

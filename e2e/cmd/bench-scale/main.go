@@ -259,7 +259,11 @@ func (b *bench) printTable(argo *argoResult, res *sluiceResult, idle *idleResult
 	row("sluice: Flux applied all", round(res.applied.at).String(), ratio(res.applied.at))
 	row("every Delivery exists", round(res.deliveries.at).String(), ratio(res.deliveries.at))
 	row("every Rollout Healthy, Deployment at 0", round(res.healthy.at).String(), ratio(res.healthy.at))
-	row("every stable template in Git", round(res.recorded.at).String(), ratio(res.recorded.at))
+	if pushed, ok := res.stablePushed(f.apps()); ok {
+		row("every stable template pushed to Git", round(pushed).String(),
+			fmt.Sprintf("%s after all Healthy", round(pushed-res.healthy.at)))
+	}
+	row("every stable template applied back by Flux", round(res.recorded.at).String(), ratio(res.recorded.at))
 	row("commits", fmt.Sprint(len(res.commits)), fmt.Sprintf("%.2f per app", float64(len(res.commits))/apps))
 	pushes := res.writes.count["pushed"]
 	row("pushes", fmt.Sprint(pushes), fmt.Sprintf("%.2f per app, %s each", float64(pushes)/apps, round(res.writes.mean("pushed"))))

@@ -223,6 +223,19 @@ type sluiceCommit struct {
 	records map[string]int
 }
 
+// stablePushed tells when, from the Kustomizations' creation, the commit
+// that brought sluice's stable records to apps was made: the stable
+// templates are in Git from then on, before Flux applies them back.
+func (res *sluiceResult) stablePushed(apps int) (time.Duration, bool) {
+	promoted := 0
+	for _, c := range res.commits {
+		if promoted += c.records["promote"]; promoted >= apps {
+			return c.at.Sub(res.started), true
+		}
+	}
+	return 0, false
+}
+
 // sluiceCommits returns the commits on main that carry sluice's
 // Sluice-Delivery trailer, oldest first, and their Sluice-Action lines by
 // action (a commit that records several changes holds several).

@@ -1,0 +1,122 @@
+package controllers
+
+import (
+	"context"
+	"fmt"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	deliveryv1 "github.com/sluice-dev/sluice/apis/v1alpha1"
+	"github.com/sluice-dev/sluice/gitops"
+)
+
+// NOTE: every revision a Kustomization applies may have lost the parking
+// of its Deployments (a person put a replica count back), and every
+// revision is new for all the Deliveries it applies: a stable-record
+// commit for a thousand apps is a new revision for each of them. One check
+// per Kustomization and revision, for all its Deliveries whose check is
+// due, reads Git and builds the Kustomization once rather than once per
+// Delivery.
+
+// checkParked reads Git for the Delivery's Kustomization at the revision
+// it applied and writes the parking of every Deployment of it that lost
+// it: the Delivery's, and those of the other Deliveries the Kustomization
+// applies whose check is due. A sibling whose check fails is left to its
+// own reconcile, which checks it alone and reports what fails.
+func (w writeBack) checkParked(ctx context.Context, now *metav1.Time) error {
+	// One check of a Kustomization at a time: the reconciles of its other
+	// Deliveries that waited behind it find theirs done.
+	unlock := w.r.parking.lock(w.source.ks)
+	defer unlock()
+	if !w.parkCheckDue(ctx) {
+		return nil
+	}
+	batch := []writeBack{w}
+	var list deliveryv1.DeliveryList
+	if err := w.r.List(ctx, &list, client.UnsafeDisableDeepCopy, client.MatchingLabels{
+		kustomizationNameLabel: w.source.ks.Name, kustomizationNamespaceLabel: w.source.ks.Namespace,
+	}); err != nil {
+		return err
+	}
+	settings := map[types.NamespacedName]gitSettings{}
+	for i := range list.Items {
+		d := &list.Items[i]
+		if d.Name == w.obj.Name || !parkCheckable(d, w.source) {
+			continue
+		}
+		other, ok := w.sibling(ctx, d.DeepCopy(), w.source, settings)
+		if ok && other.parkCheckDue(ctx) {
+			batch = append(batch, other)
+		}
+	}
+
+	var (
+		ready   []writeBack
+		changes []gitops.Change
+	)
+	for i, b := range batch {
+		change, err := b.parkChange(ctx, now)
+		if err != nil {
+			if i == 0 {
+				return err
+			}
+			continue
+		}
+		ready, changes = append(ready, b), append(changes, change)
+	}
+	results, errs := w.r.Git.WriteAll(ctx, w.git.src, changes)
+	var (
+		ownErr error
+		pushed bool
+	)
+	for i, b := range ready {
+		err := errs[i]
+		if err == nil {
+			var p bool
+			p, err = b.written(ctx, w.git.branch, "park", results[i])
+			pushed = pushed || p
+		} else {
+			err = fmt.Errorf("writing the park of %s/%s to Git: %w", b.obj.Namespace, b.obj.Name, err)
+		}
+		if err != nil {
+			if i == 0 {
+				ownErr = err
+			}
+			continue
+		}
+		w.r.parked.Store(client.ObjectKeyFromObject(b.obj), parkKey(b.obj, b.source.ks))
+	}
+	if pushed {
+		if err := w.source.requestReconcile(ctx, w.r.Client); err != nil {
+			return err
+		}
+	}
+	return ownErr
+}
+
+// parkCheckable tells whether a Delivery the Kustomization of source
+// applies has its stable template recorded, so that only the parking of its
+// Deployment may be left to check.
+func parkCheckable(d *deliveryv1.Delivery, source *gitSource) bool {
+	st, stable := d.Status, d.Spec.Promotion.Stable
+	return d.DeletionTimestamp.IsZero() && !d.Spec.Suspend && inInventory(source.ks, d) &&
+		st.Phase == deliveryv1.PhaseHealthy && st.StableTemplateHash != "" &&
+		stable != nil && stable.TemplateHash == st.StableTemplateHash
+}
+
+// parkChange prepares the commit that parks the Delivery's Deployment in
+// Git, and changes nothing when Git parks it already.
+func (w writeBack) parkChange(ctx context.Context, now *metav1.Time) (gitops.Change, error) {
+	st := w.obj.Status
+	images, err := w.rolloutImages(ctx)
+	if err != nil {
+		return gitops.Change{}, err
+	}
+	switched := switchedObjects(w.policy)
+	return w.change(ctx, w.git.branch, "park", st.StableTemplateHash, nil, parkMessage(w.obj, switched), "",
+		gitops.Promotion{Switched: switched, ParkOnly: true, Stable: &deliveryv1.StableRelease{
+			TemplateHash: st.StableTemplateHash, Revision: w.source.ks.Status.LastAppliedRevision, Images: images, PromotedAt: now,
+		}})
+}
