@@ -23,7 +23,7 @@ import (
 	"github.com/sluice-dev/sluice/gitops"
 )
 
-// +kubebuilder:rbac:groups=kustomize.toolkit.fluxcd.io,resources=kustomizations,verbs=get;list;watch;patch
+// +kubebuilder:rbac:groups=kustomize.toolkit.fluxcd.io,resources=kustomizations,verbs=get;list;watch
 // +kubebuilder:rbac:groups=source.toolkit.fluxcd.io,resources=gitrepositories,verbs=get;patch
 // +kubebuilder:rbac:groups="",resources=configmaps,verbs=get
 // +kubebuilder:rbac:groups="",namespace=flux-system,resources=secrets,verbs=get
@@ -222,20 +222,18 @@ func (s *gitSource) settingsFor(ctx context.Context, c client.Client, namespace 
 	return g, nil
 }
 
-// requestReconcile asks Flux to fetch and apply the source now rather than
-// at its next interval.
+// requestReconcile asks Flux to fetch the source now rather than at its
+// next interval. The Kustomizations follow on their own: kustomize-controller
+// applies again each Kustomization of a GitRepository whose artifact
+// revision changed.
+//
+// NOTE: asking a Kustomization as well, as `flux reconcile ks` does without
+// --with-source, would have Flux apply the revision it has, before the
+// source fetched the new one, and then the new one: one more pass over
+// every Kustomization of the commit.
 func (s *gitSource) requestReconcile(ctx context.Context, c client.Client) error {
 	if err := c.Patch(ctx, s.repo.DeepCopy(), reconcileRequest()); err != nil {
 		return fmt.Errorf("requesting a reconcile of GitRepository %s/%s: %w", s.repo.Namespace, s.repo.Name, err)
-	}
-	return s.requestKustomizationReconcile(ctx, c)
-}
-
-// requestKustomizationReconcile asks Flux to apply the Kustomization now,
-// once its source has a new revision.
-func (s *gitSource) requestKustomizationReconcile(ctx context.Context, c client.Client) error {
-	if err := c.Patch(ctx, s.ks.DeepCopy(), reconcileRequest()); err != nil {
-		return fmt.Errorf("requesting a reconcile of Kustomization %s/%s: %w", s.ks.Namespace, s.ks.Name, err)
 	}
 	return nil
 }

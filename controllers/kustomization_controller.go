@@ -89,6 +89,9 @@ type KustomizationReconciler struct {
 const (
 	adoptionBatchQuiet = 30 * time.Second
 	adoptionBatchLimit = 5 * time.Minute
+	// adoptionPoll is how often one waiting Kustomization looks whether
+	// the wait is over.
+	adoptionPoll = 2 * time.Second
 )
 
 // SetupWithManager watches Kustomizations, where only a new applied
@@ -262,8 +265,17 @@ func (r *KustomizationReconciler) gather(ctx context.Context, source *gitSource,
 	if err != nil {
 		return nil, 0, err
 	}
-	if wait := r.waits.wait(source.repo, applying(source.repo, kss), adoptionBatchQuiet, adoptionBatchLimit, time.Now()); wait > 0 {
-		return nil, min(wait, 2*time.Second), nil
+	now := time.Now()
+	if wait := r.waits.wait(source.repo, applying(source.repo, kss), adoptionBatchQuiet, adoptionBatchLimit, now); wait > 0 {
+		// NOTE: the Kustomization Flux finishes last brings its own
+		// reconcile, which ends the wait, only when it has something to
+		// adopt; one Kustomization looks again every adoptionPoll, and
+		// the others of a fleet, which would each read the GitRepository
+		// and its Secret at every look, only at the wait's deadline.
+		if r.waits.polls(source.repo, source.ks, adoptionPoll, now) {
+			wait = min(wait, adoptionPoll)
+		}
+		return nil, wait, nil
 	}
 	r.waits.done(source.repo)
 	for _, other := range kss {
@@ -481,14 +493,9 @@ func (r *KustomizationReconciler) adopt(ctx context.Context, candidates []candid
 		}
 	}
 	// Flux applies what Git now says without waiting for its interval:
-	// the GitRepository is asked once (the candidates are all of one),
-	// then each Kustomization.
-	for i, source := range written {
-		request := source.requestKustomizationReconcile
-		if i == 0 {
-			request = source.requestReconcile
-		}
-		if err := request(ctx, r.Client); err != nil {
+	// the GitRepository is asked once (the candidates are all of one).
+	if len(written) > 0 {
+		if err := written[0].requestReconcile(ctx, r.Client); err != nil {
 			ctrl.LoggerFrom(ctx).Error(err, "requesting a reconcile after the adoptions")
 		}
 	}

@@ -110,6 +110,10 @@ type fluxWait struct {
 	mu          sync.Mutex
 	first, last time.Time
 	left        int
+	// poller is the Kustomization whose reconciles look again soon while
+	// the wait lasts, and polled when one last did.
+	poller types.NamespacedName
+	polled time.Time
 }
 
 // wait returns how much longer a write to repo may wait at now for the
@@ -135,6 +139,28 @@ func (w *fluxWaits) wait(repo *sourcev1.GitRepository, left int, quiet, limit ti
 	}
 	fw.left = left
 	return max(0, fw.deadline(quiet, limit).Sub(now))
+}
+
+// polls tells whether the Kustomization ks is the one, of those whose
+// writes wait on repo's wait, that looks again every poll rather than at
+// the wait's deadline: the first to ask, until it has not asked for three
+// polls. The one that finds the wait over writes for all of them, so one
+// looking often is enough to see the end soon, whichever Kustomization
+// Flux finishes last.
+func (w *fluxWaits) polls(repo *sourcev1.GitRepository, ks *kustomizev1.Kustomization, poll time.Duration, now time.Time) bool {
+	v, ok := w.m.Load(types.NamespacedName{Namespace: repo.Namespace, Name: repo.Name})
+	if !ok {
+		return true
+	}
+	fw := v.(*fluxWait)
+	fw.mu.Lock()
+	defer fw.mu.Unlock()
+	key := client.ObjectKeyFromObject(ks)
+	if fw.poller != key && !fw.polled.IsZero() && now.Sub(fw.polled) <= 3*poll {
+		return false
+	}
+	fw.poller, fw.polled = key, now
+	return true
 }
 
 // done forgets the wait of repo once its write is made.

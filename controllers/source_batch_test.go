@@ -122,6 +122,22 @@ func TestFluxWaits(t *testing.T) {
 	}
 	g.Expect(w.wait(repo, left-1, quiet, limit, start.Add(limit))).To(BeZero(), "limit from the first wait")
 	g.Expect(w.wait(repo, left-1, quiet, limit, start.Add(limit+2*quiet))).To(Equal(quiet), "forgotten: a new wait")
+
+	// One Kustomization of those waiting looks again often: the first to
+	// ask, until it stops asking.
+	const poll = 2 * time.Second
+	at := start.Add(limit + 2*quiet)
+	ks := func(name string) *kustomizev1.Kustomization {
+		return &kustomizev1.Kustomization{ObjectMeta: metav1.ObjectMeta{Namespace: "flux-system", Name: name}}
+	}
+	g.Expect(w.polls(repo, ks("a"), poll, at)).To(BeTrue(), "the first to ask")
+	g.Expect(w.polls(repo, ks("b"), poll, at.Add(time.Second))).To(BeFalse(), "a polls")
+	g.Expect(w.polls(repo, ks("a"), poll, at.Add(poll))).To(BeTrue())
+	g.Expect(w.polls(repo, ks("b"), poll, at.Add(poll+3*poll))).To(BeFalse(), "a asked three polls ago")
+	g.Expect(w.polls(repo, ks("b"), poll, at.Add(poll+3*poll+time.Second))).To(BeTrue(), "a stopped asking: b takes over")
+	g.Expect(w.polls(repo, ks("a"), poll, at.Add(poll+3*poll+2*time.Second))).To(BeFalse())
+	w.done(repo)
+	g.Expect(w.polls(repo, ks("a"), poll, at.Add(time.Minute))).To(BeTrue(), "no wait: nothing to share")
 }
 
 // TestStableRecordsWaitWhileRolloutsComplete: stable records wait while

@@ -175,12 +175,8 @@ func (w writeBack) recordStable(ctx context.Context, now *metav1.Time) (time.Dur
 	}
 	// NOTE: records Git holds already, but the cluster does not, were
 	// pushed by a sluice that stopped before asking Flux to fetch them.
-	for i, source := range written {
-		request := source.requestKustomizationReconcile
-		if i == 0 {
-			request = source.requestReconcile
-		}
-		if err := request(ctx, w.r.Client); err != nil {
+	if len(written) > 0 {
+		if err := w.source.requestReconcile(ctx, w.r.Client); err != nil {
 			return 0, err
 		}
 	}

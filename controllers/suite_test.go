@@ -58,6 +58,9 @@ func runSuite(m *testing.M) int {
 	testConfig = cfg
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "starting envtest (run 'make tools' first): %v\n", err)
+		// A start that failed installing the CRDs leaves the control
+		// plane running.
+		_ = env.Stop()
 		return 1
 	}
 	defer func() {

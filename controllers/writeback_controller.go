@@ -143,6 +143,9 @@ func (r *WriteBackReconciler) Reconcile(ctx context.Context, req ctrl.Request) (
 			"Kustomization %s/%s, which the Delivery's labels name, did not apply it: sluice writes to Git only through the Kustomization whose inventory lists the Delivery", ks.Namespace, ks.Name)
 		return ctrl.Result{}, nil
 	}
+	if r.nothingToWrite(ctx, obj, ks) {
+		return ctrl.Result{}, nil
+	}
 	policy, err := resolvePolicy(ctx, r.Client, obj)
 	if err != nil {
 		// The Delivery controller reports a missing or invalid policy.
@@ -353,23 +356,51 @@ func parkKey(d *deliveryv1.Delivery, ks *kustomizev1.Kustomization) string {
 // the Delivery's Deployment: not since the last check found it parked at
 // the same revision and generation, and only for a Deployment it can park.
 func (w writeBack) parkCheckDue(ctx context.Context) bool {
-	if last, ok := w.r.parked.Load(client.ObjectKeyFromObject(w.obj)); ok && last == parkKey(w.obj, w.source.ks) {
+	return w.r.parkCheckDue(ctx, w.obj, w.source.ks)
+}
+
+func (r *WriteBackReconciler) parkCheckDue(ctx context.Context, obj *deliveryv1.Delivery, ks *kustomizev1.Kustomization) bool {
+	if last, ok := r.parked.Load(client.ObjectKeyFromObject(obj)); ok && last == parkKey(obj, ks) {
 		return false
 	}
-	return w.parkable(ctx)
+	return r.parkable(ctx, obj, ks)
 }
 
 // parkable tells whether the Delivery's Deployment is applied by the same
 // Kustomization, so that Git's Deployment can be parked with the Delivery,
 // and is not being handed back.
-func (w writeBack) parkable(ctx context.Context) bool {
+func (r *WriteBackReconciler) parkable(ctx context.Context, obj *deliveryv1.Delivery, ks *kustomizev1.Kustomization) bool {
 	deployment := &appsv1.Deployment{}
-	if err := w.r.Get(ctx, client.ObjectKey{Namespace: w.obj.Namespace, Name: w.obj.Spec.DeploymentRef.Name}, deployment); err != nil {
+	if err := r.Get(ctx, client.ObjectKey{Namespace: obj.Namespace, Name: obj.Spec.DeploymentRef.Name}, deployment); err != nil {
 		return false
 	}
-	return deployment.Labels[kustomizationNameLabel] == w.source.ks.Name &&
-		deployment.Labels[kustomizationNamespaceLabel] == w.source.ks.Namespace &&
-		!optingOut(w.obj, deployment)
+	return deployment.Labels[kustomizationNameLabel] == ks.Name &&
+		deployment.Labels[kustomizationNamespaceLabel] == ks.Namespace &&
+		!optingOut(obj, deployment)
+}
+
+// nothingToWrite tells, from the Delivery's status and what sluice
+// remembers, that the write-back has nothing to write or delete: no
+// promotion branch pending, no gate waiting for one, no rejection, the
+// stable template recorded and its parking checked at the Kustomization's
+// revision, and no failure to clear. Most reconciles of a fleet are such,
+// and read neither the GitRepository nor its Secret.
+func (r *WriteBackReconciler) nothingToWrite(ctx context.Context, obj *deliveryv1.Delivery, ks *kustomizev1.Kustomization) bool {
+	st := obj.Status
+	if st.PendingPromotionBranch != "" || conditions.IsFalse(obj, deliveryv1.GitWriteBackCondition) {
+		return false
+	}
+	switch st.Phase {
+	case deliveryv1.PhaseWaitingForApproval, deliveryv1.PhaseRejected:
+		return false
+	case deliveryv1.PhaseHealthy:
+		if st.StableTemplateHash == "" {
+			return true
+		}
+		stable := obj.Spec.Promotion.Stable
+		return stable != nil && stable.TemplateHash == st.StableTemplateHash && !r.parkCheckDue(ctx, obj, ks)
+	}
+	return true
 }
 
 // pruneBranches deletes the Delivery's promotion branches other than keep

@@ -34,6 +34,9 @@ func TestMain(m *testing.M) {
 	cfg, err := env.Start()
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "starting envtest (run 'make tools' first): %v\n", err)
+		// A start that failed installing the CRDs leaves the control
+		// plane running.
+		_ = env.Stop()
 		os.Exit(1)
 	}
 	scheme := runtime.NewScheme()

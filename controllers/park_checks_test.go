@@ -1,0 +1,93 @@
+package controllers
+
+import (
+	"context"
+	"testing"
+
+	kustomizev1 "github.com/fluxcd/kustomize-controller/api/v1"
+	. "github.com/onsi/gomega"
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	deliveryv1 "github.com/sluice-dev/sluice/apis/v1alpha1"
+)
+
+// TestNothingToWrite: the write-back goes to Git for a Delivery only when
+// its status asks for a write, a branch to delete or a failure to clear, or
+// when its Deployment's parking was not checked at the Kustomization's
+// revision; every other reconcile stops before reading the GitRepository.
+func TestNothingToWrite(t *testing.T) {
+	g := NewWithT(t)
+	ctx := context.Background()
+	ns := newNamespace(t)
+	ks := &kustomizev1.Kustomization{ObjectMeta: metav1.ObjectMeta{Namespace: "flux-system", Name: "apps"}}
+	ks.Status.LastAppliedRevision = "main@sha1:2222"
+	for name, appliedBy := range map[string]string{"web": ks.Name, "other": "others"} {
+		d := &appsv1.Deployment{
+			ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name,
+				Labels:      map[string]string{kustomizationNameLabel: appliedBy, kustomizationNamespaceLabel: ks.Namespace},
+				Annotations: map[string]string{StrategyAnnotation: "canary"}},
+			Spec: appsv1.DeploymentSpec{
+				Selector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": name}},
+				Template: corev1.PodTemplateSpec{
+					ObjectMeta: metav1.ObjectMeta{Labels: map[string]string{"app": name}},
+					Spec:       corev1.PodSpec{Containers: []corev1.Container{{Name: "app", Image: "registry.example/app:v1"}}},
+				},
+			},
+		}
+		g.Expect(k8sClient.Create(ctx, d)).To(Succeed())
+	}
+	r := &WriteBackReconciler{Client: k8sClient}
+
+	delivery := func(deployment string, phase deliveryv1.DeliveryPhase, stable, recorded string) *deliveryv1.Delivery {
+		d := &deliveryv1.Delivery{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: deployment, Generation: 3}}
+		d.Spec.DeploymentRef.Name = deployment
+		d.Status.Phase, d.Status.StableTemplateHash = phase, stable
+		if recorded != "" {
+			d.Spec.Promotion.Stable = &deliveryv1.StableRelease{TemplateHash: recorded}
+		}
+		return d
+	}
+	healthy := func() *deliveryv1.Delivery { return delivery("web", deliveryv1.PhaseHealthy, "aaaa", "aaaa") }
+
+	for name, tc := range map[string]struct {
+		d *deliveryv1.Delivery
+		// parkedAt is the revision a park check last found the Delivery
+		// parked at, if any.
+		parkedAt string
+		want     bool
+	}{
+		"progressing":                     {d: delivery("web", deliveryv1.PhaseProgressing, "aaaa", "aaaa"), want: true},
+		"healthy, parked at the revision": {d: healthy(), parkedAt: ks.Status.LastAppliedRevision, want: true},
+		"healthy, Deployment applied by another Kustomization": {
+			d: delivery("other", deliveryv1.PhaseHealthy, "aaaa", "aaaa"), want: true},
+		"healthy, never checked":               {d: healthy(), want: false},
+		"healthy, parked at an older revision": {d: healthy(), parkedAt: "main@sha1:1111", want: false},
+		"stable not recorded":                  {d: delivery("web", deliveryv1.PhaseHealthy, "bbbb", "aaaa"), parkedAt: ks.Status.LastAppliedRevision, want: false},
+		"first stable not recorded":            {d: delivery("web", deliveryv1.PhaseHealthy, "aaaa", ""), want: false},
+		"waiting for approval":                 {d: delivery("web", deliveryv1.PhaseWaitingForApproval, "aaaa", "aaaa"), parkedAt: ks.Status.LastAppliedRevision, want: false},
+		"rejected":                             {d: delivery("web", deliveryv1.PhaseRejected, "aaaa", "aaaa"), parkedAt: ks.Status.LastAppliedRevision, want: false},
+		"a promotion branch pending": {d: func() *deliveryv1.Delivery {
+			d := delivery("web", deliveryv1.PhaseProgressing, "aaaa", "aaaa")
+			d.Status.PendingPromotionBranch = "sluice/promote/web/1-bbbb"
+			return d
+		}(), want: false},
+		"a write-back failure to clear": {d: func() *deliveryv1.Delivery {
+			d := healthy()
+			d.Status.Conditions = []metav1.Condition{{Type: deliveryv1.GitWriteBackCondition, Status: metav1.ConditionFalse, Reason: deliveryv1.GitConflictReason}}
+			return d
+		}(), parkedAt: ks.Status.LastAppliedRevision, want: false},
+	} {
+		t.Run(name, func(t *testing.T) {
+			r.parked.Clear()
+			if tc.parkedAt != "" {
+				at := ks.DeepCopy()
+				at.Status.LastAppliedRevision = tc.parkedAt
+				r.parked.Store(client.ObjectKeyFromObject(tc.d), parkKey(tc.d, at))
+			}
+			NewWithT(t).Expect(r.nothingToWrite(ctx, tc.d, ks)).To(Equal(tc.want))
+		})
+	}
+}
