@@ -17,6 +17,7 @@ import (
 	"github.com/fluxcd/pkg/runtime/patch"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	kerrors "k8s.io/apimachinery/pkg/util/errors"
@@ -98,9 +99,10 @@ func (r *DeliveryReconciler) Reconcile(ctx context.Context, req ctrl.Request) (r
 	}
 
 	patcher := patch.NewSerialPatcher(obj, r.Client)
+	read := obj.DeepCopy()
 
 	defer func() {
-		if err := r.finalizeStatus(ctx, obj, patcher, retErr != nil); err != nil {
+		if err := r.finalizeStatus(ctx, obj, read, patcher, retErr != nil); err != nil {
 			retErr = kerrors.NewAggregate([]error{retErr, err})
 		}
 		r.Metrics.RecordDuration(ctx, obj, start)
@@ -119,9 +121,16 @@ func (r *DeliveryReconciler) Reconcile(ctx context.Context, req ctrl.Request) (r
 
 	// Add the finalizer before anything else, so that a Delivery deleted
 	// right after creation still hands its Deployment back.
+	//
+	// NOTE: written at once and the reconcile goes on, rather than ending
+	// it for another: a fleet's new Deliveries queue by the thousand, and
+	// that other would wait behind all of them.
 	if !controllerutil.ContainsFinalizer(obj, deliveryv1.DeliveryFinalizer) {
 		controllerutil.AddFinalizer(obj, deliveryv1.DeliveryFinalizer)
-		return ctrl.Result{Requeue: true}, nil
+		if err := patcher.Patch(ctx, obj, patch.WithFieldOwner(r.ControllerName)); err != nil {
+			return ctrl.Result{}, fmt.Errorf("adding the finalizer: %w", err)
+		}
+		read = obj.DeepCopy()
 	}
 
 	if obj.Spec.Suspend {
@@ -443,7 +452,7 @@ func resolvePolicy(ctx context.Context, c client.Reader, obj *deliveryv1.Deliver
 // finalizeStatus records the handled reconcile request and, when the
 // reconciliation reached a verdict, the observed generation, then patches
 // finalizers, status and conditions.
-func (r *DeliveryReconciler) finalizeStatus(ctx context.Context, obj *deliveryv1.Delivery, patcher *patch.SerialPatcher, failed bool) error {
+func (r *DeliveryReconciler) finalizeStatus(ctx context.Context, obj, read *deliveryv1.Delivery, patcher *patch.SerialPatcher, failed bool) error {
 	if v, ok := meta.ReconcileAnnotationValue(obj.GetAnnotations()); ok {
 		obj.Status.LastHandledReconcileAt = v
 	}
@@ -461,6 +470,13 @@ func (r *DeliveryReconciler) finalizeStatus(ctx context.Context, obj *deliveryv1
 		conditions.Set(obj, rc)
 	}
 
+	// NOTE: most reconciles of a fleet change nothing (a Rollout's status
+	// moved on without changing what the Delivery says); the patch helper
+	// would find no difference either, but only after converting both
+	// objects to unstructured.
+	if equality.Semantic.DeepEqual(read, obj) {
+		return nil
+	}
 	err := patcher.Patch(ctx, obj,
 		patch.WithOwnedConditions{Conditions: []string{
 			meta.ReadyCondition,

@@ -87,7 +87,23 @@ func TestNothingToWrite(t *testing.T) {
 				at.Status.LastAppliedRevision = tc.parkedAt
 				r.parked.Store(client.ObjectKeyFromObject(tc.d), parkKey(tc.d, at))
 			}
-			NewWithT(t).Expect(r.nothingToWrite(ctx, tc.d, ks)).To(Equal(tc.want))
+			quiet, after := r.nothingToWrite(ctx, tc.d, ks)
+			NewWithT(t).Expect(quiet).To(Equal(tc.want))
+			NewWithT(t).Expect(after).To(BeZero())
 		})
 	}
+
+	// While Flux applies the Kustomization, a due check waits for the
+	// revision it applies, looking again after a while in case the apply
+	// fails.
+	applying := ks.DeepCopy()
+	applying.Status.Conditions = []metav1.Condition{{Type: "Reconciling", Status: metav1.ConditionTrue, Reason: "Progressing"}}
+	r.parked.Clear()
+	quiet, after := r.nothingToWrite(ctx, healthy(), applying)
+	g.Expect(quiet).To(BeTrue())
+	g.Expect(after).To(Equal(parkCheckRetry))
+	r.parked.Store(client.ObjectKeyFromObject(healthy()), parkKey(healthy(), applying))
+	quiet, after = r.nothingToWrite(ctx, healthy(), applying)
+	g.Expect(quiet).To(BeTrue())
+	g.Expect(after).To(BeZero(), "checked at the revision already")
 }

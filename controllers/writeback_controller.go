@@ -143,8 +143,8 @@ func (r *WriteBackReconciler) Reconcile(ctx context.Context, req ctrl.Request) (
 			"Kustomization %s/%s, which the Delivery's labels name, did not apply it: sluice writes to Git only through the Kustomization whose inventory lists the Delivery", ks.Namespace, ks.Name)
 		return ctrl.Result{}, nil
 	}
-	if r.nothingToWrite(ctx, obj, ks) {
-		return ctrl.Result{}, nil
+	if quiet, after := r.nothingToWrite(ctx, obj, ks); quiet {
+		return ctrl.Result{RequeueAfter: after}, nil
 	}
 	policy, err := resolvePolicy(ctx, r.Client, obj)
 	if err != nil {
@@ -380,28 +380,46 @@ func (r *WriteBackReconciler) parkable(ctx context.Context, obj *deliveryv1.Deli
 }
 
 // nothingToWrite tells, from the Delivery's status and what sluice
-// remembers, that the write-back has nothing to write or delete: no
+// remembers, that the write-back has nothing to write or delete now: no
 // promotion branch pending, no gate waiting for one, no rejection, the
 // stable template recorded and its parking checked at the Kustomization's
 // revision, and no failure to clear. Most reconciles of a fleet are such,
-// and read neither the GitRepository nor its Secret.
-func (r *WriteBackReconciler) nothingToWrite(ctx context.Context, obj *deliveryv1.Delivery, ks *kustomizev1.Kustomization) bool {
+// and read neither the GitRepository nor its Secret. after says when to
+// look again, if the write only waits.
+func (r *WriteBackReconciler) nothingToWrite(ctx context.Context, obj *deliveryv1.Delivery, ks *kustomizev1.Kustomization) (_ bool, after time.Duration) {
 	st := obj.Status
 	if st.PendingPromotionBranch != "" || conditions.IsFalse(obj, deliveryv1.GitWriteBackCondition) {
-		return false
+		return false, 0
 	}
 	switch st.Phase {
 	case deliveryv1.PhaseWaitingForApproval, deliveryv1.PhaseRejected:
-		return false
+		return false, 0
 	case deliveryv1.PhaseHealthy:
 		if st.StableTemplateHash == "" {
-			return true
+			return true, 0
 		}
-		stable := obj.Spec.Promotion.Stable
-		return stable != nil && stable.TemplateHash == st.StableTemplateHash && !r.parkCheckDue(ctx, obj, ks)
+		if stable := obj.Spec.Promotion.Stable; stable == nil || stable.TemplateHash != st.StableTemplateHash {
+			return false, 0
+		}
+		if !r.parkCheckDue(ctx, obj, ks) {
+			return true, 0
+		}
+		// NOTE: while Flux applies a revision, its Deliveries change one
+		// by one and the Kustomization still names the last revision: a
+		// check now would be one of several for the same revision. The
+		// applied revision brings every Delivery back (see
+		// SetupWithManager); the wait covers an apply that fails.
+		if conditions.IsReconciling(ks) {
+			return true, parkCheckRetry
+		}
+		return false, 0
 	}
-	return true
+	return true, 0
 }
+
+// parkCheckRetry is when a park check held back while Flux applies the
+// Kustomization looks again.
+const parkCheckRetry = 30 * time.Second
 
 // pruneBranches deletes the Delivery's promotion branches other than keep
 // and forgets the pending one.
