@@ -56,7 +56,7 @@ type gitSource struct {
 
 // resolveGitSource resolves the Kustomization's GitRepository, the branch it
 // follows and its credentials.
-func resolveGitSource(ctx context.Context, c client.Client, ks *kustomizev1.Kustomization) (*gitSource, error) {
+func resolveGitSource(ctx context.Context, c client.Reader, ks *kustomizev1.Kustomization) (*gitSource, error) {
 	if ks.Spec.Suspend {
 		return nil, fmt.Errorf("Kustomization %s/%s is %w: sluice writes to its source once it is resumed", ks.Namespace, ks.Name, errSourceSuspended)
 	}
@@ -197,7 +197,7 @@ type gitSettings struct {
 
 // settingsFor applies a policy's Git write-back settings to the source:
 // push branch, write credentials, author and signing key.
-func (s *gitSource) settingsFor(ctx context.Context, c client.Client, namespace string, policy *deliveryv1.DeliveryPolicySpec) (gitSettings, error) {
+func (s *gitSource) settingsFor(ctx context.Context, c client.Reader, namespace string, policy *deliveryv1.DeliveryPolicySpec) (gitSettings, error) {
 	g := gitSettings{src: s.src, branch: s.branch, author: gitops.Signature{
 		Name:  cmp.Or(policy.Git.Commit.Author.Name, "sluice"),
 		Email: cmp.Or(policy.Git.Commit.Author.Email, "sluice@sluice.dev"),

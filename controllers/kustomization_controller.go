@@ -77,6 +77,8 @@ type KustomizationReconciler struct {
 	// gathering serializes, by GitRepository, the reconciles that write
 	// the adoptions of all its Kustomizations.
 	gathering objectLocks
+	// recent remembers the GitRepositories and Secrets read a moment ago.
+	recent recentReads
 }
 
 // Adoptions wait for Flux to apply a revision with every Kustomization of
@@ -174,7 +176,7 @@ func (r *KustomizationReconciler) Reconcile(ctx context.Context, req ctrl.Reques
 	if err != nil || len(candidates)+len(optOuts) == 0 {
 		return ctrl.Result{}, err
 	}
-	source, err := resolveGitSource(ctx, r.Client, ks)
+	source, err := resolveGitSource(ctx, r.recent.reader(r.Client), ks)
 	if err != nil {
 		if errors.Is(err, errSourceSuspended) {
 			// Nothing is written and nothing requested of Flux until the
@@ -523,7 +525,7 @@ func (r *KustomizationReconciler) adoption(ctx context.Context, c candidate) (gi
 		Policy:        d.Annotations[PolicyAnnotation],
 		LiveReplicas:  ptr.Deref(d.Spec.Replicas, 1),
 	}
-	settings, err := source.settingsFor(ctx, r.Client, d.Namespace, &policy)
+	settings, err := source.settingsFor(ctx, r.recent.reader(r.Client), d.Namespace, &policy)
 	if err != nil {
 		return gitops.Source{}, gitops.Change{}, nil, err
 	}
@@ -567,7 +569,7 @@ func (r *KustomizationReconciler) optOut(ctx context.Context, source *gitSource,
 		spec := builtinPolicy(obj)
 		policy = &spec
 	}
-	settings, err := source.settingsFor(ctx, r.Client, obj.Namespace, policy)
+	settings, err := source.settingsFor(ctx, r.recent.reader(r.Client), obj.Namespace, policy)
 	if err != nil {
 		return err
 	}

@@ -52,19 +52,9 @@ func (w writeBack) checkParked(ctx context.Context, now *metav1.Time) error {
 		}
 	}
 
-	var (
-		ready   []writeBack
-		changes []gitops.Change
-	)
-	for i, b := range batch {
-		change, err := b.parkChange(ctx, now)
-		if err != nil {
-			if i == 0 {
-				return err
-			}
-			continue
-		}
-		ready, changes = append(ready, b), append(changes, change)
+	ready, changes, err := prepare(batch, func(b writeBack) (gitops.Change, error) { return b.parkChange(ctx, now) })
+	if err != nil {
+		return err
 	}
 	results, errs := w.r.Git.WriteAll(ctx, w.git.src, changes)
 	var (
@@ -119,4 +109,25 @@ func (w writeBack) parkChange(ctx context.Context, now *metav1.Time) (gitops.Cha
 		gitops.Promotion{Switched: switched, ParkOnly: true, Stable: &deliveryv1.StableRelease{
 			TemplateHash: st.StableTemplateHash, Revision: w.source.ks.Status.LastAppliedRevision, Images: images, PromotedAt: now,
 		}})
+}
+
+// prepare makes the change of each write-back of a batch. One whose change
+// cannot be made is left out, to its own reconcile, which reports what
+// fails; but the first, the reconcile's own, fails the batch.
+func prepare(batch []writeBack, change func(writeBack) (gitops.Change, error)) ([]writeBack, []gitops.Change, error) {
+	var (
+		ready   []writeBack
+		changes []gitops.Change
+	)
+	for i, b := range batch {
+		c, err := change(b)
+		if err != nil {
+			if i == 0 {
+				return nil, nil, err
+			}
+			continue
+		}
+		ready, changes = append(ready, b), append(changes, c)
+	}
+	return ready, changes, nil
 }

@@ -6,8 +6,6 @@ import (
 
 	kustomizev1 "github.com/fluxcd/kustomize-controller/api/v1"
 	. "github.com/onsi/gomega"
-	appsv1 "k8s.io/api/apps/v1"
-	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -25,25 +23,16 @@ func TestNothingToWrite(t *testing.T) {
 	ks := &kustomizev1.Kustomization{ObjectMeta: metav1.ObjectMeta{Namespace: "flux-system", Name: "apps"}}
 	ks.Status.LastAppliedRevision = "main@sha1:2222"
 	for name, appliedBy := range map[string]string{"web": ks.Name, "other": "others"} {
-		d := &appsv1.Deployment{
-			ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name,
-				Labels:      map[string]string{kustomizationNameLabel: appliedBy, kustomizationNamespaceLabel: ks.Namespace},
-				Annotations: map[string]string{StrategyAnnotation: "canary"}},
-			Spec: appsv1.DeploymentSpec{
-				Selector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": name}},
-				Template: corev1.PodTemplateSpec{
-					ObjectMeta: metav1.ObjectMeta{Labels: map[string]string{"app": name}},
-					Spec:       corev1.PodSpec{Containers: []corev1.Container{{Name: "app", Image: "registry.example/app:v1"}}},
-				},
-			},
-		}
+		d := newDeployment(ns, name)
+		d.Labels = map[string]string{kustomizationNameLabel: appliedBy, kustomizationNamespaceLabel: ks.Namespace}
+		d.Annotations = map[string]string{StrategyAnnotation: "canary"}
 		g.Expect(k8sClient.Create(ctx, d)).To(Succeed())
 	}
 	r := &WriteBackReconciler{Client: k8sClient}
 
 	delivery := func(deployment string, phase deliveryv1.DeliveryPhase, stable, recorded string) *deliveryv1.Delivery {
-		d := &deliveryv1.Delivery{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: deployment, Generation: 3}}
-		d.Spec.DeploymentRef.Name = deployment
+		d := newDelivery(ns, deployment, "canary", "")
+		d.Generation = 3
 		d.Status.Phase, d.Status.StableTemplateHash = phase, stable
 		if recorded != "" {
 			d.Spec.Promotion.Stable = &deliveryv1.StableRelease{TemplateHash: recorded}

@@ -70,42 +70,32 @@ func (w writeBack) recordStable(ctx context.Context, now *metav1.Time) (time.Dur
 		// Deliveries' back: the one that finishes Flux's work ends it.
 		return wait, nil
 	}
-	// One list of every Delivery, read only (what joins the batch is
-	// copied), rather than one list by labels per Kustomization: the
-	// cache matches labels by reading every Delivery.
-	var list deliveryv1.DeliveryList
-	if err := w.r.List(ctx, &list, client.UnsafeDisableDeepCopy); err != nil {
-		return 0, err
+	// NOTE: every due record's reconcile comes here while the wait lasts,
+	// a thousand of them in a fleet's burst, and each would list every
+	// Delivery: the wait counts from a scan at most stableScanEvery old,
+	// and only the batch is made from a fresh one.
+	at := time.Now()
+	scan, fresh := w.r.settling.lastScan(w.source.repo, at)
+	if !fresh {
+		if scan, err = w.r.scanDue(ctx, kss); err != nil {
+			return 0, err
+		}
+		w.r.settling.storeScan(w.source.repo, scan, at)
 	}
-	applied := map[types.NamespacedName][]*deliveryv1.Delivery{}
-	for i := range list.Items {
-		d := &list.Items[i]
-		by := types.NamespacedName{Namespace: d.Labels[kustomizationNamespaceLabel], Name: d.Labels[kustomizationNameLabel]}
-		applied[by] = append(applied[by], d)
+	if wait := w.r.settling.wait(w.source.repo, len(scan.due), scan.rolling, at); wait > 0 {
+		return wait, nil
 	}
-	type due struct {
-		d  *deliveryv1.Delivery
-		ks *kustomizev1.Kustomization
-	}
-	var (
-		others  []due
-		rolling bool
-	)
-	for _, ks := range kss {
-		for _, d := range applied[types.NamespacedName{Namespace: ks.Namespace, Name: ks.Name}] {
-			if client.ObjectKeyFromObject(d) == key || !d.DeletionTimestamp.IsZero() || d.Spec.Suspend || !inInventory(ks, d) {
-				continue
-			}
-			switch {
-			case w.r.stableDue(d, ks):
-				others = append(others, due{d: d, ks: ks})
-			case rollingOut(d):
-				rolling = true
-			}
+	if fresh {
+		if scan, err = w.r.scanDue(ctx, kss); err != nil {
+			return 0, err
 		}
 	}
-	if wait := w.r.settling.wait(w.source.repo, 1+len(others), rolling, time.Now()); wait > 0 {
-		return wait, nil
+	w.r.settling.storeScan(w.source.repo, dueScan{}, time.Time{})
+	var others []dueRecord
+	for _, o := range scan.due {
+		if client.ObjectKeyFromObject(o.d) != key {
+			others = append(others, o)
+		}
 	}
 	w.r.fluxBusy.done(w.source.repo)
 
@@ -126,20 +116,9 @@ func (w writeBack) recordStable(ctx context.Context, now *metav1.Time) (time.Dur
 		}
 	}
 
-	var (
-		ready   []writeBack
-		changes []gitops.Change
-	)
-	for i, b := range batch {
-		change, err := b.stableChange(ctx, now)
-		if err != nil {
-			if i == 0 {
-				return 0, err
-			}
-			// Its own reconcile writes it and reports what fails.
-			continue
-		}
-		ready, changes = append(ready, b), append(changes, change)
+	ready, changes, err := prepare(batch, func(b writeBack) (gitops.Change, error) { return b.stableChange(ctx, now) })
+	if err != nil {
+		return 0, err
 	}
 	results, errs := w.r.Git.WriteAll(ctx, w.git.src, changes)
 	var (
@@ -186,6 +165,57 @@ func (w writeBack) recordStable(ctx context.Context, now *metav1.Time) (time.Dur
 	return 0, ownErr
 }
 
+// dueRecord is a Delivery whose stable record is due, and the
+// Kustomization that applies it.
+type dueRecord struct {
+	d  *deliveryv1.Delivery
+	ks *kustomizev1.Kustomization
+}
+
+// dueScan is what the Deliveries of a GitRepository's Kustomizations say
+// of its stable records: those due, and whether others are still rolling
+// out. Its Deliveries are the cache's own: read only.
+type dueScan struct {
+	due     []dueRecord
+	rolling bool
+}
+
+// stableScanEvery is how old a scan of the due stable records may be to
+// count a wait from.
+const stableScanEvery = time.Second
+
+// scanDue scans the Deliveries that the Kustomizations kss apply.
+func (r *WriteBackReconciler) scanDue(ctx context.Context, kss []*kustomizev1.Kustomization) (dueScan, error) {
+	// One list of every Delivery, read only (what joins the batch is
+	// copied), rather than one list by labels per Kustomization: the
+	// cache matches labels by reading every Delivery.
+	var list deliveryv1.DeliveryList
+	if err := r.List(ctx, &list, client.UnsafeDisableDeepCopy); err != nil {
+		return dueScan{}, err
+	}
+	applied := map[types.NamespacedName][]*deliveryv1.Delivery{}
+	for i := range list.Items {
+		d := &list.Items[i]
+		by := types.NamespacedName{Namespace: d.Labels[kustomizationNamespaceLabel], Name: d.Labels[kustomizationNameLabel]}
+		applied[by] = append(applied[by], d)
+	}
+	var scan dueScan
+	for _, ks := range kss {
+		for _, d := range applied[types.NamespacedName{Namespace: ks.Namespace, Name: ks.Name}] {
+			if !d.DeletionTimestamp.IsZero() || d.Spec.Suspend || !inInventory(ks, d) {
+				continue
+			}
+			switch {
+			case r.stableDue(d, ks):
+				scan.due = append(scan.due, dueRecord{d: d, ks: ks})
+			case rollingOut(d):
+				scan.rolling = true
+			}
+		}
+	}
+	return scan, nil
+}
+
 // stableChange prepares the commit that records the Delivery's stable
 // template.
 func (w writeBack) stableChange(ctx context.Context, now *metav1.Time) (gitops.Change, error) {
@@ -218,7 +248,7 @@ func (w writeBack) sibling(ctx context.Context, d *deliveryv1.Delivery, source *
 	}
 	g, ok := settings[key]
 	if !ok {
-		if g, err = w.source.settingsFor(ctx, w.r.Client, d.Namespace, policy); err != nil {
+		if g, err = w.source.settingsFor(ctx, w.r.recent.reader(w.r.Client), d.Namespace, policy); err != nil {
 			return writeBack{}, false
 		}
 		if key.Name != "" {
@@ -276,9 +306,39 @@ func (r *WriteBackReconciler) stableWritten(d *deliveryv1.Delivery, ks *kustomiz
 }
 
 // stableSettles remembers, by GitRepository, how long its stable records
-// have been waiting for rollouts still under way.
+// have been waiting for rollouts still under way, and the last scan of
+// them.
 type stableSettles struct {
-	m sync.Map
+	m     sync.Map
+	scans sync.Map
+}
+
+type timedScan struct {
+	scan dueScan
+	at   time.Time
+}
+
+// lastScan returns the last scan of repo's due stable records, and whether
+// it is at most stableScanEvery old at now. Its callers hold the
+// GitRepository's lock.
+func (s *stableSettles) lastScan(repo *sourcev1.GitRepository, now time.Time) (dueScan, bool) {
+	v, ok := s.scans.Load(types.NamespacedName{Namespace: repo.Namespace, Name: repo.Name})
+	if !ok {
+		return dueScan{}, false
+	}
+	ts := v.(timedScan)
+	return ts.scan, !ts.at.IsZero() && now.Sub(ts.at) <= stableScanEvery
+}
+
+// storeScan remembers a scan of repo's due stable records made at at; a
+// zero at forgets it.
+func (s *stableSettles) storeScan(repo *sourcev1.GitRepository, scan dueScan, at time.Time) {
+	key := types.NamespacedName{Namespace: repo.Namespace, Name: repo.Name}
+	if at.IsZero() {
+		s.scans.Delete(key)
+		return
+	}
+	s.scans.Store(key, timedScan{scan: scan, at: at})
 }
 
 // stableSettle is a GitRepository's wait: since when, when a rollout last

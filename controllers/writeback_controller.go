@@ -77,6 +77,8 @@ type WriteBackReconciler struct {
 	// sources lets one stable-record batch of a GitRepository be made at
 	// a time.
 	sources objectLocks
+	// recent remembers the GitRepositories and Secrets read a moment ago.
+	recent recentReads
 }
 
 // SetupWithManager reconciles a Delivery whenever it changes, status
@@ -151,7 +153,7 @@ func (r *WriteBackReconciler) Reconcile(ctx context.Context, req ctrl.Request) (
 		// The Delivery controller reports a missing or invalid policy.
 		return ctrl.Result{}, nil
 	}
-	source, err := resolveGitSource(ctx, r.Client, ks)
+	source, err := resolveGitSource(ctx, r.recent.reader(r.Client), ks)
 	if errors.Is(err, errSourceSuspended) {
 		// Nothing is written and nothing requested of Flux until the
 		// source is resumed; a resumed Kustomization is watched, a
@@ -161,7 +163,7 @@ func (r *WriteBackReconciler) Reconcile(ctx context.Context, req ctrl.Request) (
 	}
 	var settings gitSettings
 	if err == nil {
-		settings, err = source.settingsFor(ctx, r.Client, obj.Namespace, policy)
+		settings, err = source.settingsFor(ctx, r.recent.reader(r.Client), obj.Namespace, policy)
 	}
 	var wait time.Duration
 	if err == nil {
