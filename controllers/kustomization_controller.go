@@ -70,14 +70,14 @@ type KustomizationReconciler struct {
 	// waits holds, by GitRepository, the adoptions' wait for Flux to
 	// apply its revision with all its Kustomizations.
 	waits fluxWaits
-	// pushed remembers, by Kustomization, the applied revision at which
-	// its adoptions were written: until Flux applies another, the
-	// Deliveries are on their way.
+	// pushed remembers, by Kustomization, the revision at which its
+	// adoptions were written: until Flux attempts another, the Deliveries
+	// are on their way.
 	pushed sync.Map
 	// gathering serializes, by GitRepository, the reconciles that write
 	// the adoptions of all its Kustomizations.
 	gathering objectLocks
-	// recent remembers the GitRepositories and Secrets read a moment ago.
+	// recent remembers the Secrets read a moment ago.
 	recent recentReads
 }
 
@@ -302,10 +302,16 @@ func (r *KustomizationReconciler) gather(ctx context.Context, source *gitSource,
 }
 
 // adoptionsPushed tells whether the Kustomization's adoptions were written
-// at the revision it applied last.
+// at the revision it attempted last.
+//
+// NOTE: not the revision it applied last: with wait: true, Flux records a
+// revision as applied only once its health checks pass, and a canary
+// waiting at a gate holds them for up to the Kustomization's timeout. The
+// inventory of each revision Flux attempts meanwhile may list new
+// Deployments to adopt.
 func (r *KustomizationReconciler) adoptionsPushed(ks *kustomizev1.Kustomization) bool {
 	v, ok := r.pushed.Load(types.NamespacedName{Namespace: ks.Namespace, Name: ks.Name})
-	return ok && v == ks.Status.LastAppliedRevision
+	return ok && v == ks.Status.LastAttemptedRevision
 }
 
 // scan returns the annotated Deployments in the inventory that have no
@@ -491,7 +497,7 @@ func (r *KustomizationReconciler) adopt(ctx context.Context, candidates []candid
 			}
 		}
 		if done {
-			r.pushed.Store(types.NamespacedName{Namespace: source.ks.Namespace, Name: source.ks.Name}, source.ks.Status.LastAppliedRevision)
+			r.pushed.Store(types.NamespacedName{Namespace: source.ks.Namespace, Name: source.ks.Name}, source.ks.Status.LastAttemptedRevision)
 		}
 	}
 	// Flux applies what Git now says without waiting for its interval:

@@ -5,40 +5,35 @@ import (
 	"sync"
 	"time"
 
-	sourcev1 "github.com/fluxcd/source-controller/api/v1"
 	corev1 "k8s.io/api/core/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 )
 
-// NOTE: sluice reads GitRepositories and Secrets straight from the API
-// server rather than caching every one of the cluster (see main.go). In a
-// fleet's burst a thousand Deliveries of one GitRepository resolve its
-// source within seconds, and each read would count against sluice's API
-// rate limit, which the Delivery controller's reconciles share.
+// NOTE: sluice reads Secrets straight from the API server rather than
+// caching every one of the cluster (see main.go). In a fleet's burst a
+// thousand Deliveries of one GitRepository resolve its credentials within
+// seconds, and each read would count against sluice's API rate limit,
+// which the Delivery controller's reconciles share. GitRepositories are
+// read afresh: their artifact revision is compared with what the
+// Kustomizations, cached and current, say they attempted and applied.
 
-// recentReads remembers, for ttl (recentReadTTL when zero), the
-// GitRepositories and Secrets sluice read: a source is read at most once
-// in that time, and a change to it is seen after it at the latest. Reads
-// that fail are not remembered.
+// recentReads remembers, for ttl (recentReadTTL when zero), the Secrets
+// sluice read: a Secret is read at most once in that time, and a change to
+// it is seen after it at the latest. Reads that fail are not remembered.
 type recentReads struct {
 	ttl time.Duration
 	mu  sync.Mutex
-	m   map[recentKey]recentRead
+	m   map[client.ObjectKey]recentRead
 }
 
 const recentReadTTL = 2 * time.Second
 
-type recentKey struct {
-	secret bool
-	key    client.ObjectKey
-}
-
 type recentRead struct {
-	obj client.Object
-	at  time.Time
+	secret *corev1.Secret
+	at     time.Time
 }
 
-// reader reads through c, remembering GitRepositories and Secrets.
+// reader reads through c, remembering Secrets.
 func (r *recentReads) reader(c client.Reader) client.Reader {
 	return recentReader{Reader: c, reads: r}
 }
@@ -49,47 +44,37 @@ type recentReader struct {
 }
 
 func (rr recentReader) Get(ctx context.Context, key client.ObjectKey, obj client.Object, opts ...client.GetOption) error {
-	var k recentKey
-	switch obj.(type) {
-	case *sourcev1.GitRepository:
-		k = recentKey{key: key}
-	case *corev1.Secret:
-		k = recentKey{secret: true, key: key}
-	default:
+	secret, ok := obj.(*corev1.Secret)
+	if !ok {
 		return rr.Reader.Get(ctx, key, obj, opts...)
 	}
-	if read, ok := rr.reads.load(k, time.Now()); ok {
-		switch o := obj.(type) {
-		case *sourcev1.GitRepository:
-			read.(*sourcev1.GitRepository).DeepCopyInto(o)
-		case *corev1.Secret:
-			read.(*corev1.Secret).DeepCopyInto(o)
-		}
+	if read, ok := rr.reads.load(key, time.Now()); ok {
+		read.DeepCopyInto(secret)
 		return nil
 	}
 	at := time.Now()
 	if err := rr.Reader.Get(ctx, key, obj, opts...); err != nil {
 		return err
 	}
-	rr.reads.store(k, obj.DeepCopyObject().(client.Object), at)
+	rr.reads.store(key, secret.DeepCopy(), at)
 	return nil
 }
 
-func (r *recentReads) load(k recentKey, now time.Time) (client.Object, bool) {
+func (r *recentReads) load(k client.ObjectKey, now time.Time) (*corev1.Secret, bool) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	read, ok := r.m[k]
 	if !ok || now.Sub(read.at) >= r.timeToLive() {
 		return nil, false
 	}
-	return read.obj, true
+	return read.secret, true
 }
 
-func (r *recentReads) store(k recentKey, obj client.Object, at time.Time) {
+func (r *recentReads) store(k client.ObjectKey, secret *corev1.Secret, at time.Time) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.m == nil {
-		r.m = map[recentKey]recentRead{}
+		r.m = map[client.ObjectKey]recentRead{}
 	}
 	// Forget what is too old to be used again.
 	for key, read := range r.m {
@@ -97,7 +82,7 @@ func (r *recentReads) store(k recentKey, obj client.Object, at time.Time) {
 			delete(r.m, key)
 		}
 	}
-	r.m[k] = recentRead{obj: obj, at: at}
+	r.m[k] = recentRead{secret: secret, at: at}
 }
 
 func (r *recentReads) timeToLive() time.Duration {

@@ -77,7 +77,7 @@ type WriteBackReconciler struct {
 	// sources lets one stable-record batch of a GitRepository be made at
 	// a time.
 	sources objectLocks
-	// recent remembers the GitRepositories and Secrets read a moment ago.
+	// recent remembers the Secrets read a moment ago.
 	recent recentReads
 }
 
