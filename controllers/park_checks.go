@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 
+	kustomizev1 "github.com/fluxcd/kustomize-controller/api/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -43,11 +44,12 @@ func (w writeBack) checkParked(ctx context.Context, now *metav1.Time) error {
 	settings := map[types.NamespacedName]gitSettings{}
 	for i := range list.Items {
 		d := &list.Items[i]
-		if d.Name == w.obj.Name || !parkCheckable(d, w.source) {
+		// The cheap checks first: the sibling's policy and Secrets are
+		// read only for a check that is due.
+		if d.Name == w.obj.Name || !parkCheckable(d, w.source.ks) || !w.r.parkCheckDue(ctx, d, w.source.ks) {
 			continue
 		}
-		other, ok := w.sibling(ctx, d.DeepCopy(), w.source, settings)
-		if ok && other.parkCheckDue(ctx) {
+		if other, ok := w.sibling(ctx, d.DeepCopy(), w.source, settings); ok {
 			batch = append(batch, other)
 		}
 	}
@@ -86,14 +88,24 @@ func (w writeBack) checkParked(ctx context.Context, now *metav1.Time) error {
 	return ownErr
 }
 
-// parkCheckable tells whether a Delivery the Kustomization of source
-// applies has its stable template recorded, so that only the parking of its
-// Deployment may be left to check.
-func parkCheckable(d *deliveryv1.Delivery, source *gitSource) bool {
-	st, stable := d.Status, d.Spec.Promotion.Stable
-	return d.DeletionTimestamp.IsZero() && !d.Spec.Suspend && inInventory(source.ks, d) &&
-		st.Phase == deliveryv1.PhaseHealthy && st.StableTemplateHash != "" &&
-		stable != nil && stable.TemplateHash == st.StableTemplateHash
+// parkCheckable tells whether a Delivery the Kustomization ks applies has
+// its stable template recorded, so that only the parking of its Deployment
+// may be left to check.
+func parkCheckable(d *deliveryv1.Delivery, ks *kustomizev1.Kustomization) bool {
+	return writesFor(d, ks) && d.Status.Phase == deliveryv1.PhaseHealthy && d.Status.StableTemplateHash != "" && stableRecorded(d)
+}
+
+// writesFor tells whether the write-back writes for a Delivery in a batch
+// of the Kustomization ks: not deleted, not suspended, and applied by ks.
+func writesFor(d *deliveryv1.Delivery, ks *kustomizev1.Kustomization) bool {
+	return d.DeletionTimestamp.IsZero() && !d.Spec.Suspend && inInventory(ks, d)
+}
+
+// stableRecorded tells whether Git records as stable the template the
+// Delivery's Rollout last completed.
+func stableRecorded(d *deliveryv1.Delivery) bool {
+	stable := d.Spec.Promotion.Stable
+	return stable != nil && stable.TemplateHash == d.Status.StableTemplateHash
 }
 
 // parkChange prepares the commit that parks the Delivery's Deployment in

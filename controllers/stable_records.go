@@ -90,7 +90,7 @@ func (w writeBack) recordStable(ctx context.Context, now *metav1.Time) (time.Dur
 			return 0, err
 		}
 	}
-	w.r.settling.storeScan(w.source.repo, dueScan{}, time.Time{})
+	w.r.settling.forgetScan(w.source.repo)
 	var others []dueRecord
 	for _, o := range scan.due {
 		if client.ObjectKeyFromObject(o.d) != key {
@@ -202,7 +202,7 @@ func (r *WriteBackReconciler) scanDue(ctx context.Context, kss []*kustomizev1.Ku
 	var scan dueScan
 	for _, ks := range kss {
 		for _, d := range applied[types.NamespacedName{Namespace: ks.Namespace, Name: ks.Name}] {
-			if !d.DeletionTimestamp.IsZero() || d.Spec.Suspend || !inInventory(ks, d) {
+			if !writesFor(d, ks) {
 				continue
 			}
 			switch {
@@ -266,9 +266,8 @@ func (w writeBack) sibling(ctx context.Context, d *deliveryv1.Delivery, source *
 // stableDue tells whether the Delivery's rollout completed on a template
 // Git does not record as stable yet, nor was pushed for.
 func (r *WriteBackReconciler) stableDue(d *deliveryv1.Delivery, ks *kustomizev1.Kustomization) bool {
-	st, stable := d.Status, d.Spec.Promotion.Stable
-	return st.Phase == deliveryv1.PhaseHealthy && st.StableTemplateHash != "" &&
-		(stable == nil || stable.TemplateHash != st.StableTemplateHash) && !r.stableWritten(d, ks)
+	st := d.Status
+	return st.Phase == deliveryv1.PhaseHealthy && st.StableTemplateHash != "" && !stableRecorded(d) && !r.stableWritten(d, ks)
 }
 
 // rollingOut tells whether the Delivery is on its way to a stable record
@@ -327,18 +326,18 @@ func (s *stableSettles) lastScan(repo *sourcev1.GitRepository, now time.Time) (d
 		return dueScan{}, false
 	}
 	ts := v.(timedScan)
-	return ts.scan, !ts.at.IsZero() && now.Sub(ts.at) <= stableScanEvery
+	return ts.scan, now.Sub(ts.at) <= stableScanEvery
 }
 
-// storeScan remembers a scan of repo's due stable records made at at; a
-// zero at forgets it.
+// storeScan remembers a scan of repo's due stable records made at at.
 func (s *stableSettles) storeScan(repo *sourcev1.GitRepository, scan dueScan, at time.Time) {
-	key := types.NamespacedName{Namespace: repo.Namespace, Name: repo.Name}
-	if at.IsZero() {
-		s.scans.Delete(key)
-		return
-	}
-	s.scans.Store(key, timedScan{scan: scan, at: at})
+	s.scans.Store(types.NamespacedName{Namespace: repo.Namespace, Name: repo.Name}, timedScan{scan: scan, at: at})
+}
+
+// forgetScan forgets the last scan of repo's due stable records, once
+// they are written.
+func (s *stableSettles) forgetScan(repo *sourcev1.GitRepository) {
+	s.scans.Delete(types.NamespacedName{Namespace: repo.Namespace, Name: repo.Name})
 }
 
 // stableSettle is a GitRepository's wait: since when, when a rollout last

@@ -294,7 +294,7 @@ func (w writeBack) run(ctx context.Context) (time.Duration, error) {
 		}
 	}
 
-	recorded := spec.Stable != nil && spec.Stable.TemplateHash == st.StableTemplateHash
+	recorded := stableRecorded(obj)
 	switch {
 	// NOTE: with the stable template recorded, the write only checks that
 	// Git still parks the Deployment (recorded by an older sluice, or the
@@ -400,7 +400,7 @@ func (r *WriteBackReconciler) nothingToWrite(ctx context.Context, obj *deliveryv
 		if st.StableTemplateHash == "" {
 			return true, 0
 		}
-		if stable := obj.Spec.Promotion.Stable; stable == nil || stable.TemplateHash != st.StableTemplateHash {
+		if !stableRecorded(obj) {
 			return false, 0
 		}
 		if !r.parkCheckDue(ctx, obj, ks) {
