@@ -62,6 +62,8 @@ type DeliveryReconciler struct {
 
 	// Shard says which Deliveries are this instance's; all when empty.
 	Shard Shard
+
+	healthChecks healthCheckRequests
 }
 
 // stalledError is an error the user must fix: the Delivery is marked
@@ -489,6 +491,13 @@ func (r *DeliveryReconciler) finalizeStatus(ctx context.Context, obj, read *deli
 	)
 	if err != nil && !obj.DeletionTimestamp.IsZero() {
 		err = kerrors.FilterOut(err, apierrors.IsNotFound)
+	}
+	if err == nil && obj.DeletionTimestamp.IsZero() && stoppedBeingReady(read, obj) {
+		// NOTE: the Delivery's status is written whatever Flux makes of
+		// it; failing to ask is logged, and Flux sees it at its interval.
+		if _, herr := r.healthChecks.request(ctx, r.Client, obj, time.Now()); herr != nil {
+			log.FromContext(ctx).Error(herr, "the Kustomization's Ready condition shows the Delivery's readiness at its next interval")
+		}
 	}
 	return err
 }
