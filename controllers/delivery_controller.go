@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	rolloutsv1 "github.com/argoproj/argo-rollouts/pkg/apis/rollouts/v1alpha1"
@@ -64,6 +65,10 @@ type DeliveryReconciler struct {
 	Shard Shard
 
 	healthChecks healthCheckRequests
+
+	// written holds a writtenDelivery for each Delivery this controller
+	// wrote.
+	written sync.Map
 }
 
 // stalledError is an error the user must fix: the Delivery is marked
@@ -87,14 +92,9 @@ func (r *DeliveryReconciler) Reconcile(ctx context.Context, req ctrl.Request) (r
 	start := time.Now()
 	logger := log.FromContext(ctx)
 
-	// NOTE: the status patch is the difference between this object and what
-	// the reconcile makes of it. Read from the cache, the object can lag
-	// behind the Delivery's last status patch, and a field that this
-	// reconcile sets back to its lagging value would then never be written:
-	// read it from the API server instead.
-	obj := &deliveryv1.Delivery{}
-	if err := r.APIReader.Get(ctx, req.NamespacedName, obj); err != nil {
-		return ctrl.Result{}, client.IgnoreNotFound(err)
+	obj, err := r.read(ctx, req.NamespacedName)
+	if err != nil || obj == nil {
+		return ctrl.Result{}, err
 	}
 	if owned, err := r.Shard.Owns(ctx, obj); err != nil || !owned {
 		return ctrl.Result{}, err
@@ -104,7 +104,15 @@ func (r *DeliveryReconciler) Reconcile(ctx context.Context, req ctrl.Request) (r
 	read := obj.DeepCopy()
 
 	defer func() {
-		if err := r.finalizeStatus(ctx, obj, read, patcher, retErr != nil); err != nil {
+		err := r.finalizeStatus(ctx, obj, read, patcher, retErr != nil)
+		switch {
+		case err == nil:
+		case apierrors.IsConflict(err) && retErr == nil:
+			// The Delivery changed since it was read: what this reconcile
+			// made of it is reconciled again from the new one.
+			logger.V(1).Info("the Delivery changed while it was reconciled; reconciling it again")
+			result = ctrl.Result{Requeue: true}
+		default:
 			retErr = kerrors.NewAggregate([]error{retErr, err})
 		}
 		r.Metrics.RecordDuration(ctx, obj, start)
@@ -129,9 +137,12 @@ func (r *DeliveryReconciler) Reconcile(ctx context.Context, req ctrl.Request) (r
 	// that other would wait behind all of them.
 	if !controllerutil.ContainsFinalizer(obj, deliveryv1.DeliveryFinalizer) {
 		controllerutil.AddFinalizer(obj, deliveryv1.DeliveryFinalizer)
-		if err := patcher.Patch(ctx, obj, patch.WithFieldOwner(r.ControllerName)); err != nil {
+		err := r.Patch(ctx, obj, client.MergeFromWithOptions(read, client.MergeFromWithOptimisticLock{}),
+			client.FieldOwner(r.ControllerName))
+		if err != nil {
 			return ctrl.Result{}, fmt.Errorf("adding the finalizer: %w", err)
 		}
+		r.wrote(read.ResourceVersion, obj)
 		read = obj.DeepCopy()
 	}
 
@@ -146,7 +157,7 @@ func (r *DeliveryReconciler) Reconcile(ctx context.Context, req ctrl.Request) (r
 	if conditions.IsStalled(obj) {
 		stalledBefore = conditions.GetMessage(obj, meta.StalledCondition)
 	}
-	err := r.reconcile(ctx, obj)
+	err = r.reconcile(ctx, obj)
 	var se *stalledError
 	switch {
 	case errors.As(err, &se):
@@ -218,7 +229,10 @@ func (r *DeliveryReconciler) reconcile(ctx context.Context, obj *deliveryv1.Deli
 	}
 	if release.template != nil {
 		desired := renderRollout(obj, deployment, policy, release.template, release.hash)
-		if rollout != nil {
+		// NOTE: a Rollout that says all the rendered one says, replicas
+		// included, needs no write, autoscaled or not: most reconciles
+		// are such, and skip listing the autoscalers.
+		if rollout != nil && !rolloutUpToDate(desired, rollout) {
 			autoscaled, err := r.autoscaled(ctx, obj)
 			if err != nil {
 				return err
@@ -479,6 +493,19 @@ func (r *DeliveryReconciler) finalizeStatus(ctx context.Context, obj, read *deli
 	if equality.Semantic.DeepEqual(read, obj) {
 		return nil
 	}
+	if obj.DeletionTimestamp.IsZero() && equality.Semantic.DeepEqual(read.ObjectMeta, obj.ObjectMeta) {
+		// NOTE: one request, where the patch helper sends the conditions
+		// and the rest of the status apart. The lock on the version read
+		// keeps the other writers' fields and conditions: the patch
+		// applies to exactly what was read, or fails with a conflict.
+		err := r.Status().Patch(ctx, obj, client.MergeFromWithOptions(read, client.MergeFromWithOptimisticLock{}),
+			client.FieldOwner(r.ControllerName))
+		if err == nil {
+			r.wrote(read.ResourceVersion, obj)
+		}
+		r.healthCheckAgain(ctx, obj, read, err)
+		return err
+	}
 	err := patcher.Patch(ctx, obj,
 		patch.WithOwnedConditions{Conditions: []string{
 			meta.ReadyCondition,
@@ -492,14 +519,74 @@ func (r *DeliveryReconciler) finalizeStatus(ctx context.Context, obj, read *deli
 	if err != nil && !obj.DeletionTimestamp.IsZero() {
 		err = kerrors.FilterOut(err, apierrors.IsNotFound)
 	}
-	if err == nil && obj.DeletionTimestamp.IsZero() && stoppedBeingReady(read, obj) {
-		// NOTE: the Delivery's status is written whatever Flux makes of
-		// it; failing to ask is logged, and Flux sees it at its interval.
-		if _, herr := r.healthChecks.request(ctx, r.Client, obj, time.Now()); herr != nil {
-			log.FromContext(ctx).Error(herr, "the Kustomization's Ready condition shows the Delivery's readiness at its next interval")
-		}
+	if !obj.DeletionTimestamp.IsZero() {
+		r.written.Delete(client.ObjectKeyFromObject(obj))
 	}
 	return err
+}
+
+// read reads the Delivery: from the cache when it holds the version this
+// controller last wrote, or as written when the cache still holds the
+// version it was written over; else from the API server. It is nil when the
+// Delivery is gone.
+//
+// NOTE: the status patch is the difference between this object and what
+// the reconcile makes of it. Read from a cache that lags behind the last
+// status patch, a field that the reconcile sets back to its lagging value
+// would never be written. Another writer's newer version makes the patch
+// fail with a conflict, and the reconcile runs again.
+func (r *DeliveryReconciler) read(ctx context.Context, key client.ObjectKey) (*deliveryv1.Delivery, error) {
+	obj := &deliveryv1.Delivery{}
+	if v, ok := r.written.Load(key); ok {
+		w := v.(writtenDelivery)
+		err := r.Get(ctx, key, obj)
+		switch {
+		case err == nil && obj.ResourceVersion == w.version:
+			if w.obj != nil {
+				r.written.Store(key, writtenDelivery{version: w.version})
+			}
+			return obj, nil
+		case err == nil && w.obj != nil && obj.ResourceVersion == w.over:
+			return w.obj.DeepCopy(), nil
+		case client.IgnoreNotFound(err) != nil:
+			return nil, err
+		}
+	}
+	if err := r.APIReader.Get(ctx, key, obj); err != nil {
+		if apierrors.IsNotFound(err) {
+			r.written.Delete(key)
+			return nil, nil
+		}
+		return nil, err
+	}
+	return obj, nil
+}
+
+// writtenDelivery is what the Delivery controller last wrote to a Delivery:
+// its version, and until the cache holds it, the version it was written
+// over and the Delivery as written.
+type writtenDelivery struct {
+	version, over string
+	obj           *deliveryv1.Delivery
+}
+
+// wrote remembers obj as written over the version over.
+func (r *DeliveryReconciler) wrote(over string, obj *deliveryv1.Delivery) {
+	r.written.Store(client.ObjectKeyFromObject(obj), writtenDelivery{version: obj.ResourceVersion, over: over, obj: obj.DeepCopy()})
+}
+
+// healthCheckAgain asks Flux to health check the Delivery again when the
+// status just written took it from Ready to not Ready.
+//
+// NOTE: the Delivery's status is written whatever Flux makes of it; failing
+// to ask is logged, and Flux sees it at its interval.
+func (r *DeliveryReconciler) healthCheckAgain(ctx context.Context, obj, read *deliveryv1.Delivery, patchErr error) {
+	if patchErr != nil || !stoppedBeingReady(read, obj) {
+		return
+	}
+	if _, err := r.healthChecks.request(ctx, r.Client, obj, time.Now()); err != nil {
+		log.FromContext(ctx).Error(err, "the Kustomization's Ready condition shows the Delivery's readiness at its next interval")
+	}
 }
 
 // event records an event about the Delivery.

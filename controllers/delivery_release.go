@@ -139,12 +139,7 @@ func (r *DeliveryReconciler) getRollout(ctx context.Context, obj *deliveryv1.Del
 // applyRollout server-side applies the rendered Rollout with sluice's field
 // manager, unless the live one already says all of it.
 func (r *DeliveryReconciler) applyRollout(ctx context.Context, desired, live *rolloutsv1.Rollout) (*rolloutsv1.Rollout, error) {
-	// NOTE: a field rendered unset passes DeepDerivative whatever the live
-	// one says; the rollback window is the one sluice renders unset to
-	// take it away.
-	if live != nil && equality.Semantic.DeepDerivative(desired.Spec, live.Spec) &&
-		equality.Semantic.DeepDerivative(desired.Labels, live.Labels) &&
-		(desired.Spec.RollbackWindow == nil) == (live.Spec.RollbackWindow == nil) {
+	if rolloutUpToDate(desired, live) {
 		return live, nil
 	}
 	u, err := runtime.DefaultUnstructuredConverter.ToUnstructured(desired)
@@ -164,6 +159,17 @@ func (r *DeliveryReconciler) applyRollout(ctx context.Context, desired, live *ro
 		return nil, fmt.Errorf("reading the applied Rollout: %w", err)
 	}
 	return applied, nil
+}
+
+// rolloutUpToDate tells whether live already says everything desired says.
+//
+// NOTE: a field rendered unset passes DeepDerivative whatever the live one
+// says; the rollback window is the one sluice renders unset to take it
+// away.
+func rolloutUpToDate(desired, live *rolloutsv1.Rollout) bool {
+	return live != nil && equality.Semantic.DeepDerivative(desired.Spec, live.Spec) &&
+		equality.Semantic.DeepDerivative(desired.Labels, live.Labels) &&
+		(desired.Spec.RollbackWindow == nil) == (live.Spec.RollbackWindow == nil)
 }
 
 // checkReferences checks that the Services, HTTPRoute and AnalysisTemplates

@@ -263,3 +263,13 @@ func readSecret(ctx context.Context, c client.Reader, namespace, name, what stri
 		return nil, fmt.Errorf("%s: %w", what, err)
 	}
 }
+
+// sourceOf names the GitRepository that ks applies; empty when its source
+// is of another kind.
+func sourceOf(ks *kustomizev1.Kustomization) types.NamespacedName {
+	ref := ks.Spec.SourceRef
+	if ref.Kind != sourcev1.GitRepositoryKind {
+		return types.NamespacedName{}
+	}
+	return types.NamespacedName{Namespace: cmp.Or(ref.Namespace, ks.Namespace), Name: ref.Name}
+}

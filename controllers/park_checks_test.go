@@ -3,8 +3,10 @@ package controllers
 import (
 	"context"
 	"testing"
+	"time"
 
 	kustomizev1 "github.com/fluxcd/kustomize-controller/api/v1"
+	sourcev1 "github.com/fluxcd/source-controller/api/v1"
 	. "github.com/onsi/gomega"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -95,4 +97,24 @@ func TestNothingToWrite(t *testing.T) {
 	quiet, after = r.nothingToWrite(ctx, healthy(), applying)
 	g.Expect(quiet).To(BeTrue())
 	g.Expect(after).To(BeZero(), "checked at the revision already")
+
+	// A stable record pushed waits for Flux to apply it; one that waits
+	// with its GitRepository's other records, found at most a second ago,
+	// waits without reading the GitRepository again.
+	unrecorded := delivery("web", deliveryv1.PhaseHealthy, "bbbb", "aaaa")
+	ks.Spec.SourceRef = kustomizev1.CrossNamespaceSourceReference{Kind: sourcev1.GitRepositoryKind, Name: "fleet"}
+	repo := &sourcev1.GitRepository{ObjectMeta: metav1.ObjectMeta{Namespace: ks.Namespace, Name: "fleet"}}
+	now := time.Now()
+	r.settling.storeWait(repo, 20*time.Second, now.Add(-2*stableScanEvery))
+	quiet, _ = r.nothingToWrite(ctx, unrecorded, ks)
+	g.Expect(quiet).To(BeFalse(), "the wait was found too long ago")
+	r.settling.storeWait(repo, 20*time.Second, now)
+	quiet, after = r.nothingToWrite(ctx, unrecorded, ks)
+	g.Expect(quiet).To(BeTrue())
+	g.Expect(after).To(BeNumerically("~", 20*time.Second, time.Second))
+	r.settling.forgetWait(repo)
+	r.stable.Store(client.ObjectKeyFromObject(unrecorded), stableKey(unrecorded, ks))
+	quiet, after = r.nothingToWrite(ctx, unrecorded, ks)
+	g.Expect(quiet).To(BeTrue(), "pushed, not yet applied")
+	g.Expect(after).To(BeZero())
 }

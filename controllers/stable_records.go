@@ -68,6 +68,7 @@ func (w writeBack) recordStable(ctx context.Context, now *metav1.Time) (time.Dur
 		// NOTE: every due record's reconcile comes back at the wait's
 		// end, and each Kustomization that applies the revision brings its
 		// Deliveries' back: the one that finishes Flux's work ends it.
+		w.r.settling.storeWait(w.source.repo, wait, time.Now())
 		return wait, nil
 	}
 	// NOTE: every due record's reconcile comes here while the wait lasts,
@@ -83,6 +84,7 @@ func (w writeBack) recordStable(ctx context.Context, now *metav1.Time) (time.Dur
 		w.r.settling.storeScan(w.source.repo, scan, at)
 	}
 	if wait := w.r.settling.wait(w.source.repo, len(scan.due), scan.rolling, at); wait > 0 {
+		w.r.settling.storeWait(w.source.repo, wait, at)
 		return wait, nil
 	}
 	if fresh {
@@ -91,6 +93,7 @@ func (w writeBack) recordStable(ctx context.Context, now *metav1.Time) (time.Dur
 		}
 	}
 	w.r.settling.forgetScan(w.source.repo)
+	w.r.settling.forgetWait(w.source.repo)
 	var others []dueRecord
 	for _, o := range scan.due {
 		if client.ObjectKeyFromObject(o.d) != key {
@@ -310,6 +313,43 @@ func (r *WriteBackReconciler) stableWritten(d *deliveryv1.Delivery, ks *kustomiz
 type stableSettles struct {
 	m     sync.Map
 	scans sync.Map
+	// waits holds the last timedWait of each GitRepository.
+	waits sync.Map
+}
+
+// timedWait is a wait of a GitRepository's stable records found at at,
+// ending at until.
+type timedWait struct {
+	at, until time.Time
+}
+
+// storeWait remembers that repo's stable records wait for wait from now.
+func (s *stableSettles) storeWait(repo *sourcev1.GitRepository, wait time.Duration, now time.Time) {
+	s.waits.Store(types.NamespacedName{Namespace: repo.Namespace, Name: repo.Name}, timedWait{at: now, until: now.Add(wait)})
+}
+
+// forgetWait forgets repo's last wait, once its records are written.
+func (s *stableSettles) forgetWait(repo *sourcev1.GitRepository) {
+	s.waits.Delete(types.NamespacedName{Namespace: repo.Namespace, Name: repo.Name})
+}
+
+// recentWait returns how much longer the stable records of the
+// GitRepository repo wait at now, when a wait was found at most
+// stableScanEvery before; zero when none was.
+//
+// NOTE: while records wait, a fleet's due Deliveries come back by the
+// thousand, and each would read the GitRepository and its Secret only to
+// find the same wait.
+func (s *stableSettles) recentWait(repo types.NamespacedName, now time.Time) time.Duration {
+	v, ok := s.waits.Load(repo)
+	if !ok {
+		return 0
+	}
+	tw := v.(timedWait)
+	if now.Sub(tw.at) > stableScanEvery || !tw.until.After(now) {
+		return 0
+	}
+	return tw.until.Sub(now)
 }
 
 type timedScan struct {

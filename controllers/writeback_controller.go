@@ -401,6 +401,14 @@ func (r *WriteBackReconciler) nothingToWrite(ctx context.Context, obj *deliveryv
 			return true, 0
 		}
 		if !stableRecorded(obj) {
+			// Pushed and not yet applied by Flux, or waiting with the
+			// GitRepository's other records.
+			if r.stableWritten(obj, ks) {
+				return true, 0
+			}
+			if wait := r.settling.recentWait(sourceOf(ks), time.Now()); wait > 0 {
+				return true, wait
+			}
 			return false, 0
 		}
 		if !r.parkCheckDue(ctx, obj, ks) {

@@ -280,6 +280,7 @@ func (b *bench) printTable(argo *argoResult, res *sluiceResult, idle *idleResult
 	_ = w.Flush()
 
 	fmt.Fprintf(b.out, "\nsluice's commits record %s; its Git writes: %s.\n", describeCounts(res.records), describeCounts(res.writes.count))
+	fmt.Fprintf(b.out, "sluice's requests to the API server: %s; its reconciles: %s.\n", describeCounts(res.requests), describeCounts(res.reconciles))
 	fmt.Fprintln(b.out, "sluice's commits, from the Kustomizations' creation:")
 	for _, c := range res.commits {
 		fmt.Fprintf(b.out, "  %8s  %s\n", round(c.at.Sub(res.started)), describeCounts(c.records))

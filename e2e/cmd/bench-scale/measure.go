@@ -238,35 +238,54 @@ func scrapeGitWrites(ctx context.Context, metricsURL string) (gitWrites, error) 
 // scrapeRemoteOperations reads how many clones, fetches and pushes sluice
 // made in all, from its sluice_git_remote_operations_total counter.
 func scrapeRemoteOperations(ctx context.Context, metricsURL string) (int, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, metricsURL, nil)
+	counts, err := scrapeCounter(ctx, metricsURL, "sluice_git_remote_operations_total", "")
 	if err != nil {
 		return 0, err
+	}
+	total := 0
+	for _, n := range counts {
+		total += n
+	}
+	return total, nil
+}
+
+// scrapeCounter reads a counter from a metric endpoint, summed by the value
+// of its label by ("" sums every series into one).
+func scrapeCounter(ctx context.Context, metricsURL, name, by string) (map[string]int, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, metricsURL, nil)
+	if err != nil {
+		return nil, err
 	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
-		return 0, err
+		return nil, err
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
-		return 0, fmt.Errorf("%s: %s", metricsURL, resp.Status)
+		return nil, fmt.Errorf("%s: %s", metricsURL, resp.Status)
 	}
-	total := 0
+	counts := map[string]int{}
 	sc := bufio.NewScanner(resp.Body)
 	sc.Buffer(make([]byte, 1024*1024), 1024*1024)
 	for sc.Scan() {
-		rest, ok := strings.CutPrefix(sc.Text(), "sluice_git_remote_operations_total{")
+		rest, ok := strings.CutPrefix(sc.Text(), name+"{")
 		if !ok {
 			continue
 		}
-		_, value, ok := strings.Cut(rest, "} ")
+		labels, value, ok := strings.Cut(rest, "} ")
 		if !ok {
 			continue
 		}
 		n, err := strconv.ParseFloat(value, 64)
 		if err != nil {
-			return 0, fmt.Errorf("%s: %q: %w", metricsURL, sc.Text(), err)
+			return nil, fmt.Errorf("%s: %q: %w", metricsURL, sc.Text(), err)
 		}
-		total += int(n)
+		key := ""
+		if by != "" {
+			_, v, _ := strings.Cut(labels, by+`="`)
+			key, _, _ = strings.Cut(v, `"`)
+		}
+		counts[key] += int(n)
 	}
-	return total, sc.Err()
+	return counts, sc.Err()
 }

@@ -34,7 +34,10 @@ type sluiceResult struct {
 	// started is when the Kustomizations were created.
 	started time.Time
 	writes  gitWrites
-	usage   usage
+	// requests counts sluice's requests to the API server by method, and
+	// reconciles its reconciles by controller.
+	requests, reconciles map[string]int
+	usage                usage
 	// errors counts the error lines of sluice's logs by message.
 	errors map[string]int
 }
@@ -136,6 +139,21 @@ func (b *bench) runSluice(ctx context.Context) (*sluiceResult, error) {
 			return res, err
 		}
 		res.writes.add(w)
+		if res.requests == nil {
+			res.requests, res.reconciles = map[string]int{}, map[string]int{}
+		}
+		for counter, into := range map[[2]string]map[string]int{
+			{"rest_client_requests_total", "method"}:             res.requests,
+			{"controller_runtime_reconcile_total", "controller"}: res.reconciles,
+		} {
+			counts, err := scrapeCounter(ctx, p.metricsURL, counter[0], counter[1])
+			if err != nil {
+				return res, err
+			}
+			for k, n := range counts {
+				into[k] += n
+			}
+		}
 		u, err := processUsage(p.pid)
 		if err != nil {
 			return res, err
