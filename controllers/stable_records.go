@@ -123,6 +123,26 @@ func (w writeBack) recordStable(ctx context.Context, now *metav1.Time) (time.Dur
 	if err != nil {
 		return 0, err
 	}
+	// The candidate's fate is decided: any approval branch of its is
+	// stale, the one a crash kept from being recorded as pending too.
+	//
+	// NOTE: before the record is pushed, not after: Flux may apply a record
+	// that a sluice stopped right after pushing before the next sluice
+	// looks at the Delivery, which then has nothing left to write.
+	for i := 0; i < len(ready); i++ {
+		b := ready[i]
+		if !mayHaveApprovalBranches(b.obj) {
+			continue
+		}
+		if err := b.pruneBranches(ctx, ""); err != nil {
+			if b.obj == w.obj {
+				return 0, err
+			}
+			// The sibling's own reconcile tries again.
+			ready, changes = slices.Delete(ready, i, i+1), slices.Delete(changes, i, i+1)
+			i--
+		}
+	}
 	results, errs := w.r.Git.WriteAll(ctx, w.git.src, changes)
 	var (
 		ownErr  error
@@ -139,20 +159,8 @@ func (w writeBack) recordStable(ctx context.Context, now *metav1.Time) (time.Dur
 			written = append(written, b.source)
 		}
 		w.r.stable.Store(client.ObjectKeyFromObject(b.obj), stableKey(b.obj, b.source.ks))
-		if _, err := b.written(ctx, w.git.branch, "promote", results[i]); err != nil {
-			if i == 0 {
-				ownErr = err
-			}
-			continue
-		}
-		if mayHaveApprovalBranches(b.obj) {
-			// The candidate's fate is in Git: any approval branch of its
-			// is stale, the one a crash kept from being recorded as
-			// pending too, and the one a sluice that stopped after
-			// pushing the record had not deleted yet.
-			if err := b.pruneBranches(ctx, ""); err != nil && i == 0 {
-				ownErr = err
-			}
+		if _, err := b.written(ctx, w.git.branch, "promote", results[i]); err != nil && i == 0 {
+			ownErr = err
 		}
 	}
 	// NOTE: records Git holds already, but the cluster does not, were

@@ -322,6 +322,14 @@ func (w writeBack) run(ctx context.Context) (time.Duration, error) {
 		if w.policy.Git.Rollback == deliveryv1.RollbackRevert && spec.Stable != nil {
 			p.Revert = spec.Stable.Images
 		}
+		// The candidate's approval branch, if a crash kept it from being
+		// recorded as pending, goes before the rejection that ends it
+		// (see recordStable).
+		if st.PendingPromotionBranch == "" && mayHaveApprovalBranches(obj) {
+			if err := w.pruneBranches(ctx, ""); err != nil {
+				return 0, err
+			}
+		}
 		if err := w.write(ctx, w.git.branch, "reject", st.CandidateTemplateHash, nil,
 			fmt.Sprintf("Reject %s/%s: template %s\n\n%s", obj.Namespace, obj.Name, st.CandidateTemplateHash, reason),
 			w.policy.Git.Commit.MessageTemplates.Rejection, p); err != nil {
