@@ -46,13 +46,9 @@ func stoppedBeingReady(read, obj *deliveryv1.Delivery) bool {
 // request asks the Kustomization that applied obj for a reconcile when its
 // health checks cover obj and last passed. It tells whether it asked.
 func (h *healthCheckRequests) request(ctx context.Context, c client.Client, obj *deliveryv1.Delivery, now time.Time) (bool, error) {
-	name, ns := obj.Labels[kustomizationNameLabel], obj.Labels[kustomizationNamespaceLabel]
-	if name == "" || ns == "" {
-		return false, nil
-	}
-	ks := &kustomizev1.Kustomization{}
-	if err := c.Get(ctx, client.ObjectKey{Namespace: ns, Name: name}, ks); err != nil {
-		return false, client.IgnoreNotFound(err)
+	ks, err := appliedBy(ctx, c, obj)
+	if err != nil || ks == nil {
+		return false, err
 	}
 	if !checksHealthOf(ks, obj) || !conditions.IsTrue(ks, meta.ReadyCondition) || requestPending(ks) {
 		return false, nil

@@ -251,12 +251,19 @@ const notInInventoryReason = "NotInInventory"
 // kustomization returns the Kustomization that applied the Delivery, or nil
 // when it was not applied by Flux.
 func (r *WriteBackReconciler) kustomization(ctx context.Context, obj *deliveryv1.Delivery) (*kustomizev1.Kustomization, error) {
+	return appliedBy(ctx, r.Client, obj)
+}
+
+// appliedBy returns the Kustomization that applied the Delivery, as its
+// labels name it, or nil when it was not applied by Flux or the
+// Kustomization is gone.
+func appliedBy(ctx context.Context, c client.Reader, obj *deliveryv1.Delivery) (*kustomizev1.Kustomization, error) {
 	name, ns := obj.Labels[kustomizationNameLabel], obj.Labels[kustomizationNamespaceLabel]
 	if name == "" || ns == "" {
 		return nil, nil
 	}
 	ks := &kustomizev1.Kustomization{}
-	if err := r.Get(ctx, client.ObjectKey{Namespace: ns, Name: name}, ks); err != nil {
+	if err := c.Get(ctx, client.ObjectKey{Namespace: ns, Name: name}, ks); err != nil {
 		return nil, client.IgnoreNotFound(err)
 	}
 	return ks, nil
