@@ -94,7 +94,7 @@ func (r *DeliveryReconciler) Reconcile(ctx context.Context, req ctrl.Request) (r
 
 	// NOTE: another shard's Delivery is left as the cache shows it,
 	// without reading it from the API server.
-	if cached := (&deliveryv1.Delivery{}); r.Shard.Selector != nil && r.Get(ctx, req.NamespacedName, cached) == nil {
+	if cached := (&deliveryv1.Delivery{}); !r.Shard.all() && r.Get(ctx, req.NamespacedName, cached) == nil {
 		if owned, err := r.Shard.Owns(ctx, cached); err != nil || !owned {
 			return ctrl.Result{}, err
 		}

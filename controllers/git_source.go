@@ -60,19 +60,16 @@ func resolveGitSource(ctx context.Context, c client.Reader, ks *kustomizev1.Kust
 	if ks.Spec.Suspend {
 		return nil, fmt.Errorf("Kustomization %s/%s is %w: sluice writes to its source once it is resumed", ks.Namespace, ks.Name, errSourceSuspended)
 	}
-	ref := ks.Spec.SourceRef
-	if ref.Kind != sourcev1.GitRepositoryKind {
-		return nil, fmt.Errorf("%w: Kustomization %s/%s applies a %s; sluice writes only to GitRepositories", errSourceNotWritable, ks.Namespace, ks.Name, ref.Kind)
+	key := sourceOf(ks)
+	if key.Name == "" {
+		return nil, fmt.Errorf("%w: Kustomization %s/%s applies a %s; sluice writes only to GitRepositories", errSourceNotWritable, ks.Namespace, ks.Name, ks.Spec.SourceRef.Kind)
 	}
-	ns := ref.Namespace
-	if ns == "" {
-		ns = ks.Namespace
-	}
+	ns := key.Namespace
 	repo := &sourcev1.GitRepository{}
-	if err := c.Get(ctx, client.ObjectKey{Namespace: ns, Name: ref.Name}, repo); err != nil {
-		return nil, fmt.Errorf("GitRepository %s/%s: %w", ns, ref.Name, err)
+	if err := c.Get(ctx, key, repo); err != nil {
+		return nil, fmt.Errorf("GitRepository %s: %w", key, err)
 	}
-	name := fmt.Sprintf("GitRepository %s/%s", ns, ref.Name)
+	name := "GitRepository " + key.String()
 	if repo.Spec.Suspend {
 		return nil, fmt.Errorf("%s is %w: sluice writes to it once it is resumed", name, errSourceSuspended)
 	}

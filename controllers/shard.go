@@ -24,12 +24,17 @@ type Shard struct {
 	Reader client.Reader
 }
 
+// all tells whether the shard is the whole fleet.
+func (s Shard) all() bool {
+	return s.Selector == nil || s.Selector.Empty()
+}
+
 // Owns tells whether the Delivery is the shard's: the Kustomization that
 // applied it is, or, for a Delivery no Kustomization applied, the shard's
 // selector matches a Kustomization without labels (the instance that
 // shards nothing away, like Flux's with !sharding.fluxcd.io/key).
 func (s Shard) Owns(ctx context.Context, obj *deliveryv1.Delivery) (bool, error) {
-	if s.Selector == nil || s.Selector.Empty() {
+	if s.all() {
 		return true, nil
 	}
 	name, ns := obj.Labels[kustomizationNameLabel], obj.Labels[kustomizationNamespaceLabel]

@@ -34,12 +34,7 @@ func kustomizationsOf(ctx context.Context, c client.Reader, repo *sourcev1.GitRe
 	var out []*kustomizev1.Kustomization
 	for i := range list.Items {
 		ks := &list.Items[i]
-		ref := ks.Spec.SourceRef
-		ns := ref.Namespace
-		if ns == "" {
-			ns = ks.Namespace
-		}
-		if ks.Spec.Suspend || ref.Kind != sourcev1.GitRepositoryKind || ref.Name != repo.Name || ns != repo.Namespace {
+		if ks.Spec.Suspend || sourceOf(ks) != (types.NamespacedName{Namespace: repo.Namespace, Name: repo.Name}) {
 			continue
 		}
 		out = append(out, ks)

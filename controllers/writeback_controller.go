@@ -130,7 +130,7 @@ func (r *WriteBackReconciler) Reconcile(ctx context.Context, req ctrl.Request) (
 	if owned, err := r.Shard.Owns(ctx, obj); err != nil || !owned {
 		return ctrl.Result{}, err
 	}
-	ks, err := r.kustomization(ctx, obj)
+	ks, err := appliedBy(ctx, r.Client, obj)
 	if err != nil || ks == nil {
 		return ctrl.Result{}, err
 	}
@@ -247,12 +247,6 @@ const conflictRetry = 10 * time.Second
 // notInInventoryReason: the Kustomization a Delivery's labels name does not
 // list it; nothing is written for it.
 const notInInventoryReason = "NotInInventory"
-
-// kustomization returns the Kustomization that applied the Delivery, or nil
-// when it was not applied by Flux.
-func (r *WriteBackReconciler) kustomization(ctx context.Context, obj *deliveryv1.Delivery) (*kustomizev1.Kustomization, error) {
-	return appliedBy(ctx, r.Client, obj)
-}
 
 // appliedBy returns the Kustomization that applied the Delivery, as its
 // labels name it, or nil when it was not applied by Flux or the
