@@ -11,7 +11,7 @@ import (
 var (
 	deliveryPhase = prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Name: "sluice_delivery_phase",
-		Help: "The phase of each Delivery: 1 for its current phase, 0 for the others.",
+		Help: "The phase of each Delivery: one series per Delivery, at 1, labelled with its current phase.",
 	}, []string{"namespace", "name", "phase"})
 
 	promotions = prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -35,19 +35,18 @@ func init() {
 	metrics.Registry.MustRegister(deliveryPhase, promotions, rejections)
 }
 
-// recordPhase sets the phase gauge of a Delivery, or removes its series when
-// it is gone.
+// recordPhase sets the phase gauge of a Delivery: one series, at 1, for the
+// phase it is in; the series of the phase it left, or of all when it is
+// gone, are removed. A fleet's thousand Deliveries make a thousand series,
+// not one per phase each.
 func recordPhase(obj *deliveryv1.Delivery, gone bool) {
 	for _, p := range allPhases {
 		labels := prometheus.Labels{"namespace": obj.Namespace, "name": obj.Name, "phase": string(p)}
-		switch {
-		case gone:
-			deliveryPhase.Delete(labels)
-		case p == obj.Status.Phase:
+		if !gone && p == obj.Status.Phase {
 			deliveryPhase.With(labels).Set(1)
-		default:
-			deliveryPhase.With(labels).Set(0)
+			continue
 		}
+		deliveryPhase.Delete(labels)
 	}
 }
 

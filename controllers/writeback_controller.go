@@ -21,11 +21,14 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/event"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
+	"sigs.k8s.io/controller-runtime/pkg/predicate"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	deliveryv1 "github.com/sluice-dev/sluice/apis/v1alpha1"
@@ -88,7 +91,7 @@ type WriteBackReconciler struct {
 // Deliveries by policy.
 func (r *WriteBackReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	return ctrl.NewControllerManagedBy(mgr).
-		For(&deliveryv1.Delivery{}).
+		For(&deliveryv1.Delivery{}, builder.WithPredicates(writeBackInputChanged)).
 		Watches(&deliveryv1.DeliveryPolicy{},
 			handler.EnqueueRequestsFromMapFunc(deliveriesReferring(r.Client, policyIndexKey))).
 		Watches(&kustomizev1.Kustomization{},
@@ -96,6 +99,58 @@ func (r *WriteBackReconciler) SetupWithManager(mgr ctrl.Manager) error {
 			builder.WithPredicates(appliedChanged)).
 		Named("write-back").
 		Complete(r)
+}
+
+// writeBackInputChanged passes the Delivery updates that change what the
+// write-back reads: its spec, labels, deletion or reconcile request, and the
+// part of its status that says what Git is owed. A Delivery's status changes
+// a dozen times in a rollout, mostly weights and condition messages that
+// leave nothing new to write.
+var writeBackInputChanged = predicate.Funcs{
+	UpdateFunc: func(e event.UpdateEvent) bool {
+		o, okOld := e.ObjectOld.(*deliveryv1.Delivery)
+		n, okNew := e.ObjectNew.(*deliveryv1.Delivery)
+		return !okOld || !okNew || writeBackInput(o) != writeBackInput(n)
+	},
+}
+
+// writeBackView is what of a Delivery the write-back's decisions depend on.
+type writeBackView struct {
+	generation, observedGeneration int64
+	deleting                       bool
+	kustomization                  types.NamespacedName
+	requestedAt                    string
+	phase                          deliveryv1.DeliveryPhase
+	step                           int32
+	stable, candidate, pending     string
+	promoted, gitWriteBack         metav1.Condition
+}
+
+func writeBackInput(d *deliveryv1.Delivery) writeBackView {
+	v := writeBackView{
+		generation:         d.Generation,
+		observedGeneration: d.Status.ObservedGeneration,
+		deleting:           !d.DeletionTimestamp.IsZero(),
+		kustomization:      types.NamespacedName{Namespace: d.Labels[kustomizationNamespaceLabel], Name: d.Labels[kustomizationNameLabel]},
+		requestedAt:        d.Annotations[meta.ReconcileRequestAnnotation],
+		phase:              d.Status.Phase,
+		step:               ptr.Deref(d.Status.CurrentStep, -1),
+		stable:             d.Status.StableTemplateHash,
+		candidate:          d.Status.CandidateTemplateHash,
+		pending:            d.Status.PendingPromotionBranch,
+	}
+	// A rejection's message is written to Git; the progress messages,
+	// times and generations of conditions are not.
+	if c := conditions.Get(d, deliveryv1.PromotedCondition); c != nil {
+		v.promoted = metav1.Condition{Status: c.Status, Reason: c.Reason}
+		if c.Reason == deliveryv1.RejectedReason {
+			v.promoted.Message = c.Message
+		}
+	}
+	if c := conditions.Get(d, deliveryv1.GitWriteBackCondition); c != nil {
+		v.gitWriteBack = metav1.Condition{Status: c.Status, Reason: c.Reason}
+	}
+	return v
 }
 
 // deliveriesAppliedBy maps a Kustomization to the Deliveries it applied.

@@ -233,11 +233,19 @@ func TestCanaryLifecycle(t *testing.T) {
 	}, time.Minute, 100*time.Millisecond).Should(Succeed())
 	kstatus().WithT(g).CheckErr(ctx, getObj(g, delivery.DeepCopy()))
 
-	g.Expect(scrape(t)).To(ContainElements(
+	metrics := scrape(t)
+	g.Expect(metrics).To(ContainElements(
 		`sluice_promotions_total{name="web",namespace="canary"} 1`,
 		`sluice_delivery_phase{name="web",namespace="canary",phase="Healthy"} 1`,
 		`gotk_reconcile_condition{kind="Delivery",name="web",namespace="canary",status="True",type="Ready"} 1`,
 	))
+	// One phase series per Delivery: the phases it went through are gone.
+	g.Expect(metrics).To(ContainElement(HavePrefix(`sluice_delivery_phase{name="web",namespace="canary",`)))
+	for _, line := range metrics {
+		if strings.HasPrefix(line, `sluice_delivery_phase{name="web",namespace="canary",`) {
+			g.Expect(line).To(HaveSuffix(`phase="Healthy"} 1`))
+		}
+	}
 
 	// Opt-out: the Deployment takes the app back before the Rollout goes.
 	g.Expect(k8sClient.Delete(ctx, getObj(g, delivery.DeepCopy()))).To(Succeed())
