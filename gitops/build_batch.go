@@ -77,6 +77,9 @@ func inBatch(root string, n int, edit func(i int) (bool, error)) ([]bool, error)
 		}
 		changed[i] = c
 	}
+	// The builds the edits started from are not needed by the checks;
+	// a fleet's batch holds a hundred of them.
+	clear(b.located)
 	after := map[string][]built{}
 	for _, c := range b.checks {
 		key, _ := memoKey(root, c.k)
