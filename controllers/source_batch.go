@@ -9,6 +9,7 @@ import (
 	"github.com/fluxcd/pkg/apis/meta"
 	sourcev1 "github.com/fluxcd/source-controller/api/v1"
 	apimeta "k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -44,9 +45,10 @@ func kustomizationsOf(ctx context.Context, c client.Reader, repo *sourcev1.GitRe
 
 // applying returns how many of the Kustomizations kss have not yet
 // applied the GitRepository's current revision: Flux is still building,
-// applying or checking the health of what it applied. One that failed
-// (Ready=False: its build, its health checks, a dependency) is not waited
-// for: it applies the revision once what fails is fixed, not soon.
+// applying or checking the health of what it applied, or waits a moment
+// for the source's artifact. One that failed (Ready=False: its build, its
+// health checks, a dependency) is not waited for: it applies the revision
+// once what fails is fixed, not soon.
 //
 // NOTE: kustomize-controller sets status.lastAttemptedRevision before it
 // builds, lists the inventory once it applied, and sets
@@ -71,12 +73,28 @@ func pending(repo *sourcev1.GitRepository, kss []*kustomizev1.Kustomization, rev
 	}
 	n := 0
 	for _, ks := range kss {
-		if revision(ks) != repo.Status.Artifact.Revision &&
-			!apimeta.IsStatusConditionFalse(ks.Status.Conditions, meta.ReadyCondition) {
+		if revision(ks) != repo.Status.Artifact.Revision && !failing(ks) {
 			n++
 		}
 	}
 	return n
+}
+
+// failing tells whether Flux cannot apply the Kustomization until something
+// is fixed: Ready=False, except for what kustomize-controller retries on
+// its own within seconds. A Kustomization created with its GitRepository is
+// Ready=False until the source's first artifact is there, and a fleet's
+// first pass meets a hundred of them.
+func failing(ks *kustomizev1.Kustomization) bool {
+	ready := apimeta.FindStatusCondition(ks.Status.Conditions, meta.ReadyCondition)
+	if ready == nil || ready.Status != metav1.ConditionFalse {
+		return false
+	}
+	switch ready.Reason {
+	case meta.ArtifactFailedReason, meta.HealthCheckCanceledReason:
+		return false
+	}
+	return true
 }
 
 // forKustomization is the source as another Kustomization of the same

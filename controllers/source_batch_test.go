@@ -87,6 +87,13 @@ func TestKustomizationsOfASource(t *testing.T) {
 	g.Expect(unattempted(repo, append(applied("main@sha1:2222"), failing))).To(BeZero(), "a failing Kustomization is not waited for")
 	failing.Status.Conditions[0].Status = metav1.ConditionUnknown
 	g.Expect(applying(repo, append(applied("main@sha1:2222"), failing))).To(Equal(1), "one on its way is")
+	noArtifactYet := applied("")[0]
+	noArtifactYet.Status.Conditions = []metav1.Condition{{Type: meta.ReadyCondition, Status: metav1.ConditionFalse, Reason: meta.ArtifactFailedReason}}
+	g.Expect(applying(repo, append(applied("main@sha1:2222"), noArtifactYet))).To(Equal(1), "one Flux retries until the artifact is there is waited for")
+	g.Expect(unattempted(repo, append(applied("main@sha1:2222"), noArtifactYet))).To(Equal(1), "one Flux retries until the artifact is there is waited for")
+	canceled := applied("main@sha1:1111")[0]
+	canceled.Status.Conditions = []metav1.Condition{{Type: meta.ReadyCondition, Status: metav1.ConditionFalse, Reason: meta.HealthCheckCanceledReason}}
+	g.Expect(applying(repo, append(applied("main@sha1:2222"), canceled))).To(Equal(1), "one whose health checks a new revision cancelled is waited for")
 }
 
 // TestFluxWaits: a write waits for as long as Flux keeps getting through
