@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"sort"
 	"strings"
 	"sync"
@@ -21,7 +22,6 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
@@ -102,24 +102,24 @@ func (r *WriteBackReconciler) SetupWithManager(mgr ctrl.Manager) error {
 }
 
 // writeBackInputChanged passes the Delivery updates that change what the
-// write-back reads: its spec, labels, deletion or reconcile request, and the
-// part of its status that says what Git is owed. A Delivery's status changes
-// a dozen times in a rollout, mostly weights and condition messages that
-// leave nothing new to write.
+// write-back reads: its spec, labels, annotations (the adoption mark, a
+// reconcile request) or deletion, and the part of its status that says what
+// Git is owed. A Delivery's status changes a dozen times in a rollout,
+// mostly weights and condition messages that leave nothing new to write.
 var writeBackInputChanged = predicate.Funcs{
 	UpdateFunc: func(e event.UpdateEvent) bool {
 		o, okOld := e.ObjectOld.(*deliveryv1.Delivery)
 		n, okNew := e.ObjectNew.(*deliveryv1.Delivery)
-		return !okOld || !okNew || writeBackInput(o) != writeBackInput(n)
+		return !okOld || !okNew || writeBackInput(o) != writeBackInput(n) ||
+			!maps.Equal(o.Labels, n.Labels) || !maps.Equal(o.Annotations, n.Annotations)
 	},
 }
 
-// writeBackView is what of a Delivery the write-back's decisions depend on.
+// writeBackView is what of a Delivery's generation, deletion and status
+// the write-back's decisions depend on.
 type writeBackView struct {
 	generation, observedGeneration int64
 	deleting                       bool
-	kustomization                  types.NamespacedName
-	requestedAt                    string
 	phase                          deliveryv1.DeliveryPhase
 	step                           int32
 	stable, candidate, pending     string
@@ -131,8 +131,6 @@ func writeBackInput(d *deliveryv1.Delivery) writeBackView {
 		generation:         d.Generation,
 		observedGeneration: d.Status.ObservedGeneration,
 		deleting:           !d.DeletionTimestamp.IsZero(),
-		kustomization:      types.NamespacedName{Namespace: d.Labels[kustomizationNamespaceLabel], Name: d.Labels[kustomizationNameLabel]},
-		requestedAt:        d.Annotations[meta.ReconcileRequestAnnotation],
 		phase:              d.Status.Phase,
 		step:               ptr.Deref(d.Status.CurrentStep, -1),
 		stable:             d.Status.StableTemplateHash,

@@ -10,6 +10,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/event"
 
 	deliveryv1 "github.com/sluice-dev/sluice/apis/v1alpha1"
+	"github.com/sluice-dev/sluice/gitops"
 )
 
 // TestWriteBackInputChanged: the write-back looks again at a Delivery when
@@ -57,6 +58,9 @@ func TestWriteBackInputChanged(t *testing.T) {
 		{name: "Kustomization label", change: func(d *deliveryv1.Delivery) { d.Labels[kustomizationNameLabel] = "other" }, passes: true},
 		{name: "reconcile request", change: func(d *deliveryv1.Delivery) {
 			d.Annotations = map[string]string{meta.ReconcileRequestAnnotation: "now"}
+		}, passes: true},
+		{name: "adoption mark", change: func(d *deliveryv1.Delivery) {
+			d.Annotations = map[string]string{gitops.AdoptedAnnotation: "true"}
 		}, passes: true},
 		{name: "phase", change: func(d *deliveryv1.Delivery) { d.Status.Phase = deliveryv1.PhaseWaitingForApproval }, passes: true},
 		{name: "step", change: func(d *deliveryv1.Delivery) { d.Status.CurrentStep = ptr.To[int32](2) }, passes: true},
