@@ -130,6 +130,9 @@ func run(ctx context.Context, opts options, out io.Writer) (err error) {
 	b := &bench{opts: opts, out: out, dir: dir,
 		deployments: newTimeline(), rollouts: newTimeline(), deliveries: newTimeline(), sources: newTimeline(), pushes: newTimeline()}
 	defer func() {
+		if err != nil {
+			b.explain(os.Stderr)
+		}
 		if b.stack != nil {
 			b.stack.Stop()
 		}

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"slices"
 	"sync"
 	"time"
 
@@ -109,4 +110,21 @@ func watchInto(ctx context.Context, c client.WithWatch, list client.ObjectList, 
 		}
 	}()
 	return nil
+}
+
+// last returns the latest sighting, if any.
+func (t *timeline) last() (sighting, bool) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if len(t.seen) == 0 {
+		return sighting{}, false
+	}
+	return t.seen[len(t.seen)-1], true
+}
+
+// all returns every sighting so far.
+func (t *timeline) all() []sighting {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return slices.Clone(t.seen)
 }
