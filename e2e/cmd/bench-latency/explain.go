@@ -8,8 +8,10 @@ import (
 	"strings"
 	"time"
 
+	rolloutsv1 "github.com/argoproj/argo-rollouts/pkg/apis/rollouts/v1alpha1"
 	kustomizev1 "github.com/fluxcd/kustomize-controller/api/v1"
 	sourcev1 "github.com/fluxcd/source-controller/api/v1"
+	appsv1 "k8s.io/api/apps/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/utils/ptr"
@@ -58,6 +60,17 @@ func (b *bench) explain(w io.Writer) {
 			describeConditions(d.Status.Conditions))
 	} else {
 		fmt.Fprintln(w, "  Delivery: none seen")
+	}
+	if s, ok := b.deployments.last(); ok {
+		d := s.obj.(*appsv1.Deployment)
+		fmt.Fprintf(w, "  Deployment (seen %s): replicas %d, ready %d, available %d\n",
+			s.at.Format(time.TimeOnly), ptr.Deref(d.Spec.Replicas, 1), d.Status.ReadyReplicas, d.Status.AvailableReplicas)
+	}
+	if s, ok := b.rollouts.last(); ok {
+		r := s.obj.(*rolloutsv1.Rollout)
+		fmt.Fprintf(w, "  Rollout (seen %s): phase %s (%s), step %d, stable %s, current %s\n",
+			s.at.Format(time.TimeOnly), r.Status.Phase, r.Status.Message, ptr.Deref(r.Status.CurrentStepIndex, -1),
+			r.Status.StableRS, r.Status.CurrentPodHash)
 	}
 	for _, s := range b.pushes.all() {
 		p := s.obj.(push)
