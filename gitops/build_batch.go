@@ -2,7 +2,9 @@ package gitops
 
 import (
 	"fmt"
+	"maps"
 	"path/filepath"
+	"slices"
 	"sync"
 )
 
@@ -77,8 +79,11 @@ func inBatch(root string, n int, edit func(i int) (bool, error)) ([]bool, error)
 		}
 		changed[i] = c
 	}
-	// The builds the edits started from are not needed by the checks;
-	// a fleet's batch holds a hundred of them.
+	// The builds the edits started from are not needed by the checks,
+	// and those whose folders the edits changed are not needed again: a
+	// fleet's batch holds a hundred of them, remembered until the checks'
+	// builds take their place.
+	forgetStale(slices.Collect(maps.Keys(b.located)))
 	clear(b.located)
 	after := map[string][]built{}
 	for _, c := range b.checks {

@@ -67,6 +67,25 @@ func build(root string, k Kustomization) ([]built, error) {
 	return objs, nil
 }
 
+// forgetStale forgets the remembered builds of keys (see memoKey) whose
+// inputs changed since: they are made again when asked for, and would be
+// held until then.
+func forgetStale(keys []string) {
+	for _, key := range keys {
+		builds.Lock()
+		m, found := builds.m[key]
+		builds.Unlock()
+		if !found || m.inputs.unchanged() {
+			continue
+		}
+		// NOTE: a build remembered meanwhile under the same key goes too;
+		// it is made again when asked for.
+		builds.Lock()
+		delete(builds.m, key)
+		builds.Unlock()
+	}
+}
+
 // memoKey is what a build of k in root is remembered by: the repository
 // and what of the Kustomization a build reads.
 func memoKey(root string, k Kustomization) (string, bool) {

@@ -76,3 +76,42 @@ func TestBuildRemembersWhatItRead(t *testing.T) {
 		t.Fatalf("another Kustomization's build = %v, %v; want its own", other, err)
 	}
 }
+
+// TestForgetStaleLetsGoOfChangedBuildsOnly: the builds a batch's edits
+// made stale are let go of before the checks build again; one whose inputs
+// read the same stays remembered.
+func TestForgetStaleLetsGoOfChangedBuildsOnly(t *testing.T) {
+	root := t.TempDir()
+	writeTestFile(t, filepath.Join(root, "apps/web/config.yaml"), "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: web\n")
+	writeTestFile(t, filepath.Join(root, "apps/api/config.yaml"), "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: api\n")
+	web, api := Kustomization{Path: "apps/web"}, Kustomization{Path: "apps/api"}
+	var keys []string
+	for _, k := range []Kustomization{web, api} {
+		if _, err := build(root, k); err != nil {
+			t.Fatal(err)
+		}
+		key, ok := memoKey(root, k)
+		if !ok {
+			t.Fatalf("no memo key for %s", k.Path)
+		}
+		keys = append(keys, key)
+	}
+	remembered := func(key string) bool {
+		builds.Lock()
+		defer builds.Unlock()
+		_, ok := builds.m[key]
+		return ok
+	}
+	writeTestFile(t, filepath.Join(root, "apps/web/more.yaml"), "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: more\n")
+	forgetStale(keys)
+	if remembered(keys[0]) {
+		t.Error("the build of apps/web, whose folder changed, is still remembered")
+	}
+	if !remembered(keys[1]) {
+		t.Error("the build of apps/api, which nothing changed, was let go of")
+	}
+	objs, err := build(root, web)
+	if err != nil || len(objs) != 2 {
+		t.Fatalf("apps/web built again = %d objects, %v; want 2", len(objs), err)
+	}
+}
