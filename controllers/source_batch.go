@@ -7,9 +7,8 @@ import (
 
 	kustomizev1 "github.com/fluxcd/kustomize-controller/api/v1"
 	"github.com/fluxcd/pkg/apis/meta"
+	"github.com/fluxcd/pkg/runtime/conditions"
 	sourcev1 "github.com/fluxcd/source-controller/api/v1"
-	apimeta "k8s.io/apimachinery/pkg/api/meta"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -86,15 +85,11 @@ func pending(repo *sourcev1.GitRepository, kss []*kustomizev1.Kustomization, rev
 // Ready=False until the source's first artifact is there, and a fleet's
 // first pass meets a hundred of them.
 func failing(ks *kustomizev1.Kustomization) bool {
-	ready := apimeta.FindStatusCondition(ks.Status.Conditions, meta.ReadyCondition)
-	if ready == nil || ready.Status != metav1.ConditionFalse {
-		return false
-	}
-	switch ready.Reason {
+	switch conditions.GetReason(ks, meta.ReadyCondition) {
 	case meta.ArtifactFailedReason, meta.HealthCheckCanceledReason:
 		return false
 	}
-	return true
+	return conditions.IsFalse(ks, meta.ReadyCondition)
 }
 
 // forKustomization is the source as another Kustomization of the same
