@@ -82,7 +82,10 @@ func Adopt(root string, a Adoption) (Adopted, bool, error) {
 	// earlier adoption's, and Git's word: Git says adopted already.
 	for _, o := range objs {
 		if o.id.Kind == DeliveryKind && o.id.Name == a.Deployment.Name && o.file != "" {
-			replicas, _ := o.obj.Pipe(yaml.Lookup("spec", "replicas"))
+			replicas, err := o.lookup("spec", "replicas")
+			if err != nil {
+				return Adopted{}, false, err
+			}
 			out := Adopted{DeploymentFile: deployment.file, DeliveryFile: o.file, Replicas: a.LiveReplicas}
 			if replicas != nil {
 				_, _ = fmt.Sscan(replicas.YNode().Value, &out.Replicas)
@@ -95,7 +98,11 @@ func Adopt(root string, a Adoption) (Adopted, bool, error) {
 	// zero (an earlier adoption whose Delivery left Git): then what runs,
 	// and never a Delivery at zero.
 	out := Adopted{DeploymentFile: deployment.file, Replicas: max(a.LiveReplicas, 1)}
-	if n, err := deployment.obj.Pipe(yaml.Lookup("spec", "replicas")); err == nil && n != nil {
+	n, err := deployment.lookup("spec", "replicas")
+	if err != nil {
+		return Adopted{}, false, err
+	}
+	if n != nil {
 		var r int32
 		if _, err := fmt.Sscan(n.YNode().Value, &r); err == nil && r > 0 {
 			out.Replicas = r
@@ -164,7 +171,11 @@ func Adopt(root string, a Adoption) (Adopted, bool, error) {
 		return fmt.Errorf("%w: the adoption breaks the build of %s: %v", ErrCannotEdit, k.Path, err)
 	}, func(after []built) error {
 		if o := find(after, a.Deployment); o != nil {
-			if n, _ := o.obj.Pipe(yaml.Lookup("spec", "replicas")); n != nil {
+			n, err := o.lookup("spec", "replicas")
+			if err != nil {
+				return err
+			}
+			if n != nil {
 				return fmt.Errorf("%w: %s:%d: spec.replicas of %s is set by %s, not by its file: remove it there and let the Delivery hold replicas: %d",
 					ErrCannotEdit, deployment.file, line, a.Deployment, whatSets(root, k, a.Deployment, deployment.file, hasNo("spec", "replicas")), out.Replicas)
 			}
@@ -174,7 +185,11 @@ func Adopt(root string, a Adoption) (Adopted, bool, error) {
 			return fmt.Errorf("%w: %s is not in the build of %s as Delivery %s; add it to the kustomization that includes %s",
 				ErrCannotEdit, out.DeliveryFile, k.Path, a.Deployment.Name, deployment.file)
 		}
-		if ref, _ := delivery.obj.Pipe(yaml.Lookup("spec", "deploymentRef", "name")); ref == nil || ref.YNode().Value != a.Deployment.Name {
+		ref, err := delivery.lookup("spec", "deploymentRef", "name")
+		if err != nil {
+			return err
+		}
+		if ref == nil || ref.YNode().Value != a.Deployment.Name {
 			return fmt.Errorf("%w: %s builds with a deploymentRef other than %s; a transformer of %s renames it",
 				ErrCannotEdit, out.DeliveryFile, a.Deployment.Name, k.Path)
 		}

@@ -98,8 +98,42 @@ type built struct {
 	// file is the repository file that defines it; empty when kustomize
 	// cannot tell (a generator).
 	file string
-	// obj is the object as Flux applies it, variables substituted.
-	obj *yaml.RNode
+	// manifest is the object as Flux applies it, variables substituted,
+	// as YAML.
+	//
+	// NOTE: builds are remembered (see build_memo.go), a fleet's by the
+	// hundred, and a batch of edits holds its folders' builds twice: an
+	// object held as text weighs a fraction of its parsed nodes. It is
+	// parsed again when read, and only the object an edit looks for is.
+	manifest string
+}
+
+// object returns the object parsed afresh from its manifest: the caller
+// may change it.
+func (b *built) object() (*yaml.RNode, error) {
+	obj, err := yaml.Parse(b.manifest)
+	if err != nil {
+		return nil, fmt.Errorf("reading %s as built: %w", b.id, err)
+	}
+	return obj, nil
+}
+
+// lookup returns the object's field at fields, nil when it has none.
+func (b *built) lookup(fields ...string) (*yaml.RNode, error) {
+	obj, err := b.object()
+	if err != nil {
+		return nil, err
+	}
+	return obj.Pipe(yaml.Lookup(fields...))
+}
+
+// satisfies tells whether holds holds for the object.
+func (b *built) satisfies(holds func(*yaml.RNode) bool) (bool, error) {
+	obj, err := b.object()
+	if err != nil {
+		return false, err
+	}
+	return holds(obj), nil
 }
 
 // buildFiles builds the Kustomization's path of the repository at root as
@@ -481,9 +515,13 @@ func fromResource(root, dir string, res *resource.Resource) (built, error) {
 	if err != nil {
 		return built{}, err
 	}
+	manifest, err := res.RNode.String()
+	if err != nil {
+		return built{}, err
+	}
 	b := built{
-		id:  ObjectID{Kind: res.GetKind(), Namespace: res.GetNamespace(), Name: res.GetName()},
-		obj: &res.RNode,
+		id:       ObjectID{Kind: res.GetKind(), Namespace: res.GetNamespace(), Name: res.GetName()},
+		manifest: manifest,
 	}
 	if origin != nil && origin.Repo == "" && origin.Path != "" {
 		b.file = relTo(root, filepath.Join(dir, origin.Path))

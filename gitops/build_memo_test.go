@@ -5,6 +5,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"sigs.k8s.io/kustomize/kyaml/yaml"
 )
 
 // TestBuildRemembersWhatItRead: a build is made again only when something
@@ -22,7 +24,7 @@ func TestBuildRemembersWhatItRead(t *testing.T) {
 		if len(objs) != 1 {
 			t.Fatalf("the build has %d objects, want the Deployment", len(objs))
 		}
-		return fieldValue(containersOf(objs[0].obj)[0], "image")
+		return fieldValue(containersOf(mustObject(t, objs[0]))[0], "image")
 	}
 	last, err := build(root, k)
 	if err != nil {
@@ -114,4 +116,14 @@ func TestForgetStaleLetsGoOfChangedBuildsOnly(t *testing.T) {
 	if err != nil || len(objs) != 2 {
 		t.Fatalf("apps/web built again = %d objects, %v; want 2", len(objs), err)
 	}
+}
+
+// mustObject parses the built object, failing the test when it cannot.
+func mustObject(t testing.TB, b built) *yaml.RNode {
+	t.Helper()
+	obj, err := b.object()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return obj
 }

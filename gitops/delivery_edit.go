@@ -91,7 +91,11 @@ func EditDelivery(root string, e DeliveryEdit) (bool, error) {
 		if o == nil || o.file == "" {
 			return false, fmt.Errorf("%w: no file of %s defines %s", ErrCannotEdit, k.Path, e.Deployment)
 		}
-		if runsImages(e.Images)(o.obj) {
+		runs, err := o.satisfies(runsImages(e.Images))
+		if err != nil {
+			return false, err
+		}
+		if runs {
 			return changed, nil
 		}
 		if err := revertImages(root, k, o.file, e.Deployment, e.Images); err != nil {
@@ -114,7 +118,11 @@ func BuiltDelivery(root string, k Kustomization, id ObjectID) (*deliveryv1.Deliv
 		return nil, nil
 	}
 	d := &deliveryv1.Delivery{}
-	if err := decode(o.obj, d); err != nil {
+	obj, err := o.object()
+	if err != nil {
+		return nil, err
+	}
+	if err := decode(obj, d); err != nil {
 		return nil, fmt.Errorf("reading %s: %w", id, err)
 	}
 	return d, nil

@@ -115,7 +115,7 @@ func TestFluxConstructs(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if o := find(objs, deployment); o == nil || !runsImages(rejection.Revert)(o.obj) {
+			if o := find(objs, deployment); o == nil || !runsImages(rejection.Revert)(mustObject(t, *o)) {
 				t.Fatalf("the build does not run the reverted images %v", rejection.Revert)
 			}
 		})

@@ -144,7 +144,7 @@ func recordRejectionTwice(t *testing.T, delivery, reason string) bool {
 		t.Fatal("the Delivery left the build")
 	}
 	var got deliveryv1.Delivery
-	if err := decode(o.obj, &got); err != nil {
+	if err := decode(mustObject(t, *o), &got); err != nil {
 		t.Fatalf("the recorded Delivery does not decode: %v", err)
 	}
 	if r := got.Spec.Promotion.Rejection; r == nil || r.Reason != strings.TrimSpace(reason) && r.Reason != reason {

@@ -78,7 +78,7 @@ func hasReplicas(replicas int32) func(*yaml.RNode) bool {
 // the Kustomization path kpath; ok is false when the build sets none.
 func replicasIn(objs []built, kpath string, id ObjectID) (replicas int32, ok bool, err error) {
 	if o := find(objs, id); o != nil {
-		n, err := o.obj.Pipe(yaml.Lookup("spec", "replicas"))
+		n, err := o.lookup("spec", "replicas")
 		if err != nil || n == nil {
 			return 0, false, err
 		}

@@ -189,7 +189,11 @@ func revertImages(root string, k Kustomization, rel string, id ObjectID, images 
 	if o == nil {
 		return fmt.Errorf("%s is not in the build of %s", id, k.Path)
 	}
-	if !runsImages(images)(o.obj) {
+	runs, err := o.satisfies(runsImages(images))
+	if err != nil {
+		return err
+	}
+	if !runs {
 		return fmt.Errorf("%w: %s does not run the stable images %s once they are set in %s; %s sets them: revert them there, or use rollback: record",
 			ErrCannotEdit, id, FormatImages(images), rel, whatSets(root, k, id, rel, runsImages(images)))
 	}

@@ -71,8 +71,11 @@ func whatSets(root string, k Kustomization, id ObjectID, file string, holds func
 			if err != nil {
 				continue
 			}
-			if o := find(objs, id); o != nil && holds(o.obj) {
-				return fmt.Sprintf("%s of %s", part.name, k.name())
+			if o := find(objs, id); o != nil {
+				// What cannot be read is passed over, as a build that fails.
+				if ok, err := o.satisfies(holds); err == nil && ok {
+					return fmt.Sprintf("%s of %s", part.name, k.name())
+				}
 			}
 		}
 	}

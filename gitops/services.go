@@ -38,7 +38,11 @@ func checkSwitched(after []built, marked []built) error {
 	for _, s := range marked {
 		for _, o := range after {
 			if o.id == s.id {
-				if v := o.obj.GetAnnotations()[FluxSSAAnnotation]; v != FluxSSAIfAbsent && v != "Ignore" {
+				obj, err := o.object()
+				if err != nil {
+					return err
+				}
+				if v := obj.GetAnnotations()[FluxSSAAnnotation]; v != FluxSSAIfAbsent && v != "Ignore" {
 					return fmt.Errorf("%w: %s does not build with %s: %s; set it where its annotations come from",
 						ErrCannotEdit, o.id, FluxSSAAnnotation, FluxSSAIfAbsent)
 				}
