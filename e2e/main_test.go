@@ -71,8 +71,10 @@ func run(m *testing.M) int {
 	}
 
 	sluice := filepath.Join(dir, "sluice")
-	build := exec.Command("go", "build", "-o", sluice, ".")
+	// Built as its image builds it (Dockerfile).
+	build := exec.Command("go", "build", "-trimpath", "-ldflags=-s -w", "-o", sluice, ".")
 	build.Dir = root
+	build.Env = append(os.Environ(), "CGO_ENABLED=0")
 	if out, err := build.CombinedOutput(); err != nil {
 		log.Printf("building sluice: %v\n%s", err, out)
 		return 1
