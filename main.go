@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 
 	rolloutsv1 "github.com/argoproj/argo-rollouts/pkg/apis/rollouts/v1alpha1"
 	kustomizev1 "github.com/fluxcd/kustomize-controller/api/v1"
@@ -22,8 +23,11 @@ import (
 	"github.com/spf13/pflag"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	apimeta "k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	toolscache "k8s.io/client-go/tools/cache"
 	ctrl "sigs.k8s.io/controller-runtime"
 	ctrlcache "sigs.k8s.io/controller-runtime/pkg/cache"
 	ctrlclient "sigs.k8s.io/controller-runtime/pkg/client"
@@ -164,13 +168,14 @@ func run(o runOptions) error {
 		}},
 		Cache: ctrlcache.Options{
 			// Managed fields weigh as much as the rest of a cached object,
-			// and sluice reads them only on Deployments (who applied their
-			// replicas): a fleet's Rollouts, Deliveries and Kustomizations
-			// are cached without them.
+			// and sluice reads them only on Deployments, and only its own
+			// (whether it applied their replicas): a fleet's Rollouts,
+			// Deliveries and Kustomizations are cached without them, its
+			// Deployments with sluice's alone.
 			DefaultTransform: ctrlcache.TransformStripManagedFields(),
 			ByObject: map[ctrlclient.Object]ctrlcache.ByObject{
 				&kustomizev1.Kustomization{}: {Label: watchSelector},
-				&appsv1.Deployment{}:         {Transform: func(obj any) (any, error) { return obj, nil }},
+				&appsv1.Deployment{}:         {Transform: keepManagedFieldsOf(controllerName)},
 			},
 		},
 		Logger: ctrl.Log,
@@ -248,4 +253,26 @@ func setIntervalJitter(o jitter.IntervalOptions) error {
 		return fmt.Errorf("--interval-jitter-percentage: %w", err)
 	}
 	return nil
+}
+
+// keepManagedFieldsOf drops from a cached object the managed fields of
+// every field manager but manager.
+//
+// NOTE: sluice never updates a Deployment it read from the cache (an update
+// that sends managed fields replaces them all); it patches, and applies
+// what it owns.
+func keepManagedFieldsOf(manager string) toolscache.TransformFunc {
+	return func(in any) (any, error) {
+		obj, err := apimeta.Accessor(in)
+		if err != nil {
+			// A tombstone of a deleted object: left as it is.
+			return in, nil
+		}
+		fields := obj.GetManagedFields()
+		kept := slices.DeleteFunc(slices.Clone(fields), func(mf metav1.ManagedFieldsEntry) bool { return mf.Manager != manager })
+		if len(kept) < len(fields) {
+			obj.SetManagedFields(slices.Clip(kept))
+		}
+		return in, nil
+	}
 }
