@@ -122,11 +122,13 @@ func (r *DeliveryReconciler) Reconcile(ctx context.Context, req ctrl.Request) (r
 		default:
 			retErr = kerrors.NewAggregate([]error{retErr, err})
 		}
+		// NOTE: Flux's controllers record only the duration now; the
+		// Ready and suspend series stay because config/monitoring reads
+		// them. The Stalled and Reconciling series, six per Delivery,
+		// were a fleet's largest metrics; the phase says as much.
 		r.Metrics.RecordDuration(ctx, obj, start)
 		r.Metrics.RecordSuspend(ctx, obj, obj.Spec.Suspend)
 		r.Metrics.RecordReadiness(ctx, obj)
-		r.Metrics.RecordStalled(ctx, obj)
-		r.Metrics.RecordReconciling(ctx, obj)
 		if obj.DeletionTimestamp.IsZero() {
 			recordPhase(obj, false)
 		}

@@ -318,7 +318,7 @@ func TestFailedAnalysisRejects(t *testing.T) {
 	g.Expect(scrape(t)).To(ContainElements(
 		`sluice_rejections_total{name="web",namespace="rejected"} 1`,
 		`sluice_delivery_phase{name="web",namespace="rejected",phase="Rejected"} 1`,
-		`gotk_reconcile_condition{kind="Delivery",name="web",namespace="rejected",status="True",type="Stalled"} 1`,
+		`gotk_reconcile_condition{kind="Delivery",name="web",namespace="rejected",status="False",type="Ready"} 1`,
 	))
 
 	// The Rollout stays on stable: every pod left runs v1.
