@@ -64,6 +64,9 @@ type Options struct {
 	// DeferSluice leaves sluice stopped when the stack starts, for
 	// StartSluice or StartSluiceReplica to start later.
 	DeferSluice bool
+	// KustomizeControllerArgs are extra arguments for kustomize-controller,
+	// as a fleet's Flux is tuned (--concurrent).
+	KustomizeControllerArgs []string
 	// KwokNodes is the number of kwok nodes, of PodsPerNode pods each; one
 	// when zero.
 	KwokNodes int
@@ -536,7 +539,7 @@ func (s *Stack) startKustomizeController(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	proc, err := s.start("kustomize-controller", []string{
+	args := []string{
 		"--health-addr=" + addr(p[0]),
 		"--metrics-addr=" + addr(p[1]),
 		"--events-addr=" + s.EventsURL,
@@ -546,7 +549,9 @@ func (s *Stack) startKustomizeController(ctx context.Context) error {
 		// A Kustomization whose dependency is not Ready looks again soon,
 		// not after the default 30s.
 		"--requeue-dependency=2s",
-	}, "KUBECONFIG="+s.Kubeconfig, "RUNTIME_NAMESPACE="+FluxNamespace)
+	}
+	proc, err := s.start("kustomize-controller", append(args, s.opts.KustomizeControllerArgs...),
+		"KUBECONFIG="+s.Kubeconfig, "RUNTIME_NAMESPACE="+FluxNamespace)
 	if err != nil {
 		return err
 	}

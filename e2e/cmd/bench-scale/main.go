@@ -181,10 +181,13 @@ func (b *bench) startStack(ctx context.Context) error {
 		InstallDir:  filepath.Join(b.opts.root, "config", "default"),
 		Sluice:      sluice,
 		DeferSluice: true,
-		KwokNodes:   b.fleet.kwokNodes(),
-		GitUsername: "bench",
-		GitPassword: stack.RandomSecret(),
-		Logf:        func(f string, a ...any) { fmt.Fprintf(b.out, "  "+f+"\n", a...) },
+		// Flux's advice for hundreds of apps: ten Kustomizations at a
+		// time (https://fluxcd.io/flux/installation/configuration/vertical-scaling/).
+		KustomizeControllerArgs: []string{"--concurrent=10"},
+		KwokNodes:               b.fleet.kwokNodes(),
+		GitUsername:             "bench",
+		GitPassword:             stack.RandomSecret(),
+		Logf:                    func(f string, a ...any) { fmt.Fprintf(b.out, "  "+f+"\n", a...) },
 	})
 	if err != nil {
 		return err
