@@ -707,6 +707,17 @@ func (s *Stack) SluicePID() int {
 	return 0
 }
 
+// Processes maps the name of every running component to its process ID.
+func (s *Stack) Processes() map[string]int {
+	pids := map[string]int{}
+	for _, p := range s.procs {
+		if p.exited() == nil {
+			pids[p.name] = p.cmd.Process.Pid
+		}
+	}
+	return pids
+}
+
 // SluiceRunning tells whether sluice runs.
 func (s *Stack) SluiceRunning() bool {
 	for _, p := range s.procs {

@@ -22,6 +22,10 @@ const argoPrefix = "argo"
 type argoResult struct {
 	created, healthy *milestone
 	cleanedUp        time.Duration
+	// cpu is what the stack's processes used until all were Healthy, and
+	// requests what the API server answered meanwhile.
+	cpu      stackCPU
+	requests apiRequests
 }
 
 // runArgoAlone creates the fleet's Rollouts directly, with the apps' pod
@@ -41,6 +45,14 @@ func (b *bench) runArgoAlone(ctx context.Context) (*argoResult, error) {
 		}
 	}
 
+	cpu0, err := b.stackCPU()
+	if err != nil {
+		return nil, err
+	}
+	requests0, err := b.scrapeAPIRequests(ctx)
+	if err != nil {
+		return nil, err
+	}
 	started := time.Now()
 	created := make(chan error, 1)
 	var createdCount int
@@ -68,7 +80,7 @@ func (b *bench) runArgoAlone(ctx context.Context) (*argoResult, error) {
 	}()
 	var createErr error
 	createDone := false
-	err := poll(ctx, b.out, started, b.opts.timeout, []*milestone{res.created, res.healthy}, func(ctx context.Context, elapsed time.Duration) error {
+	err = poll(ctx, b.out, started, b.opts.timeout, []*milestone{res.created, res.healthy}, func(ctx context.Context, elapsed time.Duration) error {
 		if !createDone {
 			select {
 			case createErr = <-created:
@@ -83,7 +95,7 @@ func (b *bench) runArgoAlone(ctx context.Context) (*argoResult, error) {
 		res.created.observe(createdCount, elapsed)
 		mu.Unlock()
 		var rollouts rolloutsv1.RolloutList
-		if err := b.kube.List(ctx, &rollouts); err != nil {
+		if err := b.watched.List(ctx, &rollouts); err != nil {
 			return err
 		}
 		healthy := 0
@@ -101,6 +113,16 @@ func (b *bench) runArgoAlone(ctx context.Context) (*argoResult, error) {
 	if err != nil {
 		return nil, fmt.Errorf("Argo Rollouts alone: %w", err)
 	}
+	cpu1, err := b.stackCPU()
+	if err != nil {
+		return nil, err
+	}
+	res.cpu = cpu1.since(cpu0)
+	requests1, err := b.scrapeAPIRequests(ctx)
+	if err != nil {
+		return nil, err
+	}
+	res.requests = requests1.since(requests0)
 
 	cleanup := time.Now()
 	for i := range f.kustomizations {

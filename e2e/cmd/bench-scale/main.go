@@ -20,6 +20,7 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -39,8 +40,10 @@ import (
 	kustomizev1 "github.com/fluxcd/kustomize-controller/api/v1"
 	sourcev1 "github.com/fluxcd/source-controller/api/v1"
 	"github.com/go-logr/logr"
+	appsv1 "k8s.io/api/apps/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 
@@ -120,16 +123,23 @@ func run(opts options, f fleet) int {
 
 // bench holds the stack and the fleet it runs.
 type bench struct {
-	opts    options
-	fleet   fleet
-	out     io.Writer
-	dir     string
-	stack   *stack.Stack
-	kube    client.Client
+	opts  options
+	fleet fleet
+	out   io.Writer
+	dir   string
+	stack *stack.Stack
+	kube  client.Client
+	// watched reads the objects the run observes from informers, so that
+	// watching the fleet costs the stack a watch per kind and not a list
+	// of every object each second.
+	watched client.Reader
 	sluices []sluiceProcess
 	// applied holds the Kustomizations seen applied.
 	applied map[string]bool
 	failed  bool
+	// runCtx ends when the bench closes; the informers live until then.
+	runCtx  context.Context
+	stopRun context.CancelFunc
 }
 
 func newBench(opts options, f fleet, out io.Writer) (*bench, error) {
@@ -150,7 +160,8 @@ func newBench(opts options, f fleet, out io.Writer) (*bench, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &bench{opts: opts, fleet: f, out: out, dir: dir, applied: map[string]bool{}}, nil
+	runCtx, stopRun := context.WithCancel(context.Background())
+	return &bench{opts: opts, fleet: f, out: out, dir: dir, applied: map[string]bool{}, runCtx: runCtx, stopRun: stopRun}, nil
 }
 
 // kwokNodes is the number of nodes that hold the fleet's pods during the
@@ -202,8 +213,36 @@ func (b *bench) startStack(ctx context.Context) error {
 			return err
 		}
 	}
-	b.kube, err = client.New(s.Config, client.Options{Scheme: scheme})
-	return err
+	if b.kube, err = client.New(s.Config, client.Options{Scheme: scheme}); err != nil {
+		return err
+	}
+	return b.watch(ctx, scheme)
+}
+
+// watch starts the informers the run reads the fleet from, for as long as
+// the run lasts, and waits until they are synced. They keep no
+// managedFields.
+func (b *bench) watch(ctx context.Context, scheme *runtime.Scheme) error {
+	c, err := cache.New(b.stack.Config, cache.Options{
+		Scheme:           scheme,
+		DefaultTransform: cache.TransformStripManagedFields(),
+	})
+	if err != nil {
+		return err
+	}
+	for _, obj := range []client.Object{
+		&kustomizev1.Kustomization{}, &deliveryv1.Delivery{}, &rolloutsv1.Rollout{}, &appsv1.Deployment{},
+	} {
+		if _, err := c.GetInformer(ctx, obj); err != nil {
+			return err
+		}
+	}
+	go func() { _ = c.Start(b.runCtx) }()
+	if !c.WaitForCacheSync(ctx) {
+		return errors.New("the bench's informers did not sync")
+	}
+	b.watched = c
+	return nil
 }
 
 func (b *bench) run(ctx context.Context) error {
@@ -282,6 +321,8 @@ func (b *bench) printTable(argo *argoResult, res *sluiceResult, idle *idleResult
 	}
 	_ = w.Flush()
 
+	printStackCPU(b.out, argo.cpu, res.cpuHealthy, res.cpuDone)
+	printAPIRequests(b.out, 15, argo.requests, res.apiRequests)
 	fmt.Fprintf(b.out, "\nsluice's commits record %s; its Git writes: %s.\n", describeCounts(res.records), describeCounts(res.writes.count))
 	fmt.Fprintf(b.out, "sluice's requests to the API server: %s; its reconciles: %s.\n", describeCounts(res.requests), describeCounts(res.reconciles))
 	fmt.Fprintln(b.out, "sluice's commits, from the Kustomizations' creation:")
@@ -296,6 +337,28 @@ func (b *bench) printTable(argo *argoResult, res *sluiceResult, idle *idleResult
 	for _, e := range slices.SortedFunc(maps.Keys(res.errors), func(a, b string) int { return res.errors[b] - res.errors[a] }) {
 		fmt.Fprintf(b.out, "  %4d × %s\n", res.errors[e], e)
 	}
+}
+
+// printStackCPU prints the CPU seconds each process of the stack used in
+// Argo's run until all were Healthy, and in sluice's run until all were
+// Healthy and until the end, busiest first.
+func printStackCPU(out io.Writer, argo, sluiceHealthy, sluiceDone stackCPU) {
+	fmt.Fprintln(out, "\nCPU seconds used by the stack's processes:")
+	w := tabwriter.NewWriter(out, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintf(w, "\tArgo alone, to all Healthy\tsluice, to all Healthy\tsluice, to stable applied back\t\n")
+	names := slices.Collect(maps.Keys(sluiceDone))
+	for name := range argo {
+		if !slices.Contains(names, name) {
+			names = append(names, name)
+		}
+	}
+	slices.SortFunc(names, func(a, b string) int { return int(sluiceHealthy[b] - sluiceHealthy[a]) })
+	seconds := func(d time.Duration) string { return fmt.Sprintf("%.1f", d.Seconds()) }
+	for _, name := range names {
+		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t\n", name, seconds(argo[name]), seconds(sluiceHealthy[name]), seconds(sluiceDone[name]))
+	}
+	fmt.Fprintf(w, "all\t%s\t%s\t%s\t\n", seconds(argo.total()), seconds(sluiceHealthy.total()), seconds(sluiceDone.total()))
+	_ = w.Flush()
 }
 
 func describeCounts(counts map[string]int) string {
@@ -338,6 +401,7 @@ func (b *bench) keepRunning(ctx context.Context) {
 // close stops the stack and removes its folder, unless something failed
 // or the stack was kept: then the logs stay.
 func (b *bench) close() {
+	b.stopRun()
 	if b.stack != nil {
 		fmt.Fprintln(b.out, "\nstopping the stack")
 		b.stack.Stop()

@@ -112,33 +112,14 @@ func (u usage) add(o usage) usage {
 // every Linux architecture Go runs on.
 const clockTicks = 100
 
-// processUsage reads a running process's CPU time from /proc/<pid>/stat
-// (utime and stime, fields 14 and 15) and its peak resident set from
-// /proc/<pid>/status (VmHWM).
+// processUsage reads a running process's CPU time (processCPU) and its
+// peak resident set from /proc/<pid>/status (VmHWM).
 func processUsage(pid int) (usage, error) {
-	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	cpu, err := processCPU(pid, false)
 	if err != nil {
 		return usage{}, err
 	}
-	// The command name, field 2, may hold spaces; it ends at the last ')'.
-	rest := string(stat)
-	if i := strings.LastIndexByte(rest, ')'); i >= 0 {
-		rest = rest[i+1:]
-	}
-	fields := strings.Fields(rest)
-	if len(fields) < 13 {
-		return usage{}, fmt.Errorf("/proc/%d/stat: too few fields", pid)
-	}
-	// fields[0] is field 3, the state.
-	var ticks int64
-	for _, f := range fields[11:13] {
-		n, err := strconv.ParseInt(f, 10, 64)
-		if err != nil {
-			return usage{}, fmt.Errorf("/proc/%d/stat: %w", pid, err)
-		}
-		ticks += n
-	}
-	u := usage{cpu: time.Duration(ticks) * time.Second / clockTicks}
+	u := usage{cpu: cpu}
 
 	status, err := os.Open(fmt.Sprintf("/proc/%d/status", pid))
 	if err != nil {
@@ -288,4 +269,81 @@ func scrapeCounter(ctx context.Context, metricsURL, name, by string) (map[string
 		counts[key] += int(n)
 	}
 	return counts, sc.Err()
+}
+
+// stackCPU is the CPU time each of the stack's processes had used at one
+// moment, by component; benchProcess is this program, which serves Git
+// (its git subprocesses included) and observes the fleet.
+type stackCPU map[string]time.Duration
+
+const benchProcess = "bench-scale (Git server)"
+
+// stackCPU reads the CPU time of every component of the stack and of this
+// program.
+func (b *bench) stackCPU() (stackCPU, error) {
+	cpu := stackCPU{}
+	for name, pid := range b.stack.Processes() {
+		t, err := processCPU(pid, false)
+		if err != nil {
+			return nil, err
+		}
+		cpu[name] = t
+	}
+	t, err := processCPU(os.Getpid(), true)
+	if err != nil {
+		return nil, err
+	}
+	cpu[benchProcess] = t
+	return cpu, nil
+}
+
+// since is what each component used from earlier to s; a component that
+// started in between used all of its time since.
+func (s stackCPU) since(earlier stackCPU) stackCPU {
+	d := stackCPU{}
+	for name, t := range s {
+		d[name] = t - earlier[name]
+	}
+	return d
+}
+
+func (s stackCPU) total() time.Duration {
+	var t time.Duration
+	for _, c := range s {
+		t += c
+	}
+	return t
+}
+
+// processCPU reads a running process's CPU time, user and system, from
+// /proc/<pid>/stat (fields 14 and 15), and with children that of the
+// children it waited for (fields 16 and 17).
+func processCPU(pid int, children bool) (time.Duration, error) {
+	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0, err
+	}
+	// The command name, field 2, may hold spaces; it ends at the last ')'.
+	rest := string(stat)
+	if i := strings.LastIndexByte(rest, ')'); i >= 0 {
+		rest = rest[i+1:]
+	}
+	fields := strings.Fields(rest)
+	if len(fields) < 15 {
+		return 0, fmt.Errorf("/proc/%d/stat: too few fields", pid)
+	}
+	// fields[0] is field 3, the state.
+	last := 13
+	if children {
+		last = 15
+	}
+	var ticks int64
+	for _, f := range fields[11:last] {
+		n, err := strconv.ParseInt(f, 10, 64)
+		if err != nil {
+			return 0, fmt.Errorf("/proc/%d/stat: %w", pid, err)
+		}
+		ticks += n
+	}
+	return time.Duration(ticks) * time.Second / clockTicks, nil
 }

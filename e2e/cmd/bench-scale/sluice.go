@@ -40,6 +40,13 @@ type sluiceResult struct {
 	usage                usage
 	// errors counts the error lines of sluice's logs by message.
 	errors map[string]int
+	// cpu0 is the stack's CPU time when the Kustomizations were created;
+	// cpuHealthy and cpuDone are what it used from then until every
+	// Rollout was Healthy, and until the end.
+	cpu0, cpuHealthy, cpuDone stackCPU
+	// apiRequests0 are the API server's requests when the Kustomizations
+	// were created, apiRequests those it answered from then to the end.
+	apiRequests0, apiRequests apiRequests
 }
 
 // sluiceProcess is one running sluice: the stack's own, or one shard's.
@@ -114,6 +121,12 @@ func (b *bench) runSluice(ctx context.Context) (*sluiceResult, error) {
 		}
 	}
 
+	if res.cpu0, err = b.stackCPU(); err != nil {
+		return nil, err
+	}
+	if res.apiRequests0, err = b.scrapeAPIRequests(ctx); err != nil {
+		return nil, err
+	}
 	started := time.Now()
 	for _, obj := range f.fluxObjects(repoURL, git.Username, git.Password) {
 		if err := b.kube.Create(ctx, obj); err != nil {
@@ -127,6 +140,16 @@ func (b *bench) runSluice(ctx context.Context) (*sluiceResult, error) {
 	if err != nil {
 		return res, fmt.Errorf("sluice: %w", err)
 	}
+	cpu, err := b.stackCPU()
+	if err != nil {
+		return res, err
+	}
+	res.cpuDone = cpu.since(res.cpu0)
+	requests, err := b.scrapeAPIRequests(ctx)
+	if err != nil {
+		return res, err
+	}
+	res.apiRequests = requests.since(res.apiRequests0)
 
 	res.started = started
 	if res.commits, res.records, err = sluiceCommits(ctx, filepath.Join(git.Root, repoName+".git")); err != nil {
@@ -174,7 +197,7 @@ func (b *bench) runSluice(ctx context.Context) (*sluiceResult, error) {
 func (b *bench) observeFleet(ctx context.Context, res *sluiceResult, elapsed time.Duration) error {
 	if !res.applied.reached() {
 		var list kustomizev1.KustomizationList
-		if err := b.kube.List(ctx, &list, client.InNamespace(stack.FluxNamespace)); err != nil {
+		if err := b.watched.List(ctx, &list, client.InNamespace(stack.FluxNamespace)); err != nil {
 			return err
 		}
 		for _, ks := range list.Items {
@@ -186,7 +209,7 @@ func (b *bench) observeFleet(ctx context.Context, res *sluiceResult, elapsed tim
 	}
 	if !res.deliveries.reached() || !res.recorded.reached() {
 		var list deliveryv1.DeliveryList
-		if err := b.kube.List(ctx, &list); err != nil {
+		if err := b.watched.List(ctx, &list); err != nil {
 			return err
 		}
 		exist, recorded := 0, 0
@@ -204,11 +227,11 @@ func (b *bench) observeFleet(ctx context.Context, res *sluiceResult, elapsed tim
 	}
 	if !res.healthy.reached() {
 		var rollouts rolloutsv1.RolloutList
-		if err := b.kube.List(ctx, &rollouts); err != nil {
+		if err := b.watched.List(ctx, &rollouts); err != nil {
 			return err
 		}
 		var deployments appsv1.DeploymentList
-		if err := b.kube.List(ctx, &deployments); err != nil {
+		if err := b.watched.List(ctx, &deployments); err != nil {
 			return err
 		}
 		parked := map[client.ObjectKey]bool{}
@@ -230,6 +253,13 @@ func (b *bench) observeFleet(ctx context.Context, res *sluiceResult, elapsed tim
 		}
 		res.healthy.observe(healthy, elapsed)
 		res.healthy.detail = fmt.Sprintf("Rollouts serving %d, Deployments at 0 %d", serving, len(parked))
+		if res.healthy.reached() {
+			cpu, err := b.stackCPU()
+			if err != nil {
+				return err
+			}
+			res.cpuHealthy = cpu.since(res.cpu0)
+		}
 	}
 	return nil
 }
