@@ -2,6 +2,8 @@ package controllers
 
 import (
 	"context"
+	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -162,4 +164,26 @@ func TestRevisionRecorder(t *testing.T) {
 	}
 	g.Expect(approvalRequest("abc", nil, "sluice/promote/x", "main")).To(Equal(
 		"template abc waits for approval: merge promotion branch sluice/promote/x into main to promote it"))
+}
+
+func TestAdoptedMessage(t *testing.T) {
+	commit := "0123456789abcdef0123456789abcdef01234567"
+	one := []adoptedDeployment{{key: client.ObjectKey{Namespace: "shop", Name: "web"}, file: "apps/web-delivery.yaml"}}
+	if got, want := adoptedMessage(one, commit), "adopted Deployment shop/web: pushed 0123456789ab, the Delivery is in apps/web-delivery.yaml"; got != want {
+		t.Errorf("one Deployment: got %q, want %q", got, want)
+	}
+
+	var many []adoptedDeployment
+	for i := range 12 {
+		many = append(many, adoptedDeployment{key: client.ObjectKey{Namespace: "fleet", Name: fmt.Sprintf("app-%02d", i)}})
+	}
+	got := adoptedMessage(many, commit)
+	for _, want := range []string{"adopted 12 Deployments (fleet/app-00, ", "fleet/app-09 and 2 more)", "pushed 0123456789ab"} {
+		if !strings.Contains(got, want) {
+			t.Errorf("twelve Deployments: %q does not say %q", got, want)
+		}
+	}
+	if strings.Contains(got, "fleet/app-10") {
+		t.Errorf("twelve Deployments: %q names more than %d", got, adoptedMessageNames)
+	}
 }

@@ -227,6 +227,11 @@ func (r *KustomizationReconciler) Reconcile(ctx context.Context, req ctrl.Reques
 		candidates[i].source = source
 	}
 	if len(candidates) > 0 {
+		// Held before the wait for Flux to apply the revision with the
+		// GitRepository's other Kustomizations, so that the write that
+		// ends it holds only the last ones'. One that fails here is held
+		// again, and its error reported, when it is written.
+		r.holdReplicas(ctx, candidates)
 		unlock := r.gathering.lock(source.repo)
 		defer unlock()
 		var wait time.Duration
@@ -422,6 +427,43 @@ type candidate struct {
 	// source is the Git source of the Kustomization that applies the
 	// Deployment.
 	source *gitSource
+	// held tells that sluice co-owns the Deployment's replicas.
+	held bool
+}
+
+// holdConcurrency is how many Deployments' replicas holdReplicas holds at
+// once.
+const holdConcurrency = 8
+
+// holdReplicas makes sluice a co-owner of the replicas of the candidates'
+// Deployments, a few at a time, marks those it holds and returns each
+// candidate's error.
+//
+// NOTE: the adoption commit moves replicas out of the Deployment. Flux
+// applies with force, so a field no manager owns would fall back to 1:
+// sluice must co-own spec.replicas before the commit lands. A fleet's
+// first adoption holds a thousand Deployments; one at a time, the commit
+// would wait for a thousand round trips to the API server.
+func (r *KustomizationReconciler) holdReplicas(ctx context.Context, candidates []candidate) []error {
+	errs := make([]error, len(candidates))
+	slots := make(chan struct{}, holdConcurrency)
+	var wg sync.WaitGroup
+	for i := range candidates {
+		c := &candidates[i]
+		if c.held || ownsReplicas(c.deployment, r.ControllerName) {
+			c.held = true
+			continue
+		}
+		wg.Go(func() {
+			slots <- struct{}{}
+			defer func() { <-slots }()
+			if errs[i] = holdDeploymentReplicas(ctx, r.Client, r.ControllerName, c.deployment); errs[i] == nil {
+				c.held = true
+			}
+		})
+	}
+	wg.Wait()
+	return errs
 }
 
 // adopt pushes the adoptions of the candidates, all of one GitRepository,
@@ -452,7 +494,16 @@ func (r *KustomizationReconciler) adopt(ctx context.Context, candidates []candid
 		groups = append(groups, g)
 		return g
 	}
+	for i, err := range r.holdReplicas(ctx, candidates) {
+		if err != nil {
+			d := candidates[i].deployment
+			errs[i] = fmt.Errorf("adopting Deployment %s/%s: %w", d.Namespace, d.Name, err)
+		}
+	}
 	for i, c := range candidates {
+		if errs[i] != nil {
+			continue
+		}
 		src, change, adopted, err := r.adoption(ctx, c)
 		if err != nil {
 			errs[i] = fmt.Errorf("adopting Deployment %s/%s: %w", c.deployment.Namespace, c.deployment.Name, err)
@@ -462,6 +513,14 @@ func (r *KustomizationReconciler) adopt(ctx context.Context, candidates []candid
 		g.writes = append(g.writes, write{candidate: i, change: change, adopted: adopted})
 	}
 	var written []*gitSource
+	// The adoptions each commit brought to each Kustomization, said in
+	// one event there.
+	type pushedTo struct {
+		source *gitSource
+		commit string
+	}
+	var pushed []pushedTo
+	adoptedIn := map[pushedTo][]adoptedDeployment{}
 	for _, g := range groups {
 		changes := make([]gitops.Change, len(g.writes))
 		for i, w := range g.writes {
@@ -481,12 +540,19 @@ func (r *KustomizationReconciler) adopt(ctx context.Context, candidates []candid
 			if results[i].Pushed {
 				r.EventRecorder.Eventf(d, nil, corev1.EventTypeNormal, adoptedReason, "Adopt",
 					"pushed %s: the Delivery is in %s", results[i].Commit[:12], w.adopted.DeliveryFile)
-				// Said on the Kustomization too: Flux Alerts select it,
-				// not Deployments.
-				r.EventRecorder.Eventf(c.source.ks, nil, corev1.EventTypeNormal, adoptedReason, "Adopt",
-					"adopted Deployment %s/%s: pushed %s, the Delivery is in %s", d.Namespace, d.Name, results[i].Commit[:12], w.adopted.DeliveryFile)
+				key := pushedTo{source: c.source, commit: results[i].Commit}
+				if _, ok := adoptedIn[key]; !ok {
+					pushed = append(pushed, key)
+				}
+				adoptedIn[key] = append(adoptedIn[key], adoptedDeployment{key: client.ObjectKeyFromObject(d), file: w.adopted.DeliveryFile})
 			}
 		}
+	}
+	// Said on the Kustomization too, once per commit: Flux Alerts select
+	// it, not Deployments, and each of its events sets a commit status.
+	for _, p := range pushed {
+		r.EventRecorder.Eventf(p.source.ks, nil, corev1.EventTypeNormal, adoptedReason, "Adopt",
+			"%s", adoptedMessage(adoptedIn[p], p.commit))
 	}
 	// A Kustomization whose adoptions were all written waits for Flux.
 	for _, source := range written {
@@ -510,17 +576,41 @@ func (r *KustomizationReconciler) adopt(ctx context.Context, candidates []candid
 	return errs
 }
 
+// adoptedDeployment is a Deployment an adoption commit adopted, and the
+// file it put its Delivery in.
+type adoptedDeployment struct {
+	key  client.ObjectKey
+	file string
+}
+
+// adoptedMessageNames is how many Deployments an Adopted event of a
+// Kustomization names; it counts the others.
+const adoptedMessageNames = 10
+
+// adoptedMessage says what one commit adopted for one Kustomization.
+func adoptedMessage(adopted []adoptedDeployment, commit string) string {
+	if len(adopted) == 1 {
+		return fmt.Sprintf("adopted Deployment %s: pushed %s, the Delivery is in %s", adopted[0].key, commit[:12], adopted[0].file)
+	}
+	names := make([]string, 0, adoptedMessageNames)
+	for _, a := range adopted[:min(len(adopted), adoptedMessageNames)] {
+		names = append(names, a.key.String())
+	}
+	list := strings.Join(names, ", ")
+	if more := len(adopted) - len(names); more > 0 {
+		list += fmt.Sprintf(" and %d more", more)
+	}
+	return fmt.Sprintf("adopted %d Deployments (%s): pushed %s, each Delivery in a file next to its Deployment's", len(adopted), list, commit[:12])
+}
+
 // adoption prepares the commit that adopts one candidate, and where it goes.
 func (r *KustomizationReconciler) adoption(ctx context.Context, c candidate) (gitops.Source, gitops.Change, *gitops.Adopted, error) {
 	d, policy, source := c.deployment, c.policy, c.source
-	// NOTE: the commit moves replicas out of the Deployment. Flux applies
-	// with force, so a field no manager owns would fall back to 1: sluice
-	// must co-own spec.replicas before the commit lands.
+	if !c.held {
+		return gitops.Source{}, gitops.Change{}, nil, fmt.Errorf("sluice does not hold the replicas of Deployment %s/%s", d.Namespace, d.Name)
+	}
 	build, err := source.kustomization(ctx, r.Client)
 	if err != nil {
-		return gitops.Source{}, gitops.Change{}, nil, err
-	}
-	if err := holdDeploymentReplicas(ctx, r.Client, r.ControllerName, d); err != nil {
 		return gitops.Source{}, gitops.Change{}, nil, err
 	}
 
