@@ -701,13 +701,23 @@ func (r *Repositories) fetch(ctx context.Context, repo *git.Repository, src Sour
 	return nil
 }
 
+// isNonFastForward tells whether a push failed because the branch moved
+// since the last fetch.
+//
+// NOTE: go-git checks that a push is a fast-forward by walking from the new
+// commit down to the branch's head. A shallow working copy (sluice clones
+// and fetches at depth 1) misses the commits below its boundary, and a
+// moved head is not among those it holds: the walk fails with
+// plumbing.ErrObjectNotFound rather than "non-fast-forward". A working copy
+// that truly lost objects is found broken, and cloned again, first.
 func isNonFastForward(err error) bool {
 	if err == nil {
 		return false
 	}
 	msg := err.Error()
-	return errors.Is(err, git.ErrForceNeeded) || strings.Contains(msg, "non-fast-forward") ||
-		strings.Contains(msg, "fetch first") || strings.Contains(msg, "failed to update ref")
+	return errors.Is(err, git.ErrForceNeeded) || errors.Is(err, plumbing.ErrObjectNotFound) ||
+		strings.Contains(msg, "non-fast-forward") || strings.Contains(msg, "fetch first") ||
+		strings.Contains(msg, "failed to update ref")
 }
 
 // PruneBranches deletes the branches of src that sluice pushed and that

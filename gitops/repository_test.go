@@ -165,6 +165,24 @@ func TestWriteCommitsAndPushes(t *testing.T) {
 
 func TestWriteRetriesOnTheNewHeadWhenAnotherWriterPushedFirst(t *testing.T) {
 	f := newFixture(t, map[string]string{"README.md": "apps\n"})
+	testWriteRetriesOnTheNewHead(t, f, "first\nInitial commit")
+}
+
+// With history beyond the working copy's depth, go-git cannot walk down
+// to the moved head and says "object not found" rather than
+// "non-fast-forward": the branch moved all the same.
+func TestWriteRetriesOnTheNewHeadOverAShallowWorkingCopy(t *testing.T) {
+	f := newFixture(t, map[string]string{"README.md": "apps\n"})
+	work := f.clone()
+	writeTestFile(t, filepath.Join(work, "README.md"), "apps, and more\n")
+	f.git(work, "commit", "-q", "-am", "Second commit")
+	f.git(work, "push", "-q", "origin", "HEAD:main")
+	testWriteRetriesOnTheNewHead(t, f, "first\nSecond commit\nInitial commit")
+}
+
+// testWriteRetriesOnTheNewHead has another writer push while sluice edits,
+// and checks that sluice's change lands on top of theirs, over history.
+func testWriteRetriesOnTheNewHead(t *testing.T, f *fixture, history string) {
 	ctx := context.Background()
 	// Warm the working copy so that the next write starts from a head that
 	// is about to be stale.
@@ -197,7 +215,7 @@ func TestWriteRetriesOnTheNewHeadWhenAnotherWriterPushedFirst(t *testing.T) {
 	}
 	clone := f.clone()
 	log := f.git(clone, "log", "--format=%s")
-	if log != "sluice's change\ntheir change\nfirst\nInitial commit" {
+	if log != "sluice's change\ntheir change\n"+history {
 		t.Fatalf("history:\n%s", log)
 	}
 	if got := f.git(clone, "rev-parse", "HEAD"); got != res.Commit {
