@@ -60,6 +60,9 @@ type options struct {
 	commitsPerKustomization int
 	// idle is how long sluice is measured idle after the burst.
 	idle time.Duration
+	// personEvery, when set, is how often a person pushes a commit of
+	// their own to main during sluice's burst.
+	personEvery time.Duration
 	// cpuProfile, when set, is the prefix of the files sluice's CPU
 	// profiles of the burst are written to.
 	cpuProfile string
@@ -78,6 +81,7 @@ func main() {
 	flag.BoolVar(&opts.keep, "keep", false, "keep the stack running at the end, until Ctrl-C")
 	flag.DurationVar(&opts.idle, "idle", time.Minute, "how long to measure sluice's CPU and Git requests with the whole fleet delivered and nothing changing; 0 skips it")
 	flag.IntVar(&opts.commitsPerKustomization, "max-commits-per-kustomization", 2, "fail when sluice makes more commits than this per Kustomization for the burst (adoptions in one, stable records in one); 0 checks nothing")
+	flag.DurationVar(&opts.personEvery, "person-pushes-every", 0, "have a person push a commit of their own to main this often during sluice's burst (pulling with rebase, as a teammate would), and fail the run unless main keeps every one; 0 pushes none")
 	flag.StringVar(&opts.cpuProfile, "cpu-profile", "", "record sluice's CPU profile during the burst, in files named <prefix>-<process>-NNN.pprof, and its heap profile after each, in <prefix>-<process>-NNN.heap")
 	flag.Parse()
 	if f.kustomizations < 1 || f.appsPerKustomization < 1 || f.shards < 1 {
@@ -279,6 +283,10 @@ func (b *bench) run(ctx context.Context) error {
 	if idle != nil && idle.operations > 0 {
 		return fmt.Errorf("sluice made %d Git requests in %s with nothing to write", idle.operations, round(idle.window))
 	}
+	if len(res.personLost) > 0 {
+		return fmt.Errorf("main lost %d of the %d commits a person pushed during the burst: %s",
+			len(res.personLost), len(res.personCommits), strings.Join(res.personLost, ", "))
+	}
 	if limit := b.opts.commitsPerKustomization * f.kustomizations; limit > 0 && len(res.commits) > limit {
 		return fmt.Errorf("sluice made %d commits for %d Kustomizations, more than %d per Kustomization",
 			len(res.commits), f.kustomizations, b.opts.commitsPerKustomization)
@@ -309,6 +317,10 @@ func (b *bench) printTable(argo *argoResult, res *sluiceResult, idle *idleResult
 	row("commits", fmt.Sprint(len(res.commits)), fmt.Sprintf("%.2f per app", float64(len(res.commits))/apps))
 	pushes := res.writes.count["pushed"]
 	row("pushes", fmt.Sprint(pushes), fmt.Sprintf("%.2f per app, %s each", float64(pushes)/apps, round(res.writes.mean("pushed"))))
+	if b.opts.personEvery > 0 {
+		row("a person's commits during the burst", fmt.Sprint(len(res.personCommits)),
+			fmt.Sprintf("one every %s, %d on main", b.opts.personEvery, len(res.personCommits)-len(res.personLost)))
+	}
 	row("CPU", fmt.Sprintf("%.1f s", res.usage.cpu.Seconds()), fmt.Sprintf("%.0f ms per app", res.usage.cpu.Seconds()*1000/apps))
 	rssLabel := "peak RSS"
 	if len(b.sluices) > 1 {

@@ -44,6 +44,9 @@ type sluiceResult struct {
 	// cpuHealthy and cpuDone are what it used from then until every
 	// Rollout was Healthy, and until the end.
 	cpu0, cpuHealthy, cpuDone stackCPU
+	// personCommits are the commits a person pushed during the burst, and
+	// personLost those of them main does not hold at the end.
+	personCommits, personLost []string
 	// apiRequests0 are the API server's requests when the Kustomizations
 	// were created, apiRequests those it answered from then to the end.
 	apiRequests0, apiRequests apiRequests
@@ -133,12 +136,36 @@ func (b *bench) runSluice(ctx context.Context) (*sluiceResult, error) {
 			return nil, err
 		}
 	}
+	var (
+		personDone   = make(chan error, 1)
+		stopPerson   = func() {}
+		personPushes []string
+	)
+	if b.opts.personEvery > 0 {
+		var personCtx context.Context
+		personCtx, stopPerson = context.WithCancel(ctx)
+		go func() {
+			var err error
+			personPushes, err = person(personCtx, filepath.Join(b.dir, "clone"), b.opts.personEvery)
+			personDone <- err
+		}()
+	} else {
+		personDone <- nil
+	}
 	milestones := []*milestone{res.applied, res.deliveries, res.healthy, res.recorded}
 	err = poll(ctx, b.out, started, b.opts.timeout, milestones, func(ctx context.Context, elapsed time.Duration) error {
 		return b.observeFleet(ctx, res, elapsed)
 	})
+	stopPerson()
+	if personErr := <-personDone; personErr != nil {
+		return res, fmt.Errorf("a person pushing during the burst: %w", personErr)
+	}
 	if err != nil {
 		return res, fmt.Errorf("sluice: %w", err)
+	}
+	res.personCommits = personPushes
+	if res.personLost, err = lostCommits(ctx, filepath.Join(git.Root, repoName+".git"), personPushes); err != nil {
+		return res, err
 	}
 	cpu, err := b.stackCPU()
 	if err != nil {
