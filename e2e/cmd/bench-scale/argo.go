@@ -95,7 +95,7 @@ func (b *bench) runArgoAlone(ctx context.Context) (*argoResult, error) {
 		res.created.observe(createdCount, elapsed)
 		mu.Unlock()
 		var rollouts rolloutsv1.RolloutList
-		if err := b.watched.List(ctx, &rollouts); err != nil {
+		if err := b.watched.List(ctx, &rollouts, client.UnsafeDisableDeepCopy); err != nil {
 			return err
 		}
 		healthy := 0

@@ -135,7 +135,8 @@ type bench struct {
 	kube  client.Client
 	// watched reads the objects the run observes from informers, so that
 	// watching the fleet costs the stack a watch per kind and not a list
-	// of every object each second.
+	// of every object each second. Its lists are not copied: the run only
+	// reads them.
 	watched client.Reader
 	sluices []sluiceProcess
 	// applied holds the Kustomizations seen applied.

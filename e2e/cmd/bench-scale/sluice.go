@@ -224,7 +224,7 @@ func (b *bench) runSluice(ctx context.Context) (*sluiceResult, error) {
 func (b *bench) observeFleet(ctx context.Context, res *sluiceResult, elapsed time.Duration) error {
 	if !res.applied.reached() {
 		var list kustomizev1.KustomizationList
-		if err := b.watched.List(ctx, &list, client.InNamespace(stack.FluxNamespace)); err != nil {
+		if err := b.watched.List(ctx, &list, client.InNamespace(stack.FluxNamespace), client.UnsafeDisableDeepCopy); err != nil {
 			return err
 		}
 		for _, ks := range list.Items {
@@ -236,7 +236,7 @@ func (b *bench) observeFleet(ctx context.Context, res *sluiceResult, elapsed tim
 	}
 	if !res.deliveries.reached() || !res.recorded.reached() {
 		var list deliveryv1.DeliveryList
-		if err := b.watched.List(ctx, &list); err != nil {
+		if err := b.watched.List(ctx, &list, client.UnsafeDisableDeepCopy); err != nil {
 			return err
 		}
 		exist, recorded := 0, 0
@@ -254,11 +254,11 @@ func (b *bench) observeFleet(ctx context.Context, res *sluiceResult, elapsed tim
 	}
 	if !res.healthy.reached() {
 		var rollouts rolloutsv1.RolloutList
-		if err := b.watched.List(ctx, &rollouts); err != nil {
+		if err := b.watched.List(ctx, &rollouts, client.UnsafeDisableDeepCopy); err != nil {
 			return err
 		}
 		var deployments appsv1.DeploymentList
-		if err := b.watched.List(ctx, &deployments); err != nil {
+		if err := b.watched.List(ctx, &deployments, client.UnsafeDisableDeepCopy); err != nil {
 			return err
 		}
 		parked := map[client.ObjectKey]bool{}
