@@ -603,12 +603,10 @@ func adoptedMessage(adopted []adoptedDeployment, commit string) string {
 	return fmt.Sprintf("adopted %d Deployments (%s): pushed %s, each Delivery in a file next to its Deployment's", len(adopted), list, commit[:12])
 }
 
-// adoption prepares the commit that adopts one candidate, and where it goes.
+// adoption prepares the commit that adopts one candidate, and where it goes;
+// sluice holds the candidate's replicas already (holdReplicas).
 func (r *KustomizationReconciler) adoption(ctx context.Context, c candidate) (gitops.Source, gitops.Change, *gitops.Adopted, error) {
 	d, policy, source := c.deployment, c.policy, c.source
-	if !c.held {
-		return gitops.Source{}, gitops.Change{}, nil, fmt.Errorf("sluice does not hold the replicas of Deployment %s/%s", d.Namespace, d.Name)
-	}
 	build, err := source.kustomization(ctx, r.Client)
 	if err != nil {
 		return gitops.Source{}, gitops.Change{}, nil, err

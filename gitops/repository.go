@@ -709,7 +709,9 @@ func (r *Repositories) fetch(ctx context.Context, repo *git.Repository, src Sour
 // and fetches at depth 1) misses the commits below its boundary, and a
 // moved head is not among those it holds: the walk fails with
 // plumbing.ErrObjectNotFound rather than "non-fast-forward". A working copy
-// that truly lost objects is found broken, and cloned again, first.
+// that lost its head or references is found broken, and cloned again,
+// before this is asked; one missing other objects is fetched into again,
+// as many times as a moved branch would be.
 func isNonFastForward(err error) bool {
 	if err == nil {
 		return false

@@ -699,12 +699,7 @@ func (s *Stack) StopSluice(kill bool) {
 // SluicePID is the process ID of the stack's sluice, or 0 when it does not
 // run.
 func (s *Stack) SluicePID() int {
-	for _, p := range s.procs {
-		if p.name == "sluice" && p.exited() == nil {
-			return p.cmd.Process.Pid
-		}
-	}
-	return 0
+	return s.Processes()["sluice"]
 }
 
 // Processes maps the name of every running component to its process ID.

@@ -114,6 +114,14 @@ func (r apiRequests) since(earlier apiRequests) apiRequests {
 	return d
 }
 
+func (r apiRequests) total() apiCost {
+	var t apiCost
+	for _, c := range r {
+		t.count, t.seconds = t.count+c.count, t.seconds+c.seconds
+	}
+	return t
+}
+
 // printAPIRequests prints the requests the API server spent the most time
 // on in each run, up to top of them.
 func printAPIRequests(out io.Writer, top int, argo, sluice apiRequests) {
@@ -136,13 +144,7 @@ func printAPIRequests(out io.Writer, top int, argo, sluice apiRequests) {
 	for i := range max(len(a), len(s)) {
 		fmt.Fprintf(w, "%s\t%s\t\n", cell(argo, a, i), cell(sluice, s, i))
 	}
-	var argoTotal, sluiceTotal apiCost
-	for _, c := range argo {
-		argoTotal.count, argoTotal.seconds = argoTotal.count+c.count, argoTotal.seconds+c.seconds
-	}
-	for _, c := range sluice {
-		sluiceTotal.count, sluiceTotal.seconds = sluiceTotal.count+c.count, sluiceTotal.seconds+c.seconds
-	}
+	argoTotal, sluiceTotal := argo.total(), sluice.total()
 	fmt.Fprintf(w, "all\t%.0f\t%.1f s\tall\t%.0f\t%.1f s\t\n", argoTotal.count, argoTotal.seconds, sluiceTotal.count, sluiceTotal.seconds)
 	_ = w.Flush()
 }

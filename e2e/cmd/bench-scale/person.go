@@ -13,6 +13,26 @@ import (
 // for every Kustomization to apply and changes nothing sluice delivers.
 const personFile = fleetDir + "/CHANGELOG.md"
 
+// startPerson has a person push from the clone in dir every interval until
+// the returned stop, which returns the commits they pushed.
+func startPerson(ctx context.Context, dir string, every time.Duration) (stop func() ([]string, error)) {
+	ctx, cancel := context.WithCancel(ctx)
+	var (
+		pushed []string
+		err    error
+		done   = make(chan struct{})
+	)
+	go func() {
+		defer close(done)
+		pushed, err = person(ctx, dir, every)
+	}()
+	return func() ([]string, error) {
+		cancel()
+		<-done
+		return pushed, err
+	}
+}
+
 // person pushes a commit to main every interval from the clone in dir, as
 // a teammate working in the repository during the burst would, pulling
 // with rebase first and again when the push is refused, until ctx ends. It

@@ -136,28 +136,16 @@ func (b *bench) runSluice(ctx context.Context) (*sluiceResult, error) {
 			return nil, err
 		}
 	}
-	var (
-		personDone   = make(chan error, 1)
-		stopPerson   = func() {}
-		personPushes []string
-	)
+	stopPerson := func() ([]string, error) { return nil, nil }
 	if b.opts.personEvery > 0 {
-		var personCtx context.Context
-		personCtx, stopPerson = context.WithCancel(ctx)
-		go func() {
-			var err error
-			personPushes, err = person(personCtx, filepath.Join(b.dir, "clone"), b.opts.personEvery)
-			personDone <- err
-		}()
-	} else {
-		personDone <- nil
+		stopPerson = startPerson(ctx, filepath.Join(b.dir, "clone"), b.opts.personEvery)
 	}
 	milestones := []*milestone{res.applied, res.deliveries, res.healthy, res.recorded}
 	err = poll(ctx, b.out, started, b.opts.timeout, milestones, func(ctx context.Context, elapsed time.Duration) error {
 		return b.observeFleet(ctx, res, elapsed)
 	})
-	stopPerson()
-	if personErr := <-personDone; personErr != nil {
+	personPushes, personErr := stopPerson()
+	if personErr != nil {
 		return res, fmt.Errorf("a person pushing during the burst: %w", personErr)
 	}
 	if err != nil {
