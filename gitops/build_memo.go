@@ -50,11 +50,13 @@ func build(root string, k Kustomization) ([]built, error) {
 		m, found := builds.m[key]
 		builds.Unlock()
 		if found && m.inputs.unchanged() {
+			noteBuild(root, &m.inputs)
 			return m.objs, nil
 		}
 	}
 	inputs := &buildInputs{}
 	objs, err := buildFiles(root, k, inputs)
+	noteBuild(root, inputs)
 	if err != nil || !ok || inputs.uncacheable {
 		return objs, err
 	}

@@ -71,6 +71,9 @@ func logWrite(ctx context.Context, src Source, batch []*waitingWrite, outcomes [
 	}
 	logger := log.FromContext(ctx).WithValues("repository", src.URL, "branch", batch[0].change.Branch,
 		"commit", res.Commit, "attempts", res.Attempts, "writes", len(batch), "changes", subjects)
+	if res.Replayed > 0 {
+		logger = logger.WithValues("replayed", res.Replayed)
+	}
 	if err != nil {
 		logger.Error(err, "Git write failed after "+took.Round(time.Millisecond).String())
 		return

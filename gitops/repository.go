@@ -91,6 +91,10 @@ type Result struct {
 	// Attempts is how many pushes it took: more than one when other
 	// writers moved the branch meanwhile.
 	Attempts int
+	// Replayed is how many of those attempts put the first edit's changes
+	// onto the moved branch as they were, without editing again: the
+	// commits that moved it changed nothing the edit read or wrote.
+	Replayed int
 }
 
 // Writer commits and pushes changes.
@@ -470,21 +474,31 @@ func (r *Repositories) write(ctx context.Context, src Source, change Change) (Re
 		return Result{}, err
 	}
 	backoff, recloned := r.backoff, false
+	// last is the attempt whose push the moved branch refused, and
+	// replayed counts the attempts that put its changes onto the new head.
+	var last *refused
+	replayed := 0
 	for attempt := 0; ; {
 		err := r.fetch(ctx, repo, src, auth)
-		var res Result
+		var (
+			res Result
+			ref *refused
+		)
 		if err == nil {
-			res, err = r.commitAndPush(ctx, repo, src, auth, change, change.From)
+			res, ref, err = r.commitAndPush(ctx, repo, src, auth, change, last)
+			if res.Replayed > 0 {
+				replayed++
+			}
 		}
 		var editErr *editError
 		switch {
 		case err == nil || errors.As(err, &editErr):
-			res.Attempts = attempt + 1
+			res.Attempts, res.Replayed = attempt+1, replayed
 			return res, err
 		case !recloned && (broken(repo) || errors.As(err, new(*workingCopyError))):
 			// The working copy is only a cache: a broken one (objects
 			// lost to a crash or a full disk) is cloned again, once.
-			recloned = true
+			recloned, last = true, nil
 			if repo, err = r.reclone(ctx, src, auth); err != nil {
 				return Result{}, err
 			}
@@ -494,6 +508,7 @@ func (r *Repositories) write(ctx context.Context, src Source, change Change) (Re
 		case attempt >= r.retries:
 			return Result{}, fmt.Errorf("%w: pushing to %s failed %d times: %v", ErrConflict, change.Branch, attempt+1, err)
 		}
+		last = ref
 		attempt++
 		select {
 		case <-ctx.Done():
@@ -510,20 +525,51 @@ func jittered(d time.Duration) time.Duration {
 	return d/2 + rand.N(d+1)
 }
 
+// commitAndPush edits the head of the change's branch (of From when the
+// branch is new), commits and pushes. After last, an attempt whose push
+// the moved branch refused, it puts last's changes onto the new head
+// instead of editing again when the commits that moved the branch changed
+// nothing the edit read or wrote (see refused.replayable). A push the
+// moved branch refuses returns what the next attempt needs to do so.
 func (r *Repositories) commitAndPush(ctx context.Context, repo *git.Repository, src Source,
-	auth transport.AuthMethod, change Change, from string) (Result, error) {
+	auth transport.AuthMethod, change Change, last *refused) (Result, *refused, error) {
 
+	from := change.From
 	base, err := repo.Reference(plumbing.NewRemoteReferenceName("origin", change.Branch), true)
 	if errors.Is(err, plumbing.ErrReferenceNotFound) && from != change.Branch {
 		base, err = repo.Reference(plumbing.NewRemoteReferenceName("origin", from), true)
 	}
 	if err != nil {
-		return Result{}, fmt.Errorf("branch %s not found in %s: %w", from, src.URL, err)
+		return Result{}, nil, fmt.Errorf("branch %s not found in %s: %w", from, src.URL, err)
 	}
 
 	wt, err := repo.Worktree()
 	if err != nil {
-		return Result{}, &workingCopyError{err}
+		return Result{}, nil, &workingCopyError{err}
+	}
+	sig := &object.Signature{Name: change.Author.Name, Email: change.Author.Email, When: time.Now()}
+	signKey, err := signingEntity(change.SigningKey, change.Passphrase)
+	if err != nil {
+		return Result{}, nil, err
+	}
+	opts := &git.CommitOptions{Author: sig, Committer: sig, SignKey: signKey}
+
+	ours, replayable, err := last.replayable(repo, base.Hash())
+	if err != nil {
+		return Result{}, nil, &workingCopyError{err}
+	}
+	if replayable {
+		commit, err := replay(repo, wt, base.Hash(), ours, last.message, opts)
+		if err != nil {
+			return Result{}, nil, err
+		}
+		checkedOut(wt.Filesystem.Root(), commit.String())
+		res, err := r.push(ctx, repo, src, auth, change.Branch, commit)
+		res.Replayed = 1
+		if isNonFastForward(err) {
+			return res, &refused{base: base.Hash(), commit: commit, message: last.message, reads: last.reads}, err
+		}
+		return res, nil, err
 	}
 	// Start from exactly the remote head: whatever a crashed earlier
 	// attempt left behind is thrown away, and its intent recomputed. A
@@ -532,47 +578,44 @@ func (r *Repositories) commitAndPush(ctx context.Context, repo *git.Repository, 
 	root := wt.Filesystem.Root()
 	if !isCheckoutOf(root, base.Hash().String()) {
 		if err := wt.Checkout(&git.CheckoutOptions{Hash: base.Hash(), Force: true}); err != nil {
-			return Result{}, &workingCopyError{fmt.Errorf("checking out %s: %w", base.Hash(), err)}
+			return Result{}, nil, &workingCopyError{fmt.Errorf("checking out %s: %w", base.Hash(), err)}
 		}
 		if err := wt.Clean(&git.CleanOptions{Dir: true}); err != nil {
-			return Result{}, &workingCopyError{err}
+			return Result{}, nil, &workingCopyError{err}
 		}
 		checkedOut(root, base.Hash().String())
 	}
 
+	stopRecording := recordReads(root)
 	changed, err := safeEdit(change.Edit, root)
+	reads := stopRecording()
 	if err != nil || changed {
 		// What an edit wrote is no checkout of base, whether it wrote
 		// through sluice's own writes or not.
 		touched(root)
 	}
 	if err != nil {
-		return Result{}, &editError{err}
+		return Result{}, nil, &editError{err}
 	}
 	if !changed {
-		return Result{Commit: base.Hash().String()}, nil
+		return Result{Commit: base.Hash().String()}, nil, nil
 	}
 	// NOTE: the working copy's objects are read here first when its
 	// checkout was skipped: failing to read them is a broken working copy.
 	if err := wt.AddWithOptions(&git.AddOptions{All: true}); err != nil {
-		return Result{}, &workingCopyError{err}
-	}
-	sig := &object.Signature{Name: change.Author.Name, Email: change.Author.Email, When: time.Now()}
-	signKey, err := signingEntity(change.SigningKey, change.Passphrase)
-	if err != nil {
-		return Result{}, err
+		return Result{}, nil, &workingCopyError{err}
 	}
 	message := change.Message
 	if change.message != nil {
 		message = change.message()
 	}
-	commit, err := wt.Commit(message, &git.CommitOptions{Author: sig, Committer: sig, SignKey: signKey})
+	commit, err := wt.Commit(message, opts)
 	switch {
 	case errors.Is(err, git.ErrEmptyCommit):
 		// The edits wrote what the tree already held.
-		return Result{Commit: base.Hash().String()}, nil
+		return Result{Commit: base.Hash().String()}, nil, nil
 	case err != nil:
-		return Result{}, &workingCopyError{fmt.Errorf("committing: %w", err)}
+		return Result{}, nil, &workingCopyError{fmt.Errorf("committing: %w", err)}
 	}
 	// NOTE: with every change added, the working copy holds the commit
 	// just made, as a checkout of it would: the next write on top of it
@@ -580,11 +623,20 @@ func (r *Repositories) commitAndPush(ctx context.Context, repo *git.Repository, 
 	// repository costs a walk of every file, twice.
 	checkedOut(root, commit.String())
 
+	res, err := r.push(ctx, repo, src, auth, change.Branch, commit)
+	if isNonFastForward(err) {
+		return res, &refused{base: base.Hash(), commit: commit, message: message, reads: reads}, err
+	}
+	return res, nil, err
+}
+
+// push pushes commit to branch.
+func (r *Repositories) push(ctx context.Context, repo *git.Repository, src Source, auth transport.AuthMethod, branch string, commit plumbing.Hash) (Result, error) {
 	pushCtx, cancel := context.WithTimeout(ctx, r.timeoutFor(src))
 	defer cancel()
-	err = repo.PushContext(pushCtx, &git.PushOptions{
+	err := repo.PushContext(pushCtx, &git.PushOptions{
 		RemoteName: "origin",
-		RefSpecs:   []config.RefSpec{config.RefSpec(commit.String() + ":refs/heads/" + change.Branch)},
+		RefSpecs:   []config.RefSpec{config.RefSpec(commit.String() + ":refs/heads/" + branch)},
 		Auth:       auth,
 		CABundle:   src.Credentials.CA,
 	})

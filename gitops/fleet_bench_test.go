@@ -1,0 +1,130 @@
+package gitops
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"testing"
+
+	deliveryv1 "github.com/sluice-dev/sluice/apis/v1alpha1"
+	"github.com/sluice-dev/sluice/e2e/stack"
+)
+
+// BenchmarkRecordFleet times the write that records the stable templates
+// of a whole adopted fleet in one commit (100 folders of 10 Deliveries,
+// as make bench-scale adopts), over smart HTTP: as it goes when the
+// branch stands still, and when another writer pushed a commit of their
+// own to a file of no Kustomization while sluice edited (the git CLI's
+// push is in the time), so that sluice's push is refused once and the
+// write goes again on the new head.
+func BenchmarkRecordFleet(b *testing.B) {
+	const folders, apps = 100, 10
+	server, err := stack.StartGitServer(filepath.Join(b.TempDir(), "repos"), user, password)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { _ = server.Close() })
+	url, err := server.CreateRepository("fleet")
+	if err != nil {
+		b.Fatal(err)
+	}
+	authURL := fmt.Sprintf("http://%s:%s@%s/fleet.git", user, password, server.URL[len("http://"):])
+	gitCLI := func(dir string, args ...string) {
+		cmd := exec.Command("git", append([]string{"-c", "user.name=git", "-c", "user.email=git@example.com"}, args...)...)
+		cmd.Dir = dir
+		if out, err := cmd.CombinedOutput(); err != nil {
+			b.Fatalf("git %v: %v\n%s", args, err, out)
+		}
+	}
+
+	// The fleet, adopted, as one commit.
+	person := filepath.Join(b.TempDir(), "fleet")
+	gitCLI("", "clone", "--quiet", authURL, person)
+	var promotions []Promotion
+	for i := range folders {
+		path := fmt.Sprintf("fleet/k%03d", i)
+		dir := filepath.Join(person, path)
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			b.Fatal(err)
+		}
+		ns := fmt.Sprintf("fleet-%03d", i)
+		write(b, filepath.Join(dir, "namespace.yaml"), "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: "+ns+"\n")
+		for j := range apps {
+			write(b, filepath.Join(dir, fmt.Sprintf("app-%03d.yaml", j)), fmt.Sprintf(fleetDeployment, fmt.Sprintf("app-%03d", j), ns))
+		}
+		k := Kustomization{Path: path}
+		_, err := inBatch(person, apps, func(j int) (bool, error) {
+			app := fmt.Sprintf("app-%03d", j)
+			_, changed, err := Adopt(person, Adoption{Kustomization: k, Deployment: ObjectID{Kind: "Deployment", Namespace: ns, Name: app}, Strategy: "canary", LiveReplicas: 1})
+			promotions = append(promotions, Promotion{
+				Kustomization: k,
+				Delivery:      ObjectID{Kind: "Delivery", Namespace: ns, Name: app},
+				Deployment:    ObjectID{Kind: "Deployment", Namespace: ns, Name: app},
+			})
+			return changed, err
+		})
+		if err != nil {
+			b.Fatal(err)
+		}
+	}
+	gitCLI(person, "add", "-A")
+	gitCLI(person, "commit", "--quiet", "-m", "Adopt the fleet")
+	gitCLI(person, "push", "--quiet", "origin", "HEAD:main")
+
+	src := Source{URL: url, Branch: "main", Credentials: Credentials{Username: user, Password: password}}
+	author := Signature{Name: "sluice", Email: "sluice@example.com"}
+	repos := NewRepositories(b.TempDir(), WithCredentialsOverHTTP())
+	n, m := 0, 0
+	personPushes := func() {
+		m++
+		gitCLI(person, "pull", "--quiet", "--rebase", "origin", "main")
+		write(b, filepath.Join(person, "README.md"), fmt.Sprintf("change %d\n", m))
+		gitCLI(person, "add", "-A")
+		gitCLI(person, "commit", "--quiet", "-m", fmt.Sprintf("change %d", m))
+		gitCLI(person, "push", "--quiet", "origin", "HEAD:main")
+	}
+	record := func(b *testing.B, race bool) {
+		n++
+		changes := make([]Change, len(promotions))
+		for i, p := range promotions {
+			p.Stable = &deliveryv1.StableRelease{TemplateHash: fmt.Sprintf("template-%d", n)}
+			changes[i] = Change{Branch: "main", Author: author,
+				Message: fmt.Sprintf("Promote %s: template-%d is stable", p.Delivery, n),
+				Edit:    func(root string) (bool, error) { return RecordPromotion(root, p) }}
+		}
+		if race {
+			edit := changes[0].Edit
+			changes[0].Edit = func(root string) (bool, error) {
+				if race {
+					race = false
+					personPushes()
+				}
+				return edit(root)
+			}
+		}
+		results, errs := repos.WriteAll(context.Background(), src, changes)
+		for i := range changes {
+			if errs[i] != nil || !results[i].Pushed {
+				b.Fatalf("write %d: %+v, %v", i, results[i], errs[i])
+			}
+		}
+		b.ReportMetric(float64(results[0].Attempts), "attempts")
+		b.ReportMetric(float64(results[0].Replayed), "replayed")
+	}
+	// The working copy's clone, and the first record, which parks every
+	// Deployment too.
+	record(b, false)
+
+	b.Run("branch still", func(b *testing.B) {
+		for b.Loop() {
+			record(b, false)
+		}
+	})
+	b.Run("branch moved", func(b *testing.B) {
+		for b.Loop() {
+			record(b, true)
+		}
+	})
+}

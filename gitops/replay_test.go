@@ -1,0 +1,173 @@
+package gitops
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+const replayDeployment = `apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: web
+  namespace: apps
+  annotations:
+    sluice.dev/strategy: canary
+spec:
+  replicas: 3
+  selector:
+    matchLabels:
+      app: web
+  template:
+    metadata:
+      labels:
+        app: web
+    spec:
+      containers:
+        - name: web
+          image: registry.example/web:v1
+`
+
+// adoptWeb is the change that adopts apps/web's Deployment; edits counts
+// its runs, and their commit runs while the first one edits.
+func adoptWeb(edits *int, their func()) Change {
+	return Change{
+		Branch: "main", Message: "Adopt web", Author: Signature{Name: "s", Email: "s@x"},
+		Edit: func(root string) (bool, error) {
+			*edits++
+			if *edits == 1 {
+				their()
+			}
+			_, changed, err := Adopt(root, Adoption{
+				Kustomization: Kustomization{Path: "apps/web"},
+				Deployment:    ObjectID{Kind: "Deployment", Namespace: "apps", Name: "web"},
+				Strategy:      "canary", LiveReplicas: 3,
+			})
+			return changed, err
+		},
+	}
+}
+
+func TestAMovedBranchGetsTheEditsChangesWithoutEditingAgain(t *testing.T) {
+	f := newFixture(t, map[string]string{
+		"apps/web/deployment.yaml": replayDeployment,
+		"docs/README.md":           "apps\n",
+	})
+	other := f.clone()
+	edits := 0
+	res, err := f.repos.Write(context.Background(), f.source(), adoptWeb(&edits, func() {
+		// Someone pushes, to a file no build reads, while sluice edits.
+		writeTestFile(t, filepath.Join(other, "docs", "README.md"), "apps, and more\n")
+		f.git(other, "commit", "-q", "-am", "their change")
+		f.git(other, "push", "-q", "origin", "HEAD:main")
+	}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if edits != 1 || res.Attempts != 2 || res.Replayed != 1 {
+		t.Fatalf("edits %d, attempts %d, replayed %d; want the edit once, its changes pushed on the second attempt without editing again", edits, res.Attempts, res.Replayed)
+	}
+
+	clone := f.clone()
+	if log := f.git(clone, "log", "--format=%s"); log != "Adopt web\ntheir change\nInitial commit" {
+		t.Fatalf("history:\n%s", log)
+	}
+	if got := f.git(clone, "rev-parse", "HEAD"); got != res.Commit {
+		t.Fatalf("head %s, want %s", got, res.Commit)
+	}
+	// What was pushed is what the edit writes on their commit.
+	want := filepath.Join(t.TempDir(), "want")
+	copyTree(t, other, want)
+	if _, _, err := Adopt(want, Adoption{
+		Kustomization: Kustomization{Path: "apps/web"},
+		Deployment:    ObjectID{Kind: "Deployment", Namespace: "apps", Name: "web"},
+		Strategy:      "canary", LiveReplicas: 3,
+	}); err != nil {
+		t.Fatal(err)
+	}
+	for _, file := range []string{"apps/web/deployment.yaml", "apps/web/web-delivery.yaml", "docs/README.md"} {
+		got, err := os.ReadFile(filepath.Join(clone, file))
+		if err != nil {
+			t.Fatal(err)
+		}
+		wanted, err := os.ReadFile(filepath.Join(want, file))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if string(got) != string(wanted) {
+			t.Errorf("%s:\n%s\nwant:\n%s", file, got, wanted)
+		}
+	}
+	if status := f.git(clone, "show", "--name-status", "--format=", "HEAD"); status != "M\tapps/web/deployment.yaml\nA\tapps/web/web-delivery.yaml" {
+		t.Errorf("the commit changes:\n%s", status)
+	}
+}
+
+func TestAMovedBranchThatChangedWhatTheEditReadIsEditedAgain(t *testing.T) {
+	for _, their := range []struct {
+		name, file, content, wantInDeployment string
+	}{
+		{"the Deployment's file", "apps/web/deployment.yaml", replayDeployment[:len(replayDeployment)-len("v1\n")] + "v2\n", "registry.example/web:v2"},
+		{"a new file in the Kustomization's folder", "apps/web/notes.txt", "notes\n", "registry.example/web:v1"},
+	} {
+		t.Run(their.name, func(t *testing.T) {
+			f := newFixture(t, map[string]string{"apps/web/deployment.yaml": replayDeployment})
+			other := f.clone()
+			edits := 0
+			res, err := f.repos.Write(context.Background(), f.source(), adoptWeb(&edits, func() {
+				writeTestFile(t, filepath.Join(other, their.file), their.content)
+				f.git(other, "add", "-A")
+				f.git(other, "commit", "-q", "-m", "their change")
+				f.git(other, "push", "-q", "origin", "HEAD:main")
+			}))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if edits != 2 || res.Attempts != 2 || res.Replayed != 0 {
+				t.Fatalf("edits %d, attempts %d, replayed %d; want the edit run again on their commit", edits, res.Attempts, res.Replayed)
+			}
+			clone := f.clone()
+			if log := f.git(clone, "log", "--format=%s"); log != "Adopt web\ntheir change\nInitial commit" {
+				t.Fatalf("history:\n%s", log)
+			}
+			deployment, err := os.ReadFile(filepath.Join(clone, "apps/web/deployment.yaml"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !strings.Contains(string(deployment), their.wantInDeployment) || strings.Contains(string(deployment), "replicas:") {
+				t.Fatalf("deployment.yaml:\n%s", deployment)
+			}
+		})
+	}
+}
+
+func TestReadsAffects(t *testing.T) {
+	r := &reads{
+		trees:   []string{"apps/web"},
+		files:   []string{"base/deployment.yaml", "apps/.sourceignore"},
+		entries: []string{"base", "."},
+	}
+	for _, c := range []struct {
+		moved movedPath
+		want  bool
+	}{
+		{movedPath{"apps/web/deployment.yaml", false}, true},
+		{movedPath{"apps/web/sub/new.yaml", true}, true},
+		{movedPath{"apps/webapp/deployment.yaml", false}, false},
+		{movedPath{"apps", true}, true}, // a file where the folder was
+		{movedPath{"base/deployment.yaml", false}, true},
+		{movedPath{"base/service.yaml", false}, false},
+		{movedPath{"base/service.yaml", true}, true}, // base lists one more entry
+		{movedPath{"base/sub/x.yaml", true}, true},
+		{movedPath{"apps/.sourceignore", true}, true},
+		{movedPath{"README.md", false}, false},
+		{movedPath{"README.md", true}, true}, // the root lists one more entry
+		{movedPath{"docs/guide.md", false}, false},
+	} {
+		if got := r.affects(c.moved); got != c.want {
+			t.Errorf("affects(%+v) = %v, want %v", c.moved, got, c.want)
+		}
+	}
+}
