@@ -273,7 +273,7 @@ func (r *KustomizationReconciler) gather(ctx context.Context, source *gitSource,
 		return nil, 0, err
 	}
 	now := time.Now()
-	if wait := r.waits.wait(source.repo, applying(source.repo, kss), adoptionBatchQuiet, adoptionBatchLimit, now); wait > 0 {
+	if wait := r.waits.wait(source.repo, kss, lastApplied, adoptionBatchQuiet, adoptionBatchLimit, now); wait > 0 {
 		// NOTE: the Kustomization Flux finishes last brings its own
 		// reconcile, which ends the wait, only when it has something to
 		// adopt; one Kustomization looks again every adoptionPoll, and

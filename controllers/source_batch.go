@@ -42,37 +42,32 @@ func kustomizationsOf(ctx context.Context, c client.Reader, repo *sourcev1.GitRe
 	return out, nil
 }
 
-// applying returns how many of the Kustomizations kss have not yet
-// applied the GitRepository's current revision: Flux is still building,
-// applying or checking the health of what it applied, or waits a moment
-// for the source's artifact. One that failed (Ready=False: its build, its
-// health checks, a dependency) is not waited for: it applies the revision
-// once what fails is fixed, not soon.
+// lastApplied is the revision Flux last applied with the
+// Kustomization, and lastAttempted the one it last started on: a
+// write waits for Flux to apply (or start on) a revision with every
+// Kustomization of the GitRepository (see fluxWaits).
 //
 // NOTE: kustomize-controller sets status.lastAttemptedRevision before it
 // builds, lists the inventory once it applied, and sets
 // status.lastAppliedRevision only once the health checks pass; a
 // Kustomization's Deployments are in sluice's scan only with its inventory,
-// and its adoptions are written from the revision it applied.
-func applying(repo *sourcev1.GitRepository, kss []*kustomizev1.Kustomization) int {
-	return pending(repo, kss, func(ks *kustomizev1.Kustomization) string { return ks.Status.LastAppliedRevision })
-}
+// and its adoptions are written from the revision it applied. One that
+// started on a revision and checks its health has applied it: a commit
+// now is not one more revision for it to start on.
+func lastApplied(ks *kustomizev1.Kustomization) string { return ks.Status.LastAppliedRevision }
 
-// unattempted returns how many of the Kustomizations kss Flux has not yet
-// started to apply the GitRepository's current revision with, failing ones
-// left out: a commit now would be one more revision for each of them to
-// apply, while those already checking health have applied theirs.
-func unattempted(repo *sourcev1.GitRepository, kss []*kustomizev1.Kustomization) int {
-	return pending(repo, kss, func(ks *kustomizev1.Kustomization) string { return ks.Status.LastAttemptedRevision })
-}
+func lastAttempted(ks *kustomizev1.Kustomization) string { return ks.Status.LastAttemptedRevision }
 
-func pending(repo *sourcev1.GitRepository, kss []*kustomizev1.Kustomization, revision func(*kustomizev1.Kustomization) string) int {
-	if repo.Status.Artifact == nil {
-		return 0
-	}
+// pending returns how many of the Kustomizations kss are not at a revision
+// done says is enough: Flux is still building, applying or checking the
+// health of what it applied, or waits a moment for the source's artifact.
+// One that failed (Ready=False: its build, its health checks, a
+// dependency) is not waited for: it applies the revision once what fails
+// is fixed, not soon.
+func pending(kss []*kustomizev1.Kustomization, revision func(*kustomizev1.Kustomization) string, done func(string) bool) int {
 	n := 0
 	for _, ks := range kss {
-		if revision(ks) != repo.Status.Artifact.Revision && !failing(ks) {
+		if !done(revision(ks)) && !failing(ks) {
 			n++
 		}
 	}
@@ -108,16 +103,24 @@ func (s *gitSource) forKustomization(ks *kustomizev1.Kustomization) *gitSource {
 // last Kustomization it finished and limit after the wait began: one that
 // stopped making progress (a health check that waits for its timeout)
 // holds no write for longer than quiet.
+//
+// NOTE: a Kustomization is through once it is at any revision the
+// GitRepository had since the wait began: each holds the one the wait
+// began at. Others who push every few seconds make a new revision before
+// Flux gets through the last one with a fleet, and a wait for the newest
+// would last until its limit every time.
 type fluxWaits struct {
 	m sync.Map
 }
 
 // fluxWait is one GitRepository's wait: since when, when Flux last
-// finished a Kustomization, and how many were left then.
+// finished a Kustomization, how many were left then, and the revisions
+// the GitRepository had since it began.
 type fluxWait struct {
 	mu          sync.Mutex
 	first, last time.Time
 	left        int
+	seen        map[string]bool
 	// poller is the Kustomization whose reconciles look again soon while
 	// the wait lasts, and polled when one last did.
 	poller types.NamespacedName
@@ -125,24 +128,41 @@ type fluxWait struct {
 }
 
 // wait returns how much longer a write to repo may wait at now for the
-// left Kustomizations Flux has still to get through, with the wait's quiet
-// and limit; zero when it is to be made.
-func (w *fluxWaits) wait(repo *sourcev1.GitRepository, left int, quiet, limit time.Duration, now time.Time) time.Duration {
+// Kustomizations kss that Flux has still to get through (by revision: what
+// they applied, or attempted), with the wait's quiet and limit; zero when
+// it is to be made.
+func (w *fluxWaits) wait(repo *sourcev1.GitRepository, kss []*kustomizev1.Kustomization, revision func(*kustomizev1.Kustomization) string,
+	quiet, limit time.Duration, now time.Time) time.Duration {
+
 	key := types.NamespacedName{Namespace: repo.Namespace, Name: repo.Name}
+	if repo.Status.Artifact == nil {
+		// No revision yet: nothing to apply.
+		w.m.Delete(key)
+		return 0
+	}
+	current := repo.Status.Artifact.Revision
+	v, ok := w.m.Load(key)
+	if !ok {
+		if pending(kss, revision, func(r string) bool { return r == current }) == 0 {
+			return 0
+		}
+		v, _ = w.m.LoadOrStore(key, &fluxWait{})
+	}
+	fw := v.(*fluxWait)
+	fw.mu.Lock()
+	defer fw.mu.Unlock()
+	if fw.seen == nil || now.Sub(fw.deadline(quiet, limit)) > quiet {
+		// A new wait, or one nobody came back to end (the writes went
+		// meanwhile): this one starts now.
+		fw.first, fw.last, fw.left, fw.seen = now, now, 0, map[string]bool{}
+	}
+	fw.seen[current] = true
+	left := pending(kss, revision, func(r string) bool { return fw.seen[r] })
 	if left == 0 {
 		w.m.Delete(key)
 		return 0
 	}
-	v, _ := w.m.LoadOrStore(key, &fluxWait{first: now, last: now, left: left})
-	fw := v.(*fluxWait)
-	fw.mu.Lock()
-	defer fw.mu.Unlock()
-	if now.Sub(fw.deadline(quiet, limit)) > quiet {
-		// A wait nobody came back to end (the writes went meanwhile)
-		// is over: this one starts now.
-		fw.first, fw.last = now, now
-	}
-	if left < fw.left {
+	if fw.left > 0 && left < fw.left {
 		fw.last = now
 	}
 	fw.left = left

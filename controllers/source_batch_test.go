@@ -64,8 +64,12 @@ func TestKustomizationsOfASource(t *testing.T) {
 		g.Expect(names).To(ConsistOf(ns+"/apps", other+"/tenant"))
 	}).Should(Succeed())
 
-	g.Expect(applying(repo, kss)).To(BeZero(), "a GitRepository without an artifact has nothing to apply")
+	var w fluxWaits
+	g.Expect(w.wait(repo, kss, lastApplied, time.Minute, time.Hour, time.Now())).To(BeZero(), "a GitRepository without an artifact has nothing to apply")
 	repo.Status.Artifact = &meta.Artifact{Revision: "main@sha1:2222"}
+	current := func(r string) bool { return r == repo.Status.Artifact.Revision }
+	applying := func(kss []*kustomizev1.Kustomization) int { return pending(kss, lastApplied, current) }
+	unattempted := func(kss []*kustomizev1.Kustomization) int { return pending(kss, lastAttempted, current) }
 	applied := func(revisions ...string) []*kustomizev1.Kustomization {
 		var out []*kustomizev1.Kustomization
 		for _, r := range revisions {
@@ -73,27 +77,27 @@ func TestKustomizationsOfASource(t *testing.T) {
 		}
 		return out
 	}
-	g.Expect(applying(repo, applied("main@sha1:2222", "main@sha1:1111"))).To(Equal(1))
-	g.Expect(applying(repo, applied("main@sha1:1111", ""))).To(Equal(2))
-	g.Expect(applying(repo, applied("main@sha1:2222", "main@sha1:2222"))).To(BeZero())
+	g.Expect(applying(applied("main@sha1:2222", "main@sha1:1111"))).To(Equal(1))
+	g.Expect(applying(applied("main@sha1:1111", ""))).To(Equal(2))
+	g.Expect(applying(applied("main@sha1:2222", "main@sha1:2222"))).To(BeZero())
 	checkingHealth := applied("main@sha1:1111")[0]
 	checkingHealth.Status.LastAttemptedRevision = "main@sha1:2222"
 	checkingHealth.Status.Conditions = []metav1.Condition{{Type: meta.ReadyCondition, Status: metav1.ConditionUnknown, Reason: meta.ProgressingReason}}
-	g.Expect(applying(repo, append(applied("main@sha1:2222"), checkingHealth))).To(Equal(1), "one still checking the health of what it applied is waited for")
-	g.Expect(unattempted(repo, append(applied("main@sha1:2222", "main@sha1:1111"), checkingHealth))).To(Equal(1), "but it has started on the revision")
+	g.Expect(applying(append(applied("main@sha1:2222"), checkingHealth))).To(Equal(1), "one still checking the health of what it applied is waited for")
+	g.Expect(unattempted(append(applied("main@sha1:2222", "main@sha1:1111"), checkingHealth))).To(Equal(1), "but it has started on the revision")
 	failing := applied("main@sha1:1111")[0]
 	failing.Status.Conditions = []metav1.Condition{{Type: meta.ReadyCondition, Status: metav1.ConditionFalse, Reason: "BuildFailed"}}
-	g.Expect(applying(repo, append(applied("main@sha1:2222"), failing))).To(BeZero(), "a failing Kustomization is not waited for")
-	g.Expect(unattempted(repo, append(applied("main@sha1:2222"), failing))).To(BeZero(), "a failing Kustomization is not waited for")
+	g.Expect(applying(append(applied("main@sha1:2222"), failing))).To(BeZero(), "a failing Kustomization is not waited for")
+	g.Expect(unattempted(append(applied("main@sha1:2222"), failing))).To(BeZero(), "a failing Kustomization is not waited for")
 	failing.Status.Conditions[0].Status = metav1.ConditionUnknown
-	g.Expect(applying(repo, append(applied("main@sha1:2222"), failing))).To(Equal(1), "one on its way is")
+	g.Expect(applying(append(applied("main@sha1:2222"), failing))).To(Equal(1), "one on its way is")
 	noArtifactYet := applied("")[0]
 	noArtifactYet.Status.Conditions = []metav1.Condition{{Type: meta.ReadyCondition, Status: metav1.ConditionFalse, Reason: meta.ArtifactFailedReason}}
-	g.Expect(applying(repo, append(applied("main@sha1:2222"), noArtifactYet))).To(Equal(1), "one Flux retries until the artifact is there is waited for")
-	g.Expect(unattempted(repo, append(applied("main@sha1:2222"), noArtifactYet))).To(Equal(1), "one Flux retries until the artifact is there is waited for")
+	g.Expect(applying(append(applied("main@sha1:2222"), noArtifactYet))).To(Equal(1), "one Flux retries until the artifact is there is waited for")
+	g.Expect(unattempted(append(applied("main@sha1:2222"), noArtifactYet))).To(Equal(1), "one Flux retries until the artifact is there is waited for")
 	canceled := applied("main@sha1:1111")[0]
 	canceled.Status.Conditions = []metav1.Condition{{Type: meta.ReadyCondition, Status: metav1.ConditionFalse, Reason: meta.HealthCheckCanceledReason}}
-	g.Expect(applying(repo, append(applied("main@sha1:2222"), canceled))).To(Equal(1), "one whose health checks a new revision cancelled is waited for")
+	g.Expect(applying(append(applied("main@sha1:2222"), canceled))).To(Equal(1), "one whose health checks a new revision cancelled is waited for")
 }
 
 // TestFluxWaits: a write waits for as long as Flux keeps getting through
@@ -105,30 +109,41 @@ func TestFluxWaits(t *testing.T) {
 	var w fluxWaits
 	repo := &sourcev1.GitRepository{ObjectMeta: metav1.ObjectMeta{Namespace: "flux-system", Name: "fleet"}}
 	other := &sourcev1.GitRepository{ObjectMeta: metav1.ObjectMeta{Namespace: "flux-system", Name: "infra"}}
+	for _, r := range []*sourcev1.GitRepository{repo, other} {
+		r.Status.Artifact = &meta.Artifact{Revision: "main@sha1:2222"}
+	}
+	// behind is n Kustomizations that applied an earlier revision.
+	behind := func(n int) []*kustomizev1.Kustomization {
+		kss := make([]*kustomizev1.Kustomization, n)
+		for i := range kss {
+			kss[i] = &kustomizev1.Kustomization{Status: kustomizev1.KustomizationStatus{LastAppliedRevision: "main@sha1:1111"}}
+		}
+		return kss
+	}
 	const quiet, limit = 30 * time.Second, 5 * time.Minute
 	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 
-	g.Expect(w.wait(repo, 0, quiet, limit, t0)).To(BeZero(), "Flux has nothing left: written at once")
-	g.Expect(w.wait(repo, 10, quiet, limit, t0)).To(Equal(quiet))
-	g.Expect(w.wait(repo, 10, quiet, limit, t0.Add(20*time.Second))).To(Equal(10*time.Second), "no progress since: the quiet counts from the first")
-	g.Expect(w.wait(repo, 9, quiet, limit, t0.Add(25*time.Second))).To(Equal(quiet), "Flux finished one: the quiet starts again")
-	g.Expect(w.wait(other, 3, quiet, limit, t0.Add(25*time.Second))).To(Equal(quiet), "each GitRepository waits on its own")
-	g.Expect(w.wait(repo, 9, quiet, limit, t0.Add(25*time.Second+quiet))).To(BeZero(), "no progress for quiet: written")
-	g.Expect(w.wait(repo, 9, quiet, limit, t0.Add(30*time.Second+quiet))).To(BeZero(), "the writer coming back within quiet writes")
+	g.Expect(w.wait(repo, behind(0), lastApplied, quiet, limit, t0)).To(BeZero(), "Flux has nothing left: written at once")
+	g.Expect(w.wait(repo, behind(10), lastApplied, quiet, limit, t0)).To(Equal(quiet))
+	g.Expect(w.wait(repo, behind(10), lastApplied, quiet, limit, t0.Add(20*time.Second))).To(Equal(10*time.Second), "no progress since: the quiet counts from the first")
+	g.Expect(w.wait(repo, behind(9), lastApplied, quiet, limit, t0.Add(25*time.Second))).To(Equal(quiet), "Flux finished one: the quiet starts again")
+	g.Expect(w.wait(other, behind(3), lastApplied, quiet, limit, t0.Add(25*time.Second))).To(Equal(quiet), "each GitRepository waits on its own")
+	g.Expect(w.wait(repo, behind(9), lastApplied, quiet, limit, t0.Add(25*time.Second+quiet))).To(BeZero(), "no progress for quiet: written")
+	g.Expect(w.wait(repo, behind(9), lastApplied, quiet, limit, t0.Add(30*time.Second+quiet))).To(BeZero(), "the writer coming back within quiet writes")
 	w.done(repo)
-	g.Expect(w.wait(repo, 9, quiet, limit, t0.Add(time.Hour))).To(Equal(quiet), "once written, the next wait starts afresh")
-	g.Expect(w.wait(repo, 0, quiet, limit, t0.Add(time.Hour))).To(BeZero(), "Flux got through all of them: written")
+	g.Expect(w.wait(repo, behind(9), lastApplied, quiet, limit, t0.Add(time.Hour))).To(Equal(quiet), "once written, the next wait starts afresh")
+	g.Expect(w.wait(repo, behind(0), lastApplied, quiet, limit, t0.Add(time.Hour))).To(BeZero(), "Flux got through all of them: written")
 
 	// A wait nobody came back to end is forgotten; Flux that keeps
 	// getting through Kustomizations holds the write at most limit.
 	start, left := t0.Add(2*time.Hour), 1000
-	g.Expect(w.wait(repo, left, quiet, limit, start)).To(Equal(quiet))
+	g.Expect(w.wait(repo, behind(left), lastApplied, quiet, limit, start)).To(Equal(quiet))
 	for at := quiet / 2; at < limit; at += quiet / 2 {
 		left--
-		g.Expect(w.wait(repo, left, quiet, limit, start.Add(at))).To(BeNumerically(">", 0), "still progressing at %s", at)
+		g.Expect(w.wait(repo, behind(left), lastApplied, quiet, limit, start.Add(at))).To(BeNumerically(">", 0), "still progressing at %s", at)
 	}
-	g.Expect(w.wait(repo, left-1, quiet, limit, start.Add(limit))).To(BeZero(), "limit from the first wait")
-	g.Expect(w.wait(repo, left-1, quiet, limit, start.Add(limit+2*quiet))).To(Equal(quiet), "forgotten: a new wait")
+	g.Expect(w.wait(repo, behind(left-1), lastApplied, quiet, limit, start.Add(limit))).To(BeZero(), "limit from the first wait")
+	g.Expect(w.wait(repo, behind(left-1), lastApplied, quiet, limit, start.Add(limit+2*quiet))).To(Equal(quiet), "forgotten: a new wait")
 
 	// One Kustomization of those waiting looks again often: the first to
 	// ask, until it stops asking.
@@ -145,6 +160,38 @@ func TestFluxWaits(t *testing.T) {
 	g.Expect(w.polls(repo, ks("a"), poll, at.Add(poll+3*poll+2*time.Second))).To(BeFalse())
 	w.done(repo)
 	g.Expect(w.polls(repo, ks("a"), poll, at.Add(time.Minute))).To(BeTrue(), "no wait: nothing to share")
+}
+
+// TestFluxWaitsForTheRevisionItBeganAt: a Kustomization is through once
+// it applied the revision the wait began at or any later one, so that
+// others pushing every few seconds do not hold a write until the limit.
+func TestFluxWaitsForTheRevisionItBeganAt(t *testing.T) {
+	g := NewWithT(t)
+	var w fluxWaits
+	repo := &sourcev1.GitRepository{ObjectMeta: metav1.ObjectMeta{Namespace: "flux-system", Name: "fleet"}}
+	at := func(revisions ...string) []*kustomizev1.Kustomization {
+		var kss []*kustomizev1.Kustomization
+		for _, r := range revisions {
+			kss = append(kss, &kustomizev1.Kustomization{Status: kustomizev1.KustomizationStatus{LastAppliedRevision: r}})
+		}
+		return kss
+	}
+	const quiet, limit = 30 * time.Second, 5 * time.Minute
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+
+	repo.Status.Artifact = &meta.Artifact{Revision: "main@sha1:2222"}
+	g.Expect(w.wait(repo, at("main@sha1:1111", "main@sha1:1111", "main@sha1:2222"), lastApplied, quiet, limit, t0)).To(Equal(quiet))
+	// Someone pushes: Flux starts on the new revision with the
+	// Kustomizations it had not got to.
+	repo.Status.Artifact = &meta.Artifact{Revision: "main@sha1:3333"}
+	g.Expect(w.wait(repo, at("main@sha1:3333", "main@sha1:1111", "main@sha1:2222"), lastApplied, quiet, limit, t0.Add(5*time.Second))).To(Equal(quiet),
+		"one is still at the revision before the wait")
+	repo.Status.Artifact = &meta.Artifact{Revision: "main@sha1:4444"}
+	g.Expect(w.wait(repo, at("main@sha1:3333", "main@sha1:4444", "main@sha1:2222"), lastApplied, quiet, limit, t0.Add(10*time.Second))).To(BeZero(),
+		"each applied a revision of the wait's, though not the newest")
+
+	g.Expect(w.wait(repo, at("main@sha1:3333", "main@sha1:4444"), lastApplied, quiet, limit, t0.Add(time.Hour))).To(Equal(quiet),
+		"a new wait knows only the revision it began at")
 }
 
 // TestStableRecordsWaitWhileRolloutsComplete: stable records wait while

@@ -64,7 +64,7 @@ func (w writeBack) recordStable(ctx context.Context, now *metav1.Time) (time.Dur
 	if err != nil {
 		return 0, err
 	}
-	if wait := w.r.fluxBusy.wait(w.source.repo, unattempted(w.source.repo, kss), stableFluxQuiet, stableFluxLimit, time.Now()); wait > 0 {
+	if wait := w.r.fluxBusy.wait(w.source.repo, kss, lastAttempted, stableFluxQuiet, stableFluxLimit, time.Now()); wait > 0 {
 		// NOTE: every due record's reconcile comes back at the wait's
 		// end, and each Kustomization that applies the revision brings its
 		// Deliveries' back: the one that finishes Flux's work ends it.
