@@ -547,18 +547,25 @@ func (r *Repositories) commitAndPush(ctx context.Context, repo *git.Repository, 
 	if err != nil {
 		return Result{}, nil, &workingCopyError{err}
 	}
-	sig := &object.Signature{Name: change.Author.Name, Email: change.Author.Email, When: time.Now()}
-	signKey, err := signingEntity(change.SigningKey, change.Passphrase)
-	if err != nil {
-		return Result{}, nil, err
+	// opts are the commit's, dated when it is made.
+	opts := func() (*git.CommitOptions, error) {
+		signKey, err := signingEntity(change.SigningKey, change.Passphrase)
+		if err != nil {
+			return nil, err
+		}
+		sig := &object.Signature{Name: change.Author.Name, Email: change.Author.Email, When: time.Now()}
+		return &git.CommitOptions{Author: sig, Committer: sig, SignKey: signKey}, nil
 	}
-	opts := &git.CommitOptions{Author: sig, Committer: sig, SignKey: signKey}
 
 	ours, replayable, err := last.replayable(repo, base.Hash())
 	if err != nil {
 		return Result{}, nil, &workingCopyError{err}
 	}
 	if replayable {
+		opts, err := opts()
+		if err != nil {
+			return Result{}, nil, err
+		}
 		commit, err := replay(repo, wt, base.Hash(), ours, last.message, opts)
 		if err != nil {
 			return Result{}, nil, err
@@ -609,7 +616,11 @@ func (r *Repositories) commitAndPush(ctx context.Context, repo *git.Repository, 
 	if change.message != nil {
 		message = change.message()
 	}
-	commit, err := wt.Commit(message, opts)
+	commitOpts, err := opts()
+	if err != nil {
+		return Result{}, nil, err
+	}
+	commit, err := wt.Commit(message, commitOpts)
 	switch {
 	case errors.Is(err, git.ErrEmptyCommit):
 		// The edits wrote what the tree already held.
