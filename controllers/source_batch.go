@@ -108,7 +108,9 @@ func (s *gitSource) forKustomization(ks *kustomizev1.Kustomization) *gitSource {
 // GitRepository had since the wait began: each holds the one the wait
 // began at. Others who push every few seconds make a new revision before
 // Flux gets through the last one with a fleet, and a wait for the newest
-// would last until its limit every time.
+// would last until its limit every time. The wait sees the revisions of
+// the GitRepository when it is asked; one it was not asked during is
+// still known as none of those the Kustomizations were at when it began.
 type fluxWaits struct {
 	m sync.Map
 }
@@ -120,7 +122,9 @@ type fluxWait struct {
 	mu          sync.Mutex
 	first, last time.Time
 	left        int
-	seen        map[string]bool
+	// seen are the GitRepository's revisions since the wait began, and
+	// before those the Kustomizations were at then.
+	seen, before map[string]bool
 	// poller is the Kustomization whose reconciles look again soon while
 	// the wait lasts, and polled when one last did.
 	poller types.NamespacedName
@@ -154,10 +158,13 @@ func (w *fluxWaits) wait(repo *sourcev1.GitRepository, kss []*kustomizev1.Kustom
 	if fw.seen == nil || now.Sub(fw.deadline(quiet, limit)) > quiet {
 		// A new wait, or one nobody came back to end (the writes went
 		// meanwhile): this one starts now.
-		fw.first, fw.last, fw.left, fw.seen = now, now, 0, map[string]bool{}
+		fw.first, fw.last, fw.left, fw.seen, fw.before = now, now, 0, map[string]bool{}, map[string]bool{}
+		for _, ks := range kss {
+			fw.before[revision(ks)] = true
+		}
 	}
 	fw.seen[current] = true
-	left := pending(kss, revision, func(r string) bool { return fw.seen[r] })
+	left := pending(kss, revision, func(r string) bool { return r != "" && (fw.seen[r] || !fw.before[r]) })
 	if left == 0 {
 		w.m.Delete(key)
 		return 0

@@ -192,6 +192,15 @@ func TestFluxWaitsForTheRevisionItBeganAt(t *testing.T) {
 
 	g.Expect(w.wait(repo, at("main@sha1:3333", "main@sha1:4444"), lastApplied, quiet, limit, t0.Add(time.Hour))).To(Equal(quiet),
 		"a new wait knows only the revision it began at")
+	// Flux applied a revision the wait was never asked during: none the
+	// Kustomizations were at when it began.
+	g.Expect(w.wait(repo, at("main@sha1:5555", "main@sha1:4444"), lastApplied, quiet, limit, t0.Add(time.Hour+time.Second))).To(BeZero())
+
+	repo.Status.Artifact = &meta.Artifact{Revision: "main@sha1:5555"}
+	g.Expect(w.wait(repo, at("", "main@sha1:5555"), lastApplied, quiet, limit, t0.Add(2*time.Hour))).To(Equal(quiet))
+	g.Expect(w.wait(repo, at("", "main@sha1:5555", ""), lastApplied, quiet, limit, t0.Add(2*time.Hour+time.Second))).To(BeNumerically(">", 0),
+		"one that applied nothing yet, new since the wait began, is not through")
+	g.Expect(w.wait(repo, at("main@sha1:6666", "main@sha1:5555", "main@sha1:6666"), lastApplied, quiet, limit, t0.Add(2*time.Hour+2*time.Second))).To(BeZero())
 }
 
 // TestStableRecordsWaitWhileRolloutsComplete: stable records wait while

@@ -153,6 +153,11 @@ func buildFiles(root string, k Kustomization, inputs *buildInputs) ([]built, err
 	if info, err := os.Stat(dir); err != nil || !info.IsDir() {
 		return nil, fmt.Errorf("the Kustomization's path %s is not a folder of the repository", k.Path)
 	}
+	if dir != filepath.Join(root, k.Path) {
+		// The path goes through a link: a commit that points the link
+		// elsewhere changes no file the build read.
+		inputs.markUncacheable()
+	}
 	if err := inputs.readDir(dir); err != nil {
 		return nil, err
 	}

@@ -120,13 +120,18 @@ type buildInputs struct {
 	uncacheable bool
 }
 
-// readDir records the folder dir, with all below it.
+// readDir records the folder dir, with all below it. A folder that holds
+// links is not recorded whole: what kustomize reads through a link is
+// elsewhere.
 func (in *buildInputs) readDir(dir string) error {
 	if in == nil {
 		return nil
 	}
-	h, err := treeHash(dir)
+	h, links, err := treeHash(dir)
 	in.dir, in.dirHash = dir, h
+	if links {
+		in.uncacheable = true
+	}
 	return err
 }
 
@@ -155,7 +160,7 @@ func (in *buildInputs) markUncacheable() {
 
 // unchanged tells whether every input reads the same again.
 func (in buildInputs) unchanged() bool {
-	if h, err := treeHash(in.dir); err != nil || h != in.dirHash {
+	if h, _, err := treeHash(in.dir); err != nil || h != in.dirHash {
 		return false
 	}
 	for p, h := range in.others {
@@ -196,8 +201,9 @@ func pathHash(p string) string {
 }
 
 // treeHash sums the folder dir and all below it: every entry's path and
-// type, every file's content, every link's target.
-func treeHash(dir string) (string, error) {
+// type, every file's content, every link's target; links tells whether it
+// holds any.
+func treeHash(dir string) (_ string, links bool, _ error) {
 	h := sha256.New()
 	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
 		if err != nil {
@@ -207,6 +213,7 @@ func treeHash(dir string) (string, error) {
 		h.Write([]byte(rel + "\x00" + d.Type().String() + "\x00"))
 		switch {
 		case d.Type()&fs.ModeSymlink != 0:
+			links = true
 			target, err := os.Readlink(p)
 			if err != nil {
 				return err
@@ -217,7 +224,7 @@ func treeHash(dir string) (string, error) {
 		}
 		return nil
 	})
-	return hex.EncodeToString(h.Sum(nil)), err
+	return hex.EncodeToString(h.Sum(nil)), links, err
 }
 
 func hashFile(h hash.Hash, p string) error {

@@ -127,3 +127,38 @@ func mustObject(t testing.TB, b built) *yaml.RNode {
 	}
 	return obj
 }
+
+// TestABuildThroughALinkIsMadeAgain: a Kustomization's path that goes
+// through a link reads the folder the link points to, and a commit that
+// points it elsewhere changes no file of that folder: such a build is made
+// again each time.
+func TestABuildThroughALinkIsMadeAgain(t *testing.T) {
+	root := t.TempDir()
+	deployment := "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: web\nspec:\n  template:\n    spec:\n      containers:\n        - name: app\n          image: app:%s\n"
+	image := func(k Kustomization) string {
+		objs, err := build(root, k)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(objs) != 1 {
+			t.Fatalf("the build has %d objects, want the Deployment", len(objs))
+		}
+		return fieldValue(containersOf(mustObject(t, objs[0]))[0], "image")
+	}
+	link := func(target string) {
+		_ = os.Remove(filepath.Join(root, "current"))
+		if err := os.Symlink(target, filepath.Join(root, "current")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	writeTestFile(t, filepath.Join(root, "releases/v1/deployment.yaml"), strings.Replace(deployment, "%s", "v1", 1))
+	writeTestFile(t, filepath.Join(root, "releases/v2/deployment.yaml"), strings.Replace(deployment, "%s", "v2", 1))
+	link("releases/v1")
+	if got := image(Kustomization{Path: "current"}); got != "app:v1" {
+		t.Fatalf("image %s", got)
+	}
+	link("releases/v2")
+	if got := image(Kustomization{Path: "current"}); got != "app:v2" {
+		t.Errorf("the path's link points elsewhere: image %s, want app:v2", got)
+	}
+}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -21,11 +22,14 @@ import (
 // (every Kustomization of a batch built before and after its edits: some
 // seconds for a fleet's stable records), and a branch that others push to
 // every few seconds can refuse every such attempt. An edit's outcome
-// depends only on what it read, and what it read is what its builds read
-// (the files that define the objects it edits are among them): when the
-// commits that moved the branch changed none of those paths, and none of
-// the files the edit wrote, editing again would write exactly the same.
-// The edit's changes are then put onto the new head as they are.
+// depends only on what it read. sluice's edits locate what they change by
+// building the Kustomization, and read, besides what the build read, the
+// folders of the files they write (a kustomization.yaml there, a Delivery
+// file there already or not). When the commits that moved the branch
+// changed none of those paths, no link, and none of the files the edit
+// wrote, editing again would write exactly the same: the edit's changes
+// are put onto the new head as they are. An edit that builds nothing (or a
+// build that read through a link, or in a way not recorded) is made again.
 
 // reads is what the builds of an edit read, as paths of the repository:
 // folders with all below them, files (or paths that did not exist), and
@@ -179,7 +183,17 @@ func (r *refused) replayable(repo *git.Repository, head plumbing.Hash) (ours []*
 	if ours, err = object.DiffTree(baseTree, commitTree); err != nil {
 		return nil, false, err
 	}
+	for _, o := range ours {
+		if o.To.Name != "" && o.To.TreeEntry.Mode != filemode.Regular && o.To.TreeEntry.Mode != filemode.Executable {
+			// The edits write files only; anything else is made again.
+			return nil, false, nil
+		}
+	}
 	for _, m := range moved {
+		if m.From.TreeEntry.Mode == filemode.Symlink || m.To.TreeEntry.Mode == filemode.Symlink {
+			// A link changes what is read through it, wherever that is.
+			return nil, false, nil
+		}
 		p := movedPath{path: m.To.Name, entries: m.From.Name == "" || m.To.Name == "" ||
 			m.From.TreeEntry.Mode != m.To.TreeEntry.Mode}
 		if p.path == "" {
@@ -189,7 +203,8 @@ func (r *refused) replayable(repo *git.Repository, head plumbing.Hash) (ours []*
 			return nil, false, nil
 		}
 		for _, o := range ours {
-			if overlaps(changePath(o), p.path) {
+			// The edit read the folder of each file it wrote.
+			if written := changePath(o); overlaps(written, p.path) || under(path.Dir(written), p.path) {
 				return nil, false, nil
 			}
 		}
@@ -241,9 +256,6 @@ func replay(repo *git.Repository, wt *git.Worktree, head plumbing.Hash, ours []*
 			continue
 		}
 		mode := c.To.TreeEntry.Mode
-		if mode != filemode.Regular && mode != filemode.Executable {
-			return plumbing.ZeroHash, fmt.Errorf("replaying %s: a %s is not replayed", name, mode)
-		}
 		if err := writeBlob(repo, c.To.TreeEntry.Hash, file, mode); err != nil {
 			return plumbing.ZeroHash, err
 		}

@@ -103,21 +103,102 @@ func TestAMovedBranchGetsTheEditsChangesWithoutEditingAgain(t *testing.T) {
 	if status := f.git(clone, "show", "--name-status", "--format=", "HEAD"); status != "M\tapps/web/deployment.yaml\nA\tapps/web/web-delivery.yaml" {
 		t.Errorf("the commit changes:\n%s", status)
 	}
+
+	// The working copy holds the replayed commit as a checkout of it: the
+	// next write starts from it and commits only its own change.
+	next, err := f.repos.Write(context.Background(), f.source(), Change{Branch: "main", Message: "next", Author: Signature{Name: "s", Email: "s@x"},
+		Edit: setFile("docs/notes.md", "notes\n")})
+	if err != nil || !next.Pushed || next.Attempts != 1 {
+		t.Fatalf("next write: %+v, %v", next, err)
+	}
+	f.git(clone, "pull", "-q", "origin", "main")
+	if status := f.git(clone, "show", "--name-status", "--format=", "HEAD"); status != "A\tdocs/notes.md" {
+		t.Errorf("the next commit changes:\n%s", status)
+	}
+	if f.git(clone, "status", "--porcelain") != "" {
+		t.Errorf("the tree differs from the commit")
+	}
+}
+
+func TestAMovedBranchGetsARemovalWithoutEditingAgain(t *testing.T) {
+	// An adopted app, whose Delivery an opt-out removes.
+	adopted := t.TempDir()
+	writeTestFile(t, filepath.Join(adopted, "apps/web/deployment.yaml"), replayDeployment)
+	if _, _, err := Adopt(adopted, Adoption{Kustomization: Kustomization{Path: "apps/web"}, Deployment: ObjectID{Kind: "Deployment", Namespace: "apps", Name: "web"}, Strategy: "canary", LiveReplicas: 3}); err != nil {
+		t.Fatal(err)
+	}
+	files := map[string]string{"docs/README.md": "apps\n"}
+	for _, name := range []string{"apps/web/deployment.yaml", "apps/web/web-delivery.yaml"} {
+		data, err := os.ReadFile(filepath.Join(adopted, name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		files[name] = string(data)
+	}
+	f := newFixture(t, files)
+	optOut := OptOut{Kustomization: Kustomization{Path: "apps/web"}, Replicas: 3,
+		Delivery: ObjectID{Kind: "Delivery", Namespace: "apps", Name: "web"}, Deployment: ObjectID{Kind: "Deployment", Namespace: "apps", Name: "web"}}
+	other := f.clone()
+	edits := 0
+	res, err := f.repos.Write(context.Background(), f.source(), Change{
+		Branch: "main", Message: "Hand web back", Author: Signature{Name: "s", Email: "s@x"},
+		Edit: func(root string) (bool, error) {
+			edits++
+			if edits == 1 {
+				writeTestFile(t, filepath.Join(other, "docs", "README.md"), "apps, and more\n")
+				f.git(other, "commit", "-q", "-am", "their change")
+				f.git(other, "push", "-q", "origin", "HEAD:main")
+			}
+			return RemoveDelivery(root, optOut)
+		},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if edits != 1 || res.Replayed != 1 {
+		t.Fatalf("edits %d, replayed %d; want the removal replayed", edits, res.Replayed)
+	}
+	want := filepath.Join(t.TempDir(), "want")
+	copyTree(t, other, want)
+	if _, err := RemoveDelivery(want, optOut); err != nil {
+		t.Fatal(err)
+	}
+	clone := f.clone()
+	if _, err := os.Stat(filepath.Join(clone, "apps/web/web-delivery.yaml")); !os.IsNotExist(err) {
+		t.Errorf("the Delivery's file is still there: %v", err)
+	}
+	for _, file := range []string{"apps/web/deployment.yaml", "docs/README.md"} {
+		got, _ := os.ReadFile(filepath.Join(clone, file))
+		wanted, _ := os.ReadFile(filepath.Join(want, file))
+		if string(got) != string(wanted) {
+			t.Errorf("%s:\n%s\nwant:\n%s", file, got, wanted)
+		}
+	}
 }
 
 func TestAMovedBranchThatChangedWhatTheEditReadIsEditedAgain(t *testing.T) {
 	for _, their := range []struct {
-		name, file, content, wantInDeployment string
+		name, wantInDeployment string
+		change                 func(t *testing.T, dir string)
 	}{
-		{"the Deployment's file", "apps/web/deployment.yaml", replayDeployment[:len(replayDeployment)-len("v1\n")] + "v2\n", "registry.example/web:v2"},
-		{"a new file in the Kustomization's folder", "apps/web/notes.txt", "notes\n", "registry.example/web:v1"},
+		{"the Deployment's file", "registry.example/web:v2", func(t *testing.T, dir string) {
+			writeTestFile(t, filepath.Join(dir, "apps/web/deployment.yaml"), replayDeployment[:len(replayDeployment)-len("v1\n")]+"v2\n")
+		}},
+		{"a new file in the Kustomization's folder", "registry.example/web:v1", func(t *testing.T, dir string) {
+			writeTestFile(t, filepath.Join(dir, "apps/web/notes.txt"), "notes\n")
+		}},
+		{"a link anywhere", "registry.example/web:v1", func(t *testing.T, dir string) {
+			if err := os.Symlink("../apps", filepath.Join(dir, "docs-apps")); err != nil {
+				t.Fatal(err)
+			}
+		}},
 	} {
 		t.Run(their.name, func(t *testing.T) {
 			f := newFixture(t, map[string]string{"apps/web/deployment.yaml": replayDeployment})
 			other := f.clone()
 			edits := 0
 			res, err := f.repos.Write(context.Background(), f.source(), adoptWeb(&edits, func() {
-				writeTestFile(t, filepath.Join(other, their.file), their.content)
+				their.change(t, other)
 				f.git(other, "add", "-A")
 				f.git(other, "commit", "-q", "-m", "their change")
 				f.git(other, "push", "-q", "origin", "HEAD:main")
@@ -169,5 +250,31 @@ func TestReadsAffects(t *testing.T) {
 		if got := r.affects(c.moved); got != c.want {
 			t.Errorf("affects(%+v) = %v, want %v", c.moved, got, c.want)
 		}
+	}
+}
+
+// TestAMovedBranchThatChangedTheFolderOfAWrittenFileIsEditedAgain: the
+// Deployment comes from a file of another folder, which the build reads
+// only as a file; the adoption writes there, and reads that folder's
+// kustomization.yaml, which someone adds meanwhile.
+func TestAMovedBranchThatChangedTheFolderOfAWrittenFileIsEditedAgain(t *testing.T) {
+	f := newFixture(t, map[string]string{
+		"apps/shared/web.yaml":          replayDeployment,
+		"apps/web/kustomization.yaml":   "resources:\n  - ../shared/web.yaml\n",
+		"apps/shared/other-config.yaml": "kind: ConfigMap\n",
+	})
+	other := f.clone()
+	edits := 0
+	res, err := f.repos.Write(context.Background(), f.source(), adoptWeb(&edits, func() {
+		writeTestFile(t, filepath.Join(other, "apps/shared/kustomization.yaml"), "resources:\n  - web.yaml\nreplicas:\n  - name: web\n    count: 2\n")
+		f.git(other, "add", "-A")
+		f.git(other, "commit", "-q", "-m", "their change")
+		f.git(other, "push", "-q", "origin", "HEAD:main")
+	}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if edits != 2 || res.Replayed != 0 {
+		t.Fatalf("edits %d, replayed %d; want the edit run again on their commit", edits, res.Replayed)
 	}
 }

@@ -566,17 +566,17 @@ func (r *Repositories) commitAndPush(ctx context.Context, repo *git.Repository, 
 		if err != nil {
 			return Result{}, nil, err
 		}
-		commit, err := replay(repo, wt, base.Hash(), ours, last.message, opts)
-		if err != nil {
-			return Result{}, nil, err
+		// A replay that fails leaves the working copy touched: the edit
+		// is made again below, on a fresh checkout.
+		if commit, err := replay(repo, wt, base.Hash(), ours, last.message, opts); err == nil {
+			checkedOut(wt.Filesystem.Root(), commit.String())
+			res, err := r.push(ctx, repo, src, auth, change.Branch, commit)
+			res.Replayed = 1
+			if isNonFastForward(err) {
+				return res, &refused{base: base.Hash(), commit: commit, message: last.message, reads: last.reads}, err
+			}
+			return res, nil, err
 		}
-		checkedOut(wt.Filesystem.Root(), commit.String())
-		res, err := r.push(ctx, repo, src, auth, change.Branch, commit)
-		res.Replayed = 1
-		if isNonFastForward(err) {
-			return res, &refused{base: base.Hash(), commit: commit, message: last.message, reads: last.reads}, err
-		}
-		return res, nil, err
 	}
 	// Start from exactly the remote head: whatever a crashed earlier
 	// attempt left behind is thrown away, and its intent recomputed. A
