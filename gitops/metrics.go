@@ -25,8 +25,16 @@ var remoteOperations = prometheus.NewCounterVec(prometheus.CounterOpts{
 	Help: "Clones, fetches and pushes sluice made to Git servers, by operation and result.",
 }, []string{"operation", "result"})
 
+// commitsMade counts the commits sluice made for its writes, by how: by
+// editing the branch's head, or by putting the changes of a commit the
+// moved branch refused onto its new head as they were (see replay.go).
+var commitsMade = prometheus.NewCounterVec(prometheus.CounterOpts{
+	Name: "sluice_git_commits_total",
+	Help: "Commits sluice made for its writes, pushed or not, by how: edited on the branch's head, or replayed onto a branch that moved.",
+}, []string{"made"})
+
 func init() {
-	metrics.Registry.MustRegister(writeDuration, remoteOperations)
+	metrics.Registry.MustRegister(writeDuration, remoteOperations, commitsMade)
 }
 
 // countRemote counts one remote operation that ended with err.
@@ -84,5 +92,5 @@ func logWrite(ctx context.Context, src Source, batch []*waitingWrite, outcomes [
 // Collectors are the metrics the package registers, for what reads their
 // names (the dashboard and alert rules of config/monitoring).
 func Collectors() []prometheus.Collector {
-	return []prometheus.Collector{writeDuration}
+	return []prometheus.Collector{writeDuration, commitsMade}
 }

@@ -6,6 +6,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/prometheus/client_golang/prometheus/testutil"
 )
 
 const replayDeployment = `apiVersion: apps/v1
@@ -57,6 +59,10 @@ func TestAMovedBranchGetsTheEditsChangesWithoutEditingAgain(t *testing.T) {
 	})
 	other := f.clone()
 	edits := 0
+	made := func() [2]float64 {
+		return [2]float64{testutil.ToFloat64(commitsMade.WithLabelValues("edited")), testutil.ToFloat64(commitsMade.WithLabelValues("replayed"))}
+	}
+	before := made()
 	res, err := f.repos.Write(context.Background(), f.source(), adoptWeb(&edits, func() {
 		// Someone pushes, to a file no build reads, while sluice edits.
 		writeTestFile(t, filepath.Join(other, "docs", "README.md"), "apps, and more\n")
@@ -68,6 +74,9 @@ func TestAMovedBranchGetsTheEditsChangesWithoutEditingAgain(t *testing.T) {
 	}
 	if edits != 1 || res.Attempts != 2 || res.Replayed != 1 {
 		t.Fatalf("edits %d, attempts %d, replayed %d; want the edit once, its changes pushed on the second attempt without editing again", edits, res.Attempts, res.Replayed)
+	}
+	if got, want := made(), [2]float64{before[0] + 1, before[1] + 1}; got != want {
+		t.Errorf("commits edited and replayed: %v, want %v", got, want)
 	}
 
 	clone := f.clone()

@@ -569,6 +569,7 @@ func (r *Repositories) commitAndPush(ctx context.Context, repo *git.Repository, 
 		// A replay that fails leaves the working copy touched: the edit
 		// is made again below, on a fresh checkout.
 		if commit, err := replay(repo, wt, base.Hash(), ours, last.message, opts); err == nil {
+			commitsMade.WithLabelValues("replayed").Inc()
 			checkedOut(wt.Filesystem.Root(), commit.String())
 			res, err := r.push(ctx, repo, src, auth, change.Branch, commit)
 			res.Replayed = 1
@@ -628,6 +629,7 @@ func (r *Repositories) commitAndPush(ctx context.Context, repo *git.Repository, 
 	case err != nil:
 		return Result{}, nil, &workingCopyError{fmt.Errorf("committing: %w", err)}
 	}
+	commitsMade.WithLabelValues("edited").Inc()
 	// NOTE: with every change added, the working copy holds the commit
 	// just made, as a checkout of it would: the next write on top of it
 	// (the branch did not move) checks nothing out again, which on a large

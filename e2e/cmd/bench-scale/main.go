@@ -336,7 +336,8 @@ func (b *bench) printTable(argo *argoResult, res *sluiceResult, idle *idleResult
 
 	printStackCPU(b.out, argo.cpu, res.cpuHealthy, res.cpuDone)
 	printAPIRequests(b.out, 15, argo.requests, res.apiRequests)
-	fmt.Fprintf(b.out, "\nsluice's commits record %s; its Git writes: %s.\n", describeCounts(res.records), describeCounts(res.writes.count))
+	fmt.Fprintf(b.out, "\nsluice's commits record %s; its Git writes: %s; the commits they made: %s.\n",
+		describeCounts(res.records), describeCounts(res.writes.count), describeCounts(res.commitsMade))
 	fmt.Fprintf(b.out, "sluice's requests to the API server: %s; its reconciles: %s.\n", describeCounts(res.requests), describeCounts(res.reconciles))
 	fmt.Fprintln(b.out, "sluice's commits, from the Kustomizations' creation:")
 	for _, c := range res.commits {

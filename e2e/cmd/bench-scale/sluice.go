@@ -34,9 +34,10 @@ type sluiceResult struct {
 	// started is when the Kustomizations were created.
 	started time.Time
 	writes  gitWrites
-	// requests counts sluice's requests to the API server by method, and
-	// reconciles its reconciles by controller.
-	requests, reconciles map[string]int
+	// requests counts sluice's requests to the API server by method,
+	// reconciles its reconciles by controller, and commitsMade the commits
+	// its writes made by how (edited, replayed onto a moved branch).
+	requests, reconciles, commitsMade map[string]int
 	usage                usage
 	// errors counts the error lines of sluice's logs by message.
 	errors map[string]int
@@ -180,9 +181,13 @@ func (b *bench) runSluice(ctx context.Context) (*sluiceResult, error) {
 		if res.requests == nil {
 			res.requests, res.reconciles = map[string]int{}, map[string]int{}
 		}
+		if res.commitsMade == nil {
+			res.commitsMade = map[string]int{}
+		}
 		for counter, into := range map[[2]string]map[string]int{
 			{"rest_client_requests_total", "method"}:             res.requests,
 			{"controller_runtime_reconcile_total", "controller"}: res.reconciles,
+			{"sluice_git_commits_total", "made"}:                 res.commitsMade,
 		} {
 			counts, err := scrapeCounter(ctx, p.metricsURL, counter[0], counter[1])
 			if err != nil {
