@@ -38,7 +38,7 @@ type sluiceResult struct {
 	// reconciles its reconciles by controller, and commitsMade the commits
 	// its writes made by how (edited, replayed onto a moved branch).
 	requests, reconciles, commitsMade map[string]int
-	usage                usage
+	usage                             usage
 	// errors counts the error lines of sluice's logs by message.
 	errors map[string]int
 	// cpu0 is the stack's CPU time when the Kustomizations were created;
