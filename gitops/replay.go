@@ -42,18 +42,21 @@ type reads struct {
 	unknown bool
 }
 
-// readRecorders holds, by working copy root, the reads of the edit that
-// runs on it. The repository's lock keeps one edit per root at a time.
+// readRecorders holds, by working copy root, the *readRecorder of the
+// edit that runs on it. The repository's lock keeps one edit per root at a
+// time.
 var readRecorders sync.Map
+
+type readRecorder struct {
+	sync.Mutex
+	reads
+}
 
 // recordReads starts recording the reads of the builds in root; the
 // returned function stops and returns them.
 func recordReads(root string) func() *reads {
 	root = filepath.Clean(root)
-	rec := &struct {
-		sync.Mutex
-		reads
-	}{}
+	rec := &readRecorder{}
 	readRecorders.Store(root, rec)
 	return func() *reads {
 		readRecorders.Delete(root)
@@ -71,10 +74,7 @@ func noteBuild(root string, in *buildInputs) {
 	if !ok {
 		return
 	}
-	rec := v.(*struct {
-		sync.Mutex
-		reads
-	})
+	rec := v.(*readRecorder)
 	rec.Lock()
 	defer rec.Unlock()
 	rec.builds++

@@ -486,9 +486,7 @@ func (r *Repositories) write(ctx context.Context, src Source, change Change) (Re
 		)
 		if err == nil {
 			res, ref, err = r.commitAndPush(ctx, repo, src, auth, change, last)
-			if res.Replayed > 0 {
-				replayed++
-			}
+			replayed += res.Replayed
 		}
 		var editErr *editError
 		switch {
