@@ -70,17 +70,7 @@ func BenchmarkParkUnchanged(b *testing.B) {
 func BenchmarkAdoptFolder(b *testing.B) {
 	const folders, apps = 100, 10
 	src := b.TempDir()
-	for i := range folders {
-		dir := filepath.Join(src, "fleet", fmt.Sprintf("k%03d", i))
-		if err := os.MkdirAll(dir, 0o755); err != nil {
-			b.Fatal(err)
-		}
-		ns := fmt.Sprintf("fleet-%03d", i)
-		write(b, filepath.Join(dir, "namespace.yaml"), "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: "+ns+"\n")
-		for j := range apps {
-			write(b, filepath.Join(dir, fmt.Sprintf("app-%03d.yaml", j)), fmt.Sprintf(fleetDeployment, fmt.Sprintf("app-%03d", j), ns))
-		}
-	}
+	writeFleet(b, src, folders, apps)
 	k := Kustomization{Path: "fleet/k042"}
 	adopt := func(b *testing.B, root string, j int) (bool, error) {
 		a := Adoption{Kustomization: k, Deployment: ObjectID{Kind: "Deployment", Namespace: "fleet-042", Name: fmt.Sprintf("app-%03d", j)}, Strategy: "canary", LiveReplicas: 1}
@@ -115,6 +105,23 @@ func BenchmarkAdoptFolder(b *testing.B) {
 				mode.edits(b, root)
 			}
 		})
+	}
+}
+
+// writeFleet writes, below root, the folders fleet/kNNN of make
+// bench-scale's fleet: each a namespace fleet-NNN and apps annotated
+// Deployments app-NNN in it.
+func writeFleet(b testing.TB, root string, folders, apps int) {
+	for i := range folders {
+		dir := filepath.Join(root, "fleet", fmt.Sprintf("k%03d", i))
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			b.Fatal(err)
+		}
+		ns := fmt.Sprintf("fleet-%03d", i)
+		write(b, filepath.Join(dir, "namespace.yaml"), "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: "+ns+"\n")
+		for j := range apps {
+			write(b, filepath.Join(dir, fmt.Sprintf("app-%03d.yaml", j)), fmt.Sprintf(fleetDeployment, fmt.Sprintf("app-%03d", j), ns))
+		}
 	}
 }
 

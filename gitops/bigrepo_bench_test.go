@@ -26,15 +26,7 @@ const (
 // push) and a steady-state write (a fetch, a commit, a push). Compare the
 // ratios of one run; the machine's noise cancels out.
 func BenchmarkBigRepository(b *testing.B) {
-	server, err := stack.StartGitServer(filepath.Join(b.TempDir(), "repos"), user, password)
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() { _ = server.Close() })
-	url, err := server.CreateRepository("fleet")
-	if err != nil {
-		b.Fatal(err)
-	}
+	server, url, authURL := benchRepository(b)
 	started := time.Now()
 	if err := fillRepository(filepath.Join(server.Root, "fleet.git")); err != nil {
 		b.Fatal(err)
@@ -42,20 +34,13 @@ func BenchmarkBigRepository(b *testing.B) {
 	b.Logf("generated %d files in %d commits in %s", bigRepoFiles, bigRepoCommits, time.Since(started).Round(time.Millisecond))
 	src := Source{URL: url, Branch: "main", Credentials: Credentials{Username: user, Password: password}}
 	author := Signature{Name: "sluice", Email: "sluice@example.com"}
-	authURL := fmt.Sprintf("http://%s:%s@%s/fleet.git", user, password, server.URL[len("http://"):])
 	n := 0
 	change := func() Change {
 		n++
 		return Change{Branch: "main", Message: fmt.Sprintf("write %d", n), Author: author,
 			Edit: setFile("apps/bench/write.yaml", strconv.Itoa(n)+"\n")}
 	}
-	gitCLI := func(dir string, args ...string) {
-		cmd := exec.Command("git", append([]string{"-c", "user.name=git", "-c", "user.email=git@example.com"}, args...)...)
-		cmd.Dir = dir
-		if out, err := cmd.CombinedOutput(); err != nil {
-			b.Fatalf("git %v: %v\n%s", args, err, out)
-		}
-	}
+	gitCLI := func(dir string, args ...string) { gitCLI(b, dir, args...) }
 	gitWrite := func(dir string) {
 		n++
 		if err := os.MkdirAll(filepath.Join(dir, "apps", "bench"), 0o755); err != nil {
@@ -104,6 +89,30 @@ func BenchmarkBigRepository(b *testing.B) {
 			gitWrite(dir)
 		}
 	})
+}
+
+// benchRepository serves an empty repository fleet over smart HTTP for
+// the benchmark, and returns its server, its URL and its URL with the
+// credentials in it, for the git CLI.
+func benchRepository(b *testing.B) (server *stack.GitServer, url, authURL string) {
+	server, err := stack.StartGitServer(filepath.Join(b.TempDir(), "repos"), user, password)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { _ = server.Close() })
+	if url, err = server.CreateRepository("fleet"); err != nil {
+		b.Fatal(err)
+	}
+	return server, url, fmt.Sprintf("http://%s:%s@%s/fleet.git", user, password, server.URL[len("http://"):])
+}
+
+// gitCLI runs the git CLI in dir, as the benchmark's other writer.
+func gitCLI(b *testing.B, dir string, args ...string) {
+	cmd := exec.Command("git", append([]string{"-c", "user.name=git", "-c", "user.email=git@example.com"}, args...)...)
+	cmd.Dir = dir
+	if out, err := cmd.CombinedOutput(); err != nil {
+		b.Fatalf("git %v: %v\n%s", args, err, out)
+	}
 }
 
 // fillRepository writes bigRepoFiles files and bigRepoCommits commits to

@@ -3,13 +3,10 @@ package gitops
 import (
 	"context"
 	"fmt"
-	"os"
-	"os/exec"
 	"path/filepath"
 	"testing"
 
 	deliveryv1 "github.com/sluice-dev/sluice/apis/v1alpha1"
-	"github.com/sluice-dev/sluice/e2e/stack"
 )
 
 // BenchmarkRecordFleet times the write that records the stable templates
@@ -21,40 +18,17 @@ import (
 // write goes again on the new head.
 func BenchmarkRecordFleet(b *testing.B) {
 	const folders, apps = 100, 10
-	server, err := stack.StartGitServer(filepath.Join(b.TempDir(), "repos"), user, password)
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() { _ = server.Close() })
-	url, err := server.CreateRepository("fleet")
-	if err != nil {
-		b.Fatal(err)
-	}
-	authURL := fmt.Sprintf("http://%s:%s@%s/fleet.git", user, password, server.URL[len("http://"):])
-	gitCLI := func(dir string, args ...string) {
-		cmd := exec.Command("git", append([]string{"-c", "user.name=git", "-c", "user.email=git@example.com"}, args...)...)
-		cmd.Dir = dir
-		if out, err := cmd.CombinedOutput(); err != nil {
-			b.Fatalf("git %v: %v\n%s", args, err, out)
-		}
-	}
+	_, url, authURL := benchRepository(b)
+	gitCLI := func(dir string, args ...string) { gitCLI(b, dir, args...) }
 
 	// The fleet, adopted, as one commit.
 	person := filepath.Join(b.TempDir(), "fleet")
 	gitCLI("", "clone", "--quiet", authURL, person)
 	var promotions []Promotion
+	writeFleet(b, person, folders, apps)
 	for i := range folders {
-		path := fmt.Sprintf("fleet/k%03d", i)
-		dir := filepath.Join(person, path)
-		if err := os.MkdirAll(dir, 0o755); err != nil {
-			b.Fatal(err)
-		}
 		ns := fmt.Sprintf("fleet-%03d", i)
-		write(b, filepath.Join(dir, "namespace.yaml"), "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: "+ns+"\n")
-		for j := range apps {
-			write(b, filepath.Join(dir, fmt.Sprintf("app-%03d.yaml", j)), fmt.Sprintf(fleetDeployment, fmt.Sprintf("app-%03d", j), ns))
-		}
-		k := Kustomization{Path: path}
+		k := Kustomization{Path: fmt.Sprintf("fleet/k%03d", i)}
 		_, err := inBatch(person, apps, func(j int) (bool, error) {
 			app := fmt.Sprintf("app-%03d", j)
 			_, changed, err := Adopt(person, Adoption{Kustomization: k, Deployment: ObjectID{Kind: "Deployment", Namespace: ns, Name: app}, Strategy: "canary", LiveReplicas: 1})

@@ -2,6 +2,7 @@ package gitops
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -10,27 +11,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 )
 
-const replayDeployment = `apiVersion: apps/v1
-kind: Deployment
-metadata:
-  name: web
-  namespace: apps
-  annotations:
-    sluice.dev/strategy: canary
-spec:
-  replicas: 3
-  selector:
-    matchLabels:
-      app: web
-  template:
-    metadata:
-      labels:
-        app: web
-    spec:
-      containers:
-        - name: web
-          image: registry.example/web:v1
-`
+// replayDeployment is the annotated Deployment apps/web of a fleet.
+var replayDeployment = fmt.Sprintf(fleetDeployment, "web", "apps")
 
 // adoptWeb is the change that adopts apps/web's Deployment; edits counts
 // its runs, and their commit runs while the first one edits.
@@ -66,8 +48,7 @@ func TestAMovedBranchGetsTheEditsChangesWithoutEditingAgain(t *testing.T) {
 	res, err := f.repos.Write(context.Background(), f.source(), adoptWeb(&edits, func() {
 		// Someone pushes, to a file no build reads, while sluice edits.
 		writeTestFile(t, filepath.Join(other, "docs", "README.md"), "apps, and more\n")
-		f.git(other, "commit", "-q", "-am", "their change")
-		f.git(other, "push", "-q", "origin", "HEAD:main")
+		f.pushTheirs(other)
 	}))
 	if err != nil {
 		t.Fatal(err)
@@ -155,8 +136,7 @@ func TestAMovedBranchGetsARemovalWithoutEditingAgain(t *testing.T) {
 			edits++
 			if edits == 1 {
 				writeTestFile(t, filepath.Join(other, "docs", "README.md"), "apps, and more\n")
-				f.git(other, "commit", "-q", "-am", "their change")
-				f.git(other, "push", "-q", "origin", "HEAD:main")
+				f.pushTheirs(other)
 			}
 			return RemoveDelivery(root, optOut)
 		},
@@ -190,13 +170,13 @@ func TestAMovedBranchThatChangedWhatTheEditReadIsEditedAgain(t *testing.T) {
 		name, wantInDeployment string
 		change                 func(t *testing.T, dir string)
 	}{
-		{"the Deployment's file", "registry.example/web:v2", func(t *testing.T, dir string) {
+		{"the Deployment's file", "registry.example/app:v2", func(t *testing.T, dir string) {
 			writeTestFile(t, filepath.Join(dir, "apps/web/deployment.yaml"), replayDeployment[:len(replayDeployment)-len("v1\n")]+"v2\n")
 		}},
-		{"a new file in the Kustomization's folder", "registry.example/web:v1", func(t *testing.T, dir string) {
+		{"a new file in the Kustomization's folder", "registry.example/app:v1", func(t *testing.T, dir string) {
 			writeTestFile(t, filepath.Join(dir, "apps/web/notes.txt"), "notes\n")
 		}},
-		{"a link anywhere", "registry.example/web:v1", func(t *testing.T, dir string) {
+		{"a link anywhere", "registry.example/app:v1", func(t *testing.T, dir string) {
 			if err := os.Symlink("../apps", filepath.Join(dir, "docs-apps")); err != nil {
 				t.Fatal(err)
 			}
@@ -208,9 +188,7 @@ func TestAMovedBranchThatChangedWhatTheEditReadIsEditedAgain(t *testing.T) {
 			edits := 0
 			res, err := f.repos.Write(context.Background(), f.source(), adoptWeb(&edits, func() {
 				their.change(t, other)
-				f.git(other, "add", "-A")
-				f.git(other, "commit", "-q", "-m", "their change")
-				f.git(other, "push", "-q", "origin", "HEAD:main")
+				f.pushTheirs(other)
 			}))
 			if err != nil {
 				t.Fatal(err)
@@ -276,9 +254,31 @@ func TestAMovedBranchThatChangedTheFolderOfAWrittenFileIsEditedAgain(t *testing.
 	edits := 0
 	res, err := f.repos.Write(context.Background(), f.source(), adoptWeb(&edits, func() {
 		writeTestFile(t, filepath.Join(other, "apps/shared/kustomization.yaml"), "resources:\n  - web.yaml\nreplicas:\n  - name: web\n    count: 2\n")
-		f.git(other, "add", "-A")
-		f.git(other, "commit", "-q", "-m", "their change")
-		f.git(other, "push", "-q", "origin", "HEAD:main")
+		f.pushTheirs(other)
+	}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if edits != 2 || res.Replayed != 0 {
+		t.Fatalf("edits %d, replayed %d; want the edit run again on their commit", edits, res.Replayed)
+	}
+}
+
+// TestAMovedBranchThatChangedTheKustomizationIsEditedAgain: the
+// Deployment comes from a base; the other commit changes only the
+// overlay's kustomization.yaml, which the build read and the edit did not
+// write.
+func TestAMovedBranchThatChangedTheKustomizationIsEditedAgain(t *testing.T) {
+	f := newFixture(t, map[string]string{
+		"apps/base/deployment.yaml":    replayDeployment,
+		"apps/base/kustomization.yaml": "resources:\n  - deployment.yaml\n",
+		"apps/web/kustomization.yaml":  "resources:\n  - ../base\n",
+	})
+	other := f.clone()
+	edits := 0
+	res, err := f.repos.Write(context.Background(), f.source(), adoptWeb(&edits, func() {
+		writeTestFile(t, filepath.Join(other, "apps/web/kustomization.yaml"), "resources:\n  - ../base\ncommonAnnotations:\n  team: web\n")
+		f.pushTheirs(other)
 	}))
 	if err != nil {
 		t.Fatal(err)

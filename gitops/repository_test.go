@@ -97,6 +97,15 @@ func (f *fixture) git(dir string, args ...string) string {
 	return strings.TrimSpace(string(out))
 }
 
+// pushTheirs commits everything in the clone dir as another writer's
+// change, "their change", and pushes it to main.
+func (f *fixture) pushTheirs(dir string) {
+	f.t.Helper()
+	f.git(dir, "add", "-A")
+	f.git(dir, "commit", "-q", "-m", "their change")
+	f.git(dir, "push", "-q", "origin", "HEAD:main")
+}
+
 func writeTestFile(t *testing.T, path, content string) {
 	t.Helper()
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
@@ -199,9 +208,7 @@ func testWriteRetriesOnTheNewHead(t *testing.T, f *fixture, history string) {
 			if edits == 1 {
 				// Someone pushes while sluice is editing.
 				writeTestFile(t, filepath.Join(other, "theirs.yaml"), "theirs\n")
-				f.git(other, "add", "-A")
-				f.git(other, "commit", "-q", "-m", "their change")
-				f.git(other, "push", "-q", "origin", "HEAD:main")
+				f.pushTheirs(other)
 			}
 			return setFile("ours.yaml", "ours\n")(root)
 		},
