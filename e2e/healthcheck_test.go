@@ -116,7 +116,10 @@ func TestFluxHealthChecks(t *testing.T) {
 	replaceInFile(t, filepath.Join(repo.dir, "apps/bank/deployment.yaml"), "registry.example/web:v2", "registry.example/web:v3")
 	repo.commitAndPush("Release web v3")
 	g.Eventually(func(g Gomega) {
-		g.Expect(getObj(g, delivery.DeepCopy()).Status.Phase).To(Equal(deliveryv1.PhaseRejected))
+		d := getObj(g, delivery.DeepCopy())
+		g.Expect(d.Status.Phase).To(Equal(deliveryv1.PhaseRejected))
+		// sluice's rejection commit is in, so the next push starts from it.
+		g.Expect(d.Spec.Promotion.Rejection).NotTo(BeNil())
 		k := ks(g, "bank")
 		g.Expect(conditions.IsFalse(k, meta.ReadyCondition)).To(BeTrue())
 		g.Expect(conditions.GetMessage(k, meta.ReadyCondition)).To(ContainSubstring("Delivery/bank/web"))
