@@ -375,6 +375,11 @@ func TestCLI(t *testing.T) {
 		cli.ok("approve", "web", "--repo", clone.dir)
 	}
 	g.Expect(cli.ok("status", "web", "--timeout", "2m")).To(ContainSubstring("is healthy: template " + v2))
+	// sluice's record of v2 as stable is in, so the pushes below start
+	// from it and the commit found below is that record.
+	g.Eventually(func(g Gomega) {
+		g.Expect(getObj(g, delivery.DeepCopy()).Spec.Promotion.Stable.TemplateHash).To(Equal(v2))
+	}, time.Minute, 100*time.Millisecond).Should(Succeed())
 	// --to a commit at which Git records v2 as stable: the Deployment runs
 	// it already.
 	clone.git("", "fetch", "--quiet", "origin")
