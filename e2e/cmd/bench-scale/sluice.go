@@ -42,9 +42,10 @@ type sluiceResult struct {
 	// errors counts the error lines of sluice's logs by message.
 	errors map[string]int
 	// cpu0 is the stack's CPU time when the Kustomizations were created;
-	// cpuHealthy and cpuDone are what it used from then until every
-	// Rollout was Healthy, and until the end.
-	cpu0, cpuHealthy, cpuDone stackCPU
+	// cpuApplied, cpuHealthy and cpuDone are what it used from then until
+	// Flux had applied every Kustomization, until every Rollout was
+	// Healthy, and until the end.
+	cpu0, cpuApplied, cpuHealthy, cpuDone stackCPU
 	// personCommits are the commits a person pushed during the burst, and
 	// personLost those of them main does not hold at the end.
 	personCommits, personLost []string
@@ -226,6 +227,13 @@ func (b *bench) observeFleet(ctx context.Context, res *sluiceResult, elapsed tim
 			}
 		}
 		res.applied.observe(len(b.applied), elapsed)
+		if res.applied.reached() {
+			cpu, err := b.stackCPU()
+			if err != nil {
+				return err
+			}
+			res.cpuApplied = cpu.since(res.cpu0)
+		}
 	}
 	if !res.deliveries.reached() || !res.recorded.reached() {
 		var list deliveryv1.DeliveryList
