@@ -262,9 +262,15 @@ func (b *bench) observeFleet(ctx context.Context, res *sluiceResult, elapsed tim
 		if err := b.watched.List(ctx, &deployments, client.UnsafeDisableDeepCopy); err != nil {
 			return err
 		}
-		parked := map[client.ObjectKey]bool{}
+		// A Deployment sluice scaled to zero is parked once its pods are
+		// gone.
+		parked, scaled := map[client.ObjectKey]bool{}, 0
 		for _, d := range deployments.Items {
-			if ptr.Deref(d.Spec.Replicas, 1) == 0 && d.Status.Replicas == 0 {
+			if ptr.Deref(d.Spec.Replicas, 1) != 0 {
+				continue
+			}
+			scaled++
+			if d.Status.Replicas == 0 {
 				parked[client.ObjectKeyFromObject(&d)] = true
 			}
 		}
@@ -280,7 +286,7 @@ func (b *bench) observeFleet(ctx context.Context, res *sluiceResult, elapsed tim
 			}
 		}
 		res.healthy.observe(healthy, elapsed)
-		res.healthy.detail = fmt.Sprintf("Rollouts serving %d, Deployments at 0 %d", serving, len(parked))
+		res.healthy.detail = fmt.Sprintf("Rollouts serving %d, Deployments scaled to 0 %d, at 0 %d", serving, scaled, len(parked))
 		if res.healthy.reached() {
 			cpu, err := b.stackCPU()
 			if err != nil {
