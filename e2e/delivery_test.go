@@ -516,6 +516,11 @@ func TestBlueGreenApproval(t *testing.T) {
 		svc := getObj(g, &corev1.Service{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "web"}})
 		var pods corev1.PodList
 		g.Expect(k8sClient.List(ctx, &pods, client.InNamespace(ns), client.MatchingLabels(svc.Spec.Selector))).To(Succeed())
+		if getObj(g, svc.DeepCopy()).ResourceVersion != svc.ResourceVersion {
+			// The selector changed while the pods were listed: they may
+			// be those the Service no longer selects.
+			continue
+		}
 		ready := 0
 		for _, p := range pods.Items {
 			if podReady(p) && p.DeletionTimestamp == nil {
