@@ -240,50 +240,55 @@ func TestReadsAffects(t *testing.T) {
 	}
 }
 
-// TestAMovedBranchThatChangedTheFolderOfAWrittenFileIsEditedAgain: the
-// Deployment comes from a file of another folder, which the build reads
-// only as a file; the adoption writes there, and reads that folder's
-// kustomization.yaml, which someone adds meanwhile.
-func TestAMovedBranchThatChangedTheFolderOfAWrittenFileIsEditedAgain(t *testing.T) {
-	f := newFixture(t, map[string]string{
-		"apps/shared/web.yaml":          replayDeployment,
-		"apps/web/kustomization.yaml":   "resources:\n  - ../shared/web.yaml\n",
-		"apps/shared/other-config.yaml": "kind: ConfigMap\n",
-	})
-	other := f.clone()
-	edits := 0
-	res, err := f.repos.Write(context.Background(), f.source(), adoptWeb(&edits, func() {
-		writeTestFile(t, filepath.Join(other, "apps/shared/kustomization.yaml"), "resources:\n  - web.yaml\nreplicas:\n  - name: web\n    count: 2\n")
-		f.pushTheirs(other)
-	}))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if edits != 2 || res.Replayed != 0 {
-		t.Fatalf("edits %d, replayed %d; want the edit run again on their commit", edits, res.Replayed)
-	}
-}
-
-// TestAMovedBranchThatChangedTheKustomizationIsEditedAgain: the
-// Deployment comes from a base; the other commit changes only the
-// overlay's kustomization.yaml, which the build read and the edit did not
-// write.
-func TestAMovedBranchThatChangedTheKustomizationIsEditedAgain(t *testing.T) {
-	f := newFixture(t, map[string]string{
-		"apps/base/deployment.yaml":    replayDeployment,
-		"apps/base/kustomization.yaml": "resources:\n  - deployment.yaml\n",
-		"apps/web/kustomization.yaml":  "resources:\n  - ../base\n",
-	})
-	other := f.clone()
-	edits := 0
-	res, err := f.repos.Write(context.Background(), f.source(), adoptWeb(&edits, func() {
-		writeTestFile(t, filepath.Join(other, "apps/web/kustomization.yaml"), "resources:\n  - ../base\ncommonAnnotations:\n  team: web\n")
-		f.pushTheirs(other)
-	}))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if edits != 2 || res.Replayed != 0 {
-		t.Fatalf("edits %d, replayed %d; want the edit run again on their commit", edits, res.Replayed)
+// TestAMovedBranchThatChangedAKustomizationTheEditReadIsEditedAgain: the
+// Deployment comes from another folder, and the other commit changes only
+// a kustomization.yaml the edit read but did not write.
+func TestAMovedBranchThatChangedAKustomizationTheEditReadIsEditedAgain(t *testing.T) {
+	for _, tt := range []struct {
+		name                string
+		files               map[string]string
+		theirFile, theirNew string
+	}{
+		{
+			// The build reads the shared folder only as one file; the
+			// adoption writes there, and reads that folder's
+			// kustomization.yaml, which someone adds meanwhile.
+			name: "the folder of a written file",
+			files: map[string]string{
+				"apps/shared/web.yaml":          replayDeployment,
+				"apps/web/kustomization.yaml":   "resources:\n  - ../shared/web.yaml\n",
+				"apps/shared/other-config.yaml": "kind: ConfigMap\n",
+			},
+			theirFile: "apps/shared/kustomization.yaml",
+			theirNew:  "resources:\n  - web.yaml\nreplicas:\n  - name: web\n    count: 2\n",
+		},
+		{
+			// The Deployment comes from a base; the overlay's
+			// kustomization.yaml is read by the build only.
+			name: "the overlay's kustomization",
+			files: map[string]string{
+				"apps/base/deployment.yaml":    replayDeployment,
+				"apps/base/kustomization.yaml": "resources:\n  - deployment.yaml\n",
+				"apps/web/kustomization.yaml":  "resources:\n  - ../base\n",
+			},
+			theirFile: "apps/web/kustomization.yaml",
+			theirNew:  "resources:\n  - ../base\ncommonAnnotations:\n  team: web\n",
+		},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			f := newFixture(t, tt.files)
+			other := f.clone()
+			edits := 0
+			res, err := f.repos.Write(context.Background(), f.source(), adoptWeb(&edits, func() {
+				writeTestFile(t, filepath.Join(other, tt.theirFile), tt.theirNew)
+				f.pushTheirs(other)
+			}))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if edits != 2 || res.Replayed != 0 {
+				t.Fatalf("edits %d, replayed %d; want the edit run again on their commit", edits, res.Replayed)
+			}
+		})
 	}
 }
