@@ -40,7 +40,6 @@ func BenchmarkBigRepository(b *testing.B) {
 		return Change{Branch: "main", Message: fmt.Sprintf("write %d", n), Author: author,
 			Edit: setFile("apps/bench/write.yaml", strconv.Itoa(n)+"\n")}
 	}
-	gitCLI := func(dir string, args ...string) { gitCLI(b, dir, args...) }
 	gitWrite := func(dir string) {
 		n++
 		if err := os.MkdirAll(filepath.Join(dir, "apps", "bench"), 0o755); err != nil {
@@ -49,9 +48,9 @@ func BenchmarkBigRepository(b *testing.B) {
 		if err := os.WriteFile(filepath.Join(dir, "apps", "bench", "write.yaml"), []byte(strconv.Itoa(n)+"\n"), 0o644); err != nil {
 			b.Fatal(err)
 		}
-		gitCLI(dir, "add", "-A")
-		gitCLI(dir, "commit", "--quiet", "-m", fmt.Sprintf("write %d", n))
-		gitCLI(dir, "push", "--quiet", "origin", "HEAD:main")
+		gitCLI(b, dir, "add", "-A")
+		gitCLI(b, dir, "commit", "--quiet", "-m", fmt.Sprintf("write %d", n))
+		gitCLI(b, dir, "push", "--quiet", "origin", "HEAD:main")
 	}
 
 	b.Run("first/sluice", func(b *testing.B) {
@@ -65,7 +64,7 @@ func BenchmarkBigRepository(b *testing.B) {
 	b.Run("first/git", func(b *testing.B) {
 		for b.Loop() {
 			dir := filepath.Join(b.TempDir(), "fleet")
-			gitCLI("", "clone", "--quiet", authURL, dir)
+			gitCLI(b, "", "clone", "--quiet", authURL, dir)
 			gitWrite(dir)
 		}
 	})
@@ -81,11 +80,11 @@ func BenchmarkBigRepository(b *testing.B) {
 		}
 	})
 	dir := filepath.Join(b.TempDir(), "fleet")
-	gitCLI("", "clone", "--quiet", authURL, dir)
+	gitCLI(b, "", "clone", "--quiet", authURL, dir)
 	b.Run("steady/git", func(b *testing.B) {
 		for b.Loop() {
-			gitCLI(dir, "fetch", "--quiet", "origin")
-			gitCLI(dir, "reset", "--quiet", "--hard", "origin/main")
+			gitCLI(b, dir, "fetch", "--quiet", "origin")
+			gitCLI(b, dir, "reset", "--quiet", "--hard", "origin/main")
 			gitWrite(dir)
 		}
 	})

@@ -19,11 +19,10 @@ import (
 func BenchmarkRecordFleet(b *testing.B) {
 	const folders, apps = 100, 10
 	_, url, authURL := benchRepository(b)
-	gitCLI := func(dir string, args ...string) { gitCLI(b, dir, args...) }
 
 	// The fleet, adopted, as one commit.
 	person := filepath.Join(b.TempDir(), "fleet")
-	gitCLI("", "clone", "--quiet", authURL, person)
+	gitCLI(b, "", "clone", "--quiet", authURL, person)
 	var promotions []Promotion
 	writeFleet(b, person, folders, apps)
 	for i := range folders {
@@ -43,9 +42,9 @@ func BenchmarkRecordFleet(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
-	gitCLI(person, "add", "-A")
-	gitCLI(person, "commit", "--quiet", "-m", "Adopt the fleet")
-	gitCLI(person, "push", "--quiet", "origin", "HEAD:main")
+	gitCLI(b, person, "add", "-A")
+	gitCLI(b, person, "commit", "--quiet", "-m", "Adopt the fleet")
+	gitCLI(b, person, "push", "--quiet", "origin", "HEAD:main")
 
 	src := Source{URL: url, Branch: "main", Credentials: Credentials{Username: user, Password: password}}
 	author := Signature{Name: "sluice", Email: "sluice@example.com"}
@@ -53,11 +52,11 @@ func BenchmarkRecordFleet(b *testing.B) {
 	n, m := 0, 0
 	personPushes := func() {
 		m++
-		gitCLI(person, "pull", "--quiet", "--rebase", "origin", "main")
+		gitCLI(b, person, "pull", "--quiet", "--rebase", "origin", "main")
 		write(b, filepath.Join(person, "README.md"), fmt.Sprintf("change %d\n", m))
-		gitCLI(person, "add", "-A")
-		gitCLI(person, "commit", "--quiet", "-m", fmt.Sprintf("change %d", m))
-		gitCLI(person, "push", "--quiet", "origin", "HEAD:main")
+		gitCLI(b, person, "add", "-A")
+		gitCLI(b, person, "commit", "--quiet", "-m", fmt.Sprintf("change %d", m))
+		gitCLI(b, person, "push", "--quiet", "origin", "HEAD:main")
 	}
 	record := func(b *testing.B, race bool) {
 		n++
