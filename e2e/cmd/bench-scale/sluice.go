@@ -180,10 +180,7 @@ func (b *bench) runSluice(ctx context.Context) (*sluiceResult, error) {
 		}
 		res.writes.add(w)
 		if res.requests == nil {
-			res.requests, res.reconciles = map[string]int{}, map[string]int{}
-		}
-		if res.commitsMade == nil {
-			res.commitsMade = map[string]int{}
+			res.requests, res.reconciles, res.commitsMade = map[string]int{}, map[string]int{}, map[string]int{}
 		}
 		for counter, into := range map[[2]string]map[string]int{
 			{"rest_client_requests_total", "method"}:             res.requests,
